@@ -1,0 +1,81 @@
+"""Plain values that cross the store boundary: nothing outside the store sees ORM objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from annotations import lexicon
+from annotations.validation import (
+    check_choice,
+    check_optional_bool,
+    check_optional_choice,
+    check_sha256,
+    check_text,
+    check_unit_id,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewAnnotation:
+    """One annotation to append, validated and normalised on construction.
+
+    Construction raises :class:`~annotations.errors.AnnotationValidationError`
+    naming the field when a value is unacceptable. Text is stripped, and the
+    vocabulary fields take their canonical spelling (``"mass"`` becomes
+    ``"Mass"``). The store assigns ``version`` and ``created_at``.
+    """
+
+    unit_id: int
+    annotator: str
+    label: str
+    category: str
+    bundle_hash: str
+    cancer_association: str = "unsure"
+    recognizable: bool | None = None
+    phenomena: str | None = None
+    description: str = ""
+    source: str = "expert"
+
+    def __post_init__(self) -> None:
+        normalised = {
+            "unit_id": check_unit_id(self.unit_id),
+            "annotator": check_text(self.annotator, field="annotator", max_length=lexicon.MAX_ANNOTATOR_LENGTH),
+            "label": check_text(self.label, field="label", max_length=lexicon.MAX_LABEL_LENGTH),
+            "category": check_choice(self.category, field="category", choices=lexicon.CATEGORIES),
+            "bundle_hash": check_sha256(self.bundle_hash),
+            "cancer_association": check_choice(
+                self.cancer_association, field="cancer_association", choices=lexicon.CANCER_ASSOCIATIONS
+            ),
+            "recognizable": check_optional_bool(self.recognizable, field="recognizable"),
+            "phenomena": check_optional_choice(self.phenomena, field="phenomena", choices=lexicon.PHENOMENA),
+            "description": check_text(
+                self.description, field="description", max_length=lexicon.MAX_DESCRIPTION_LENGTH, allow_empty=True
+            ),
+            "source": check_choice(self.source, field="source", choices=lexicon.SOURCES),
+        }
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnotationRecord:
+    """One stored version of one annotator's label for one unit.
+
+    ``id`` orders all writes globally; ``version`` counts 1, 2, 3… per
+    (``unit_id``, ``annotator``); ``created_at`` is timezone-aware UTC.
+    """
+
+    id: int
+    unit_id: int
+    annotator: str
+    source: str
+    version: int
+    label: str
+    category: str
+    cancer_association: str
+    recognizable: bool | None
+    phenomena: str | None
+    description: str
+    bundle_hash: str
+    created_at: datetime

@@ -1,0 +1,169 @@
+"""The model bundle: one self-describing, hashed directory (DESIGN.md "How the parts meet").
+
+``training`` writes it with :func:`finalise_bundle`; ``service`` reads it with
+:func:`load_bundle`, which refuses a bundle whose files are missing, unknown or
+do not match the sha256 recorded in ``meta.json``. The bundle's hash is the
+sha256 of ``meta.json`` itself, which lists every other file's hash, so it
+identifies the whole directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+META_FILE = "meta.json"
+WEIGHTS_FILE = "weights.pt"
+ONNX_FILE = "fcn.onnx"
+HEAD_FILE = "head.npz"
+RANKINGS_FILE = "rankings.json"
+CONCEPT_LABELS_FILE = "concept_labels.json"
+REQUIRED_FILES = (WEIGHTS_FILE, ONNX_FILE, HEAD_FILE, RANKINGS_FILE)
+
+
+class BundleError(Exception):
+    """The bundle cannot be used; the message says which file and what to do."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bundle_files(root: Path) -> list[str]:
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != META_FILE
+    )
+
+
+def finalise_bundle(root: Path, meta: dict[str, Any]) -> str:
+    """Record the sha256 of every file under ``root`` in ``meta["files"]``, write ``meta.json``.
+
+    Returns the bundle hash (sha256 of the written ``meta.json``).
+    """
+    root = Path(root)
+    missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
+    if missing:
+        raise BundleError(f"cannot finalise {root}: required files missing: {', '.join(missing)}")
+    meta = dict(meta)
+    meta["schema_version"] = SCHEMA_VERSION
+    meta["files"] = {name: sha256_file(root / name) for name in _bundle_files(root)}
+    data = json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n"
+    (root / META_FILE).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk and the metadata the service needs."""
+
+    root: Path
+    meta: dict[str, Any] = field(repr=False)
+    hash: str
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.root.name))
+
+    @property
+    def id(self) -> str:
+        """Human-readable model id: ``name@<first 12 hex digits of the hash>``."""
+        return f"{self.name}@{self.hash[:12]}"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["model"]["classes"])
+
+    @property
+    def num_units(self) -> int:
+        return int(self.meta["model"]["num_units"])
+
+    @property
+    def input_short_side(self) -> int:
+        return int(self.meta["preprocessing"]["input_short_side"])
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.meta["preprocessing"]["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.meta["preprocessing"]["std"])
+
+    def path(self, name: str) -> Path:
+        """Absolute path of a file listed in the bundle."""
+        if name not in self.meta["files"]:
+            raise BundleError(f"{name} is not part of bundle {self.root}")
+        return self.root / name
+
+    def has(self, name: str) -> bool:
+        return name in self.meta["files"]
+
+    @cached_property
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The class weights w ``(C, K)`` and biases ``(C,)`` of the classifier / FCN head."""
+        with np.load(self.path(HEAD_FILE)) as npz:
+            return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32)
+
+    @cached_property
+    def rankings(self) -> dict[str, Any]:
+        return json.loads(self.path(RANKINGS_FILE).read_text())
+
+
+def load_bundle(root: Path | str, *, verify: bool = True) -> Bundle:
+    """Open a bundle directory; with ``verify`` check every file against ``meta.json``.
+
+    Raises :class:`BundleError` naming the problem: no such directory, no or
+    unreadable ``meta.json``, an unsupported schema version, a missing, unknown
+    or modified file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"model bundle directory not found: {root} (build one with `python -m training demo`)")
+    meta_path = root / META_FILE
+    if not meta_path.is_file():
+        raise BundleError(f"{root} is not a model bundle: {META_FILE} is missing")
+    data = meta_path.read_bytes()
+    try:
+        meta = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{meta_path} is not valid JSON: {exc}") from None
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(f"{meta_path}: unsupported bundle schema_version {version!r}, this build reads {SCHEMA_VERSION}")
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        raise BundleError(f"{meta_path} has no 'files' table of sha256 hashes")
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise BundleError(f"{meta_path} does not list the required file {name}")
+    if verify:
+        present = set(_bundle_files(root))
+        missing = sorted(set(files) - present)
+        if missing:
+            raise BundleError(f"bundle {root} is incomplete: missing {', '.join(missing[:10])}; copy the whole bundle directory")
+        unknown = sorted(present - set(files))
+        if unknown:
+            raise BundleError(
+                f"bundle {root} holds files meta.json does not list: {', '.join(unknown[:10])}; "
+                "remove them or rebuild the bundle"
+            )
+        for name, expected in files.items():
+            actual = sha256_file(root / name)
+            if actual != expected:
+                raise BundleError(
+                    f"bundle {root}: {name} has sha256 {actual[:16]}…, meta.json says {expected[:16]}…; "
+                    "the file was modified or corrupted, restore or rebuild the bundle"
+                )
+    return Bundle(root=root.resolve(), meta=meta, hash=hashlib.sha256(data).hexdigest())

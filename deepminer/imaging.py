@@ -1,0 +1,139 @@
+"""Image decoding and preprocessing shared by training and the service.
+
+Training and serving must see pixels the same way, so both call these
+functions: decode to a 2-D float32 grayscale image in [0, 1], resize with
+Pillow's antialiased bilinear filter, replicate to 3 channels and normalise.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from deepminer.grid import resized_shape
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+SUPPORTED_FORMATS = ("PNG", "TIFF", "JPEG")
+DEFAULT_MAX_PIXELS = 80_000_000
+"""Largest accepted image area; full-field mammograms are at most ~40 megapixels."""
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image this project can read; the message says why."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The image declares more pixels than allowed (decompression-bomb guard)."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A grayscale image in [0, 1] plus where it came from."""
+
+    pixels: np.ndarray  # (H, W) float32 in [0, 1]
+    format: str
+    bits: int
+
+
+def _to_unit_range(img: Image.Image) -> tuple[np.ndarray, int]:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img, dtype=np.uint16).astype(np.float32) / 65535.0, 16
+    if mode == "I":
+        arr = np.asarray(img, dtype=np.int64)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ImageDecodeError(
+                f"32-bit integer images must hold 16-bit values, got range [{arr.min()}, {arr.max()}]"
+            )
+        return arr.astype(np.float32) / 65535.0, 16
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ImageDecodeError("floating-point image contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        return scaled.astype(np.float32), 32
+    if mode in ("1", "L", "P", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "PA", "RGBX"):
+        gray = img.convert("L")
+        return np.asarray(gray, dtype=np.float32) / 255.0, 8
+    raise ImageDecodeError(f"unsupported pixel mode {mode!r}")
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode PNG (8/16-bit), TIFF or JPEG bytes to a grayscale image in [0, 1].
+
+    16-bit data are divided by 65535, 8-bit by 255, colour is converted to
+    luminance. Raises :class:`ImageDecodeError` for empty, unknown, unsupported
+    or corrupt data, and :class:`ImageTooLargeError` before decoding pixels when
+    the header declares more than ``max_pixels`` pixels.
+    """
+    if not data:
+        raise ImageDecodeError("the upload is empty")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image (expected PNG, TIFF or JPEG)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(str(exc)) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"unreadable image header: {exc}") from None
+    if img.format not in SUPPORTED_FORMATS:
+        raise ImageDecodeError(f"unsupported image format {img.format!r}; expected one of {', '.join(SUPPORTED_FORMATS)}")
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image declares {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}"
+        )
+    if width < 32 or height < 32:
+        raise ImageDecodeError(f"image is too small to explain: {width}x{height} pixels, need at least 32x32")
+    try:
+        img.load()
+        pixels, bits = _to_unit_range(img)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # Pillow raises many types for truncated or corrupt data.
+        raise ImageDecodeError(f"corrupt or truncated {img.format} image: {exc}") from None
+    return DecodedImage(pixels=pixels, format=str(img.format), bits=bits)
+
+
+def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to a grayscale float32 array in [0, 1] (see :func:`decode_image`)."""
+    return decode_image(Path(path).read_bytes(), max_pixels=max_pixels).pixels
+
+
+def resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D float image to ``shape`` (rows, columns), antialiased bilinear."""
+    height, width = shape
+    if pixels.shape == (height, width):
+        return pixels.astype(np.float32, copy=False)
+    img = Image.fromarray(pixels.astype(np.float32, copy=False), mode="F")
+    return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def normalise(pixels: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """Replicate grayscale in [0, 1] to 3 channels and normalise: ``(g - mean_c) / std_c``.
+
+    ``(H, W)`` gives ``(3, H, W)``; a batch ``(N, H, W)`` gives ``(N, 3, H, W)``.
+    """
+    m = np.asarray(mean, dtype=np.float32)[:, None, None]
+    s = np.asarray(std, dtype=np.float32)[:, None, None]
+    return (pixels[..., None, :, :].astype(np.float32, copy=False) - m) / s
+
+
+def network_input(
+    pixels: np.ndarray,
+    *,
+    short_side: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """Whole-mammogram network input: short side scaled to ``short_side``, normalised; ``(1, 3, H', W')``."""
+    shape = resized_shape(pixels.shape[0], pixels.shape[1], short_side)
+    return normalise(resize(pixels, shape), mean, std)[None]

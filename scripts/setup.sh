@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Create or refresh .venv with everything the project needs (torch, training, service, tests).
+# Idempotent: re-installs only when pyproject.toml or this script changed.
+# Environment: PYTHON (default python3), VENV (default .venv),
+#              TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1", the tested pair).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+
+if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
+    echo "error: $PYTHON must be Python 3.10 or newer" >&2
+    exit 1
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating virtual environment $VENV"
+    if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+        # Debian ships venv separately; install it when we may.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+            rm -rf "$VENV" && "$PYTHON" -m venv "$VENV"
+        else
+            echo "error: '$PYTHON -m venv' failed; install your distribution's python3-venv package" >&2
+            exit 1
+        fi
+    fi
+fi
+
+stamp="$VENV/.deepminer-setup"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $TORCH_SPEC"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+
+echo "==> installing dependencies into $VENV (first run: a few minutes)"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m pip install -q $TORCH_SPEC
+"$VENV/bin/python" -m pip install -q -e ".[all]"
+echo "$want" > "$stamp"
+echo "==> environment ready: $VENV"

@@ -1,0 +1,71 @@
+"""Session fixtures: tiny phantom data and a real bundle trained on it (ResNet-18, 32 px patches).
+
+Everything is built here from scratch, offline, once per test session.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.config import TrainConfig
+from training.manifest import ImageRecord, read_manifest
+from training.phantoms import PhantomConfig, generate_phantoms
+
+TINY_CONFIG = TrainConfig(
+    name="tiny-resnet18",
+    depth=18,
+    patch_size=32,
+    epochs=1,
+    batch_size=32,
+    lr=0.01,
+    lr_decay_epoch=None,
+    samples_per_epoch=256,
+    top_per_image=8,
+    top_per_class=20,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="session")
+def phantom_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 cases x 4 views of 256 px phantoms."""
+    out = tmp_path_factory.mktemp("phantoms")
+    return generate_phantoms(out, config=PhantomConfig(n_cases=8, height=256, seed=3), workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def phantom_records(phantom_manifest: Path) -> list[ImageRecord]:
+    return read_manifest(phantom_manifest)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, phantom_manifest: Path) -> Path:
+    """A real bundle from the training pipeline: ResNet-18, 1 epoch, automatic labels."""
+    from training.pipeline import build_bundle
+
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    return build_bundle(phantom_manifest, out, TINY_CONFIG, auto_label=True, progress=False)
+
+
+@pytest.fixture(scope="session")
+def phantom_png(phantom_records: list[ImageRecord]) -> bytes:
+    """A 16-bit PNG phantom mammogram with a lesion, as uploaded by a client."""
+    record = next(r for r in phantom_records if r.lesions)
+    return record.image_path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def phantom_png8(phantom_png: bytes) -> bytes:
+    """The same mammogram as an 8-bit PNG."""
+    arr = np.asarray(Image.open(io.BytesIO(phantom_png)), dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray((arr >> 8).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,74 @@
+"""The bundle is verified on load: missing, unknown and modified files stop it with a clear message."""
+
+import json
+
+import numpy as np
+import pytest
+
+from deepminer.bundle import REQUIRED_FILES, BundleError, finalise_bundle, load_bundle
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    root = tmp_path / "b"
+    root.mkdir()
+    for name in REQUIRED_FILES:
+        (root / name).write_bytes(name.encode())
+    np.savez(root / "head.npz", weight=np.ones((3, 4)), bias=np.zeros(3))
+    (root / "rankings.json").write_text(json.dumps({"per_class": {}}))
+    (root / "plots").mkdir()
+    (root / "plots" / "roc.png").write_bytes(b"png")
+    meta = {
+        "name": "t",
+        "model": {"classes": ["normal", "benign", "malignant"], "num_units": 4},
+        "preprocessing": {"input_short_side": 128, "mean": [0, 0, 0], "std": [1, 1, 1]},
+    }
+    digest = finalise_bundle(root, meta)
+    return root, digest
+
+
+def test_round_trip(bundle_dir):
+    root, digest = bundle_dir
+    bundle = load_bundle(root)
+    assert bundle.hash == digest
+    assert bundle.id == f"t@{digest[:12]}"
+    assert set(bundle.meta["files"]) == {*REQUIRED_FILES, "plots/roc.png"}
+    weight, bias = bundle.head
+    assert weight.shape == (3, 4) and bias.shape == (3,)
+    assert bundle.classes == ["normal", "benign", "malignant"]
+
+
+def test_modified_file_is_refused(bundle_dir):
+    root, _ = bundle_dir
+    (root / "fcn.onnx").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match="fcn.onnx has sha256 .* restore or rebuild"):
+        load_bundle(root)
+
+
+def test_missing_and_unknown_files_are_refused(bundle_dir):
+    root, _ = bundle_dir
+    (root / "extra.bin").write_bytes(b"x")
+    with pytest.raises(BundleError, match="does not list: extra.bin"):
+        load_bundle(root)
+    (root / "extra.bin").unlink()
+    (root / "plots" / "roc.png").unlink()
+    with pytest.raises(BundleError, match="incomplete: missing plots/roc.png"):
+        load_bundle(root)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="not found"):
+        load_bundle(tmp_path / "nope")
+    with pytest.raises(BundleError, match="meta.json is missing"):
+        load_bundle(tmp_path)
+    (tmp_path / "meta.json").write_text("{")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(BundleError, match="schema_version 99"):
+        load_bundle(tmp_path)
+
+
+def test_finalise_requires_the_core_files(tmp_path):
+    with pytest.raises(BundleError, match="required files missing"):
+        finalise_bundle(tmp_path, {})

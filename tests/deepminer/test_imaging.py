@@ -1,0 +1,96 @@
+"""Decoding uploads and preprocessing, including every kind of bad input."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepminer.imaging import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    decode_image,
+    network_input,
+    normalise,
+    resize,
+)
+
+
+def encode(array: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def gradient16():
+    return (np.linspace(0, 65535, 64 * 48).reshape(64, 48)).astype(np.uint16)
+
+
+def test_decodes_16bit_png_to_unit_range(gradient16):
+    decoded = decode_image(encode(gradient16, "PNG"))
+    assert decoded.bits == 16 and decoded.format == "PNG"
+    assert decoded.pixels.dtype == np.float32 and decoded.pixels.shape == (64, 48)
+    np.testing.assert_allclose(decoded.pixels, gradient16 / 65535.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "JPEG"])
+def test_decodes_8bit_formats(fmt):
+    arr = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (40, 1))
+    decoded = decode_image(encode(arr, fmt))
+    assert decoded.bits == 8 and decoded.format == fmt
+    np.testing.assert_allclose(decoded.pixels, arr / 255.0, atol=0.03 if fmt == "JPEG" else 1e-6)
+
+
+def test_decodes_16bit_tiff(gradient16):
+    decoded = decode_image(encode(gradient16, "TIFF"))
+    assert decoded.bits == 16
+    np.testing.assert_allclose(decoded.pixels, gradient16 / 65535.0, atol=1e-6)
+
+
+def test_colour_becomes_luminance():
+    rgb = np.zeros((40, 40, 3), dtype=np.uint8)
+    rgb[..., 1] = 200
+    assert decode_image(encode(rgb, "PNG")).pixels.mean() == pytest.approx(200 * 0.587 / 255, abs=0.01)
+
+
+def test_bad_inputs_name_the_problem(gradient16):
+    with pytest.raises(ImageDecodeError, match="empty"):
+        decode_image(b"")
+    with pytest.raises(ImageDecodeError, match="not a recognised image"):
+        decode_image(b"%PDF-1.4 this is not an image" * 10)
+    png = encode(gradient16, "PNG")
+    with pytest.raises(ImageDecodeError, match="corrupt or truncated"):
+        decode_image(png[: len(png) // 2])
+    with pytest.raises(ImageDecodeError, match="too small"):
+        decode_image(encode(np.zeros((8, 8), np.uint8), "PNG"))
+    gif = encode(np.zeros((40, 40), np.uint8), "GIF")
+    with pytest.raises(ImageDecodeError, match="unsupported image format 'GIF'"):
+        decode_image(gif)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_refused_before_decoding():
+    bomb = _png_header_only(60000, 60000)
+    with pytest.raises(ImageTooLargeError, match="pixels"):
+        decode_image(bomb, max_pixels=50_000_000)
+    with pytest.raises(ImageTooLargeError, match="more than the limit of 1000"):
+        decode_image(_png_header_only(100, 100), max_pixels=1000)
+
+
+def test_network_input_scales_short_side_and_normalises():
+    pixels = np.full((300, 200), 0.5, dtype=np.float32)
+    x = network_input(pixels, short_side=128)
+    assert x.shape == (1, 3, 192, 128)
+    np.testing.assert_allclose(x[0, :, 0, 0], (0.5 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]), rtol=1e-5)
+    assert normalise(np.zeros((5, 4, 4))).shape == (5, 3, 4, 4)
+    assert resize(pixels, (300, 200)) is not None

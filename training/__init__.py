@@ -1,0 +1,1 @@
+"""Training pipeline: data, fine-tuning, evaluation, FCN conversion, unit ranking, bundle writing."""
