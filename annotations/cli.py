@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from annotations.errors import AnnotationError
 from annotations.io import COLUMNS, export_annotations, import_annotations
+from annotations.migrate import current, head, stamp, upgrade
 from annotations.models import TABLE_NAME
 from annotations.records import AnnotationRecord
 from annotations.store import AnnotationStore
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "examples:\n"
             "  python -m annotations --db sqlite:///./deepminer.db init\n"
+            "  python -m annotations --db postgresql://deepminer@db/deepminer migrate\n"
             "  python -m annotations import labels.csv --annotator dr_a --bundle-hash SHA256\n"
             "  python -m annotations list --unit 1814 --unit 1152\n"
             "  python -m annotations export labels.json --history\n"
@@ -57,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "init", help="create the tables where missing (safe to repeat)", description="Create the tables."
+    )
+
+    migrator = commands.add_parser(
+        "migrate",
+        help="bring the tables to the latest schema revision (safe to repeat)",
+        description=(
+            "Apply the schema revisions (Alembic) up to --revision. A database whose tables `init` or the "
+            "service made is adopted when they match the models; otherwise nothing is changed and the "
+            "differences are listed."
+        ),
+    )
+    migrator.add_argument("--revision", default="head", help="target revision (default: head, the newest)")
+    mode = migrator.add_mutually_exclusive_group()
+    mode.add_argument("--current", action="store_true", help="print the database's revision; change nothing")
+    mode.add_argument(
+        "--stamp", action="store_true", help="record --revision as applied without running it (after a backup)"
     )
 
     importer = commands.add_parser(
@@ -102,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status (0 done, 1 failed, 2 bad usage)."""
     args = build_parser().parse_args(argv)
+    if args.command == "migrate":
+        return _migrate(args)
     try:
         store = _open_store(args.db, create=args.command in ("init", "import"))
     except AnnotationError as exc:
@@ -141,6 +161,24 @@ def _run(store: AnnotationStore, args: argparse.Namespace) -> int:
         else:
             records = store.all_latest()
         _print_records(records, as_json=args.json)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """``migrate``: works on the schema itself, so it needs no store (and no tables) to start from."""
+    try:
+        if args.current:
+            revision = current(args.db)
+        elif args.stamp:
+            revision = stamp(args.db, args.revision)
+        else:
+            revision = upgrade(args.db, args.revision)
+    except (AnnotationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    latest = head()
+    state = "head" if revision == latest else f"head is {latest}"
+    print(f"database at revision {revision or 'none'} ({state})")
     return 0
 
 

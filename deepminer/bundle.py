@@ -25,6 +25,10 @@ ONNX_FILE = "fcn.onnx"
 HEAD_FILE = "head.npz"
 RANKINGS_FILE = "rankings.json"
 CONCEPT_LABELS_FILE = "concept_labels.json"
+# Optional: bundles written before unit visualisations and the embedding still load.
+UNITS_DIR = "units"
+UNITS_INDEX_FILE = f"{UNITS_DIR}/index.json"
+EMBEDDING_FILE = "embedding.json"
 REQUIRED_FILES = (WEIGHTS_FILE, ONNX_FILE, HEAD_FILE, RANKINGS_FILE)
 
 
@@ -119,6 +123,16 @@ class Bundle:
     @cached_property
     def rankings(self) -> dict[str, Any]:
         return json.loads(self.path(RANKINGS_FILE).read_text())
+
+    @cached_property
+    def unit_index(self) -> dict[str, Any] | None:
+        """``units/index.json`` (top patches per ranked unit, keyed by unit id), or None in older bundles."""
+        return json.loads(self.path(UNITS_INDEX_FILE).read_text()) if self.has(UNITS_INDEX_FILE) else None
+
+    @cached_property
+    def embedding(self) -> dict[str, Any] | None:
+        """``embedding.json`` (2-D PCA of every unit), or None in older bundles."""
+        return json.loads(self.path(EMBEDDING_FILE).read_text()) if self.has(EMBEDDING_FILE) else None
 
 
 def load_bundle(root: Path | str, *, verify: bool = True) -> Bundle:

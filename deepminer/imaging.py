@@ -3,6 +3,7 @@
 Training and serving must see pixels the same way, so both call these
 functions: decode to a 2-D float32 grayscale image in [0, 1], resize with
 Pillow's antialiased bilinear filter, replicate to 3 channels and normalise.
+DICOM is recognised by its content and decoded by :mod:`deepminer.dicom`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from deepminer.grid import resized_shape
 
+if TYPE_CHECKING:
+    from deepminer.dicom import DicomInfo
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-SUPPORTED_FORMATS = ("PNG", "TIFF", "JPEG")
+SUPPORTED_FORMATS = ("PNG", "TIFF", "JPEG", "DICOM")
 DEFAULT_MAX_PIXELS = 80_000_000
 """Largest accepted image area; full-field mammograms are at most ~40 megapixels."""
 
@@ -40,6 +45,7 @@ class DecodedImage:
     pixels: np.ndarray  # (H, W) float32 in [0, 1]
     format: str
     bits: int
+    dicom: DicomInfo | None = None  # DICOM identifiers and acquisition tags; never patient data
 
 
 def _to_unit_range(img: Image.Image) -> tuple[np.ndarray, int]:
@@ -66,20 +72,36 @@ def _to_unit_range(img: Image.Image) -> tuple[np.ndarray, int]:
     raise ImageDecodeError(f"unsupported pixel mode {mode!r}")
 
 
+def check_dimensions(width: int, height: int, *, max_pixels: int, frames: int = 1) -> None:
+    """Refuse, from the header alone, images larger than ``max_pixels`` or smaller than 32x32."""
+    total = width * height * frames
+    if total > max_pixels:
+        declared = f"{width}x{height}" + (f"x{frames} frames" if frames != 1 else "")
+        raise ImageTooLargeError(f"image declares {declared} = {total} pixels, more than the limit of {max_pixels}")
+    if width < 32 or height < 32:
+        raise ImageDecodeError(f"image is too small to explain: {width}x{height} pixels, need at least 32x32")
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode PNG (8/16-bit), TIFF or JPEG bytes to a grayscale image in [0, 1].
+    """Decode PNG (8/16-bit), TIFF, JPEG or DICOM bytes to a grayscale image in [0, 1].
 
     16-bit data are divided by 65535, 8-bit by 255, colour is converted to
-    luminance. Raises :class:`ImageDecodeError` for empty, unknown, unsupported
-    or corrupt data, and :class:`ImageTooLargeError` before decoding pixels when
-    the header declares more than ``max_pixels`` pixels.
+    luminance; DICOM goes through :func:`deepminer.dicom.decode_dicom` (its
+    LUTs, windowing and photometric interpretation). Raises
+    :class:`ImageDecodeError` for empty, unknown, unsupported or corrupt data,
+    and :class:`ImageTooLargeError` before decoding pixels when the header
+    declares more than ``max_pixels`` pixels.
     """
     if not data:
         raise ImageDecodeError("the upload is empty")
+    from deepminer import dicom  # pydicom is imported on first use, not with this module
+
+    if dicom.looks_like_dicom(data):
+        return dicom.decode_dicom(data, max_pixels=max_pixels)
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageDecodeError("not a recognised image (expected PNG, TIFF or JPEG)") from None
+        raise ImageDecodeError("not a recognised image (expected PNG, TIFF, JPEG or DICOM)") from None
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc)) from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -87,12 +109,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     if img.format not in SUPPORTED_FORMATS:
         raise ImageDecodeError(f"unsupported image format {img.format!r}; expected one of {', '.join(SUPPORTED_FORMATS)}")
     width, height = img.size
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"image declares {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}"
-        )
-    if width < 32 or height < 32:
-        raise ImageDecodeError(f"image is too small to explain: {width}x{height} pixels, need at least 32x32")
+    check_dimensions(width, height, max_pixels=max_pixels)
     try:
         img.load()
         pixels, bits = _to_unit_range(img)
@@ -106,6 +123,26 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
 def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file to a grayscale float32 array in [0, 1] (see :func:`decode_image`)."""
     return decode_image(Path(path).read_bytes(), max_pixels=max_pixels).pixels
+
+
+def read_image_shape(path: Path) -> tuple[int, int]:
+    """``(rows, columns)`` of an image file (PNG, TIFF, JPEG or DICOM) from its header, no pixels decoded."""
+    from deepminer import dicom
+
+    path = Path(path)
+    with path.open("rb") as handle:
+        head = handle.read(132)
+    if dicom.looks_like_dicom(head):
+        info = dicom.read_dicom_info(path)
+        if info.rows is None or info.columns is None:
+            raise ImageDecodeError(f"{path}: DICOM header without Rows/Columns")
+        return info.rows, info.columns
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"{path}: unreadable image header: {exc}") from None
+    return height, width
 
 
 def resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

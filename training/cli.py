@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from training.config import DEMO_CONFIG, TrainConfig
+from training.config_file import RunFile, read_run_file
 
 log = logging.getLogger("training")
 
@@ -28,7 +29,7 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> Non
     g.add_argument("--samples-per-epoch", type=int, default=defaults.samples_per_epoch,
                    help="class-balanced patches drawn per epoch (default: %(default)s = all training patches)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="split and training seed (default: %(default)s)")
-    g.add_argument("--imagenet-weights", type=Path, default=None,
+    g.add_argument("--imagenet-weights", type=Path, default=defaults.imagenet_weights,
                    help="local torchvision ImageNet state-dict file to start from (never downloaded)")
     g.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
 
@@ -49,7 +50,8 @@ def _config_from(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
+    """The CLI; ``run`` (a ``build --config`` run file) supplies the ``build`` defaults that flags override."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="Train DeepMiner model bundles: patches, fine-tuning, evaluation, FCN, unit ranking.",
@@ -64,27 +66,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
-    p = sub.add_parser("build", help="train on a manifest CSV and write a model bundle")
-    p.add_argument("--manifest", type=Path, required=True, help="manifest CSV (see training/manifest.py)")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    p.add_argument("--auto-labels", action="store_true",
+    p = sub.add_parser("build", help="train on a manifest CSV and write a model bundle",
+                       description="Also runs under `torchrun --nproc-per-node N -m training build ...` "
+                       "(DistributedDataParallel; see training/distributed.py).")
+    from_file = run.build if run else {}
+    p.add_argument("--config", type=Path, metavar="RUN_TOML",
+                   help="TOML run file (keys in training/config_file.py); flags given here override its values")
+    p.add_argument("--manifest", type=Path, required="manifest" not in from_file, default=from_file.get("manifest"),
+                   help="manifest CSV (see training/manifest.py)")
+    p.add_argument("--out", type=Path, required="out" not in from_file, default=from_file.get("out"),
+                   help="bundle directory to write")
+    p.add_argument("--auto-labels", action=argparse.BooleanOptionalAction, default=from_file.get("auto_labels", False),
                    help="label ranked units automatically from the manifest's concept masks")
-    _add_train_options(p, TrainConfig())
+    p.add_argument("--checkpoint-dir", type=Path, default=from_file.get("checkpoint_dir"),
+                   help="write a checkpoint (model, optimiser, RNG states, history) here after every epoch")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=from_file.get("resume", False),
+                   help="continue from the checkpoint in --checkpoint-dir when it holds one")
+    _add_train_options(p, run.config if run else TrainConfig())
 
     p = sub.add_parser("demo", help="phantoms + a small ResNet-18 bundle with automatic labels (a few minutes on CPU)")
     p.add_argument("--out", type=Path, default=Path("bundles/demo"), help="bundle directory (default: %(default)s)")
     p.add_argument("--data", type=Path, default=Path("data/phantoms"), help="phantom folder (default: %(default)s)")
-    p.add_argument("--cases", type=int, default=30, help="phantom cases, 4 views each (default: %(default)s)")
+    p.add_argument("--cases", type=int, default=40, help="phantom cases, 4 views each (default: %(default)s)")
     p.add_argument("--height", type=int, default=800, help="phantom height in pixels (default: %(default)s)")
     _add_train_options(p, DEMO_CONFIG)
+
+    p = sub.add_parser("export", help="explanation benchmark: blinded CSV + answer key for the bundle's test mammograms",
+                       description="Write blinded.csv (Case #, DeepMiner Explanation, empty C/B column) and "
+                       "answer_key.csv for the test-split benign and malignant mammograms; see docs/benchmark.md.")
+    p.add_argument("--bundle", type=Path, required=True, help="model bundle directory")
+    p.add_argument("--manifest", type=Path, required=True, help="the manifest CSV the bundle was built from")
+    labels = p.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", type=Path, help="unit labels as CSV or JSON (python -m annotations export)")
+    labels.add_argument("--db", help="unit-label store URL, e.g. sqlite:///./deepminer.db")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="case shuffling seed (default: %(default)s)")
+    p.add_argument("--top", type=int, default=3, help="annotated units per explanation (default: %(default)s)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
+
+    p = sub.add_parser("score", help="score an expert's filled-in benchmark file against the answer key")
+    p.add_argument("--responses", type=Path, required=True, help="the filled-in blinded.csv")
+    p.add_argument("--key", type=Path, required=True, help="answer_key.csv from `export`")
+    p.add_argument("--out", type=Path, help="also save the figures as JSON here")
+    p.add_argument("--allow-blank", action="store_true",
+                   help="exclude (and report) blank answers and missing cases instead of refusing the file")
+
+    p = sub.add_parser("ingest-cbis", help="write the manifest of a CBIS-DDSM download (CSVs + DICOM tree)",
+                       description="Rules and layout: training/ingest/cbis_ddsm.py and docs/data.md.")
+    p.add_argument("--root", type=Path, required=True,
+                   help="folder holding the *case_description*.csv files and the CBIS-DDSM/ DICOM tree")
+    p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
+    p.add_argument("--normals", type=Path, default=None,
+                   help="manifest of normal images (one empty-findings row per image) to merge into the output")
 
     p = sub.add_parser("verify", help="check a bundle's files against its meta.json and print a summary")
     p.add_argument("bundle", type=Path)
     return parser
 
 
+def _run_file(argv: list[str]) -> RunFile | None:
+    """The run file of a ``build --config`` command line, read first so that its values become defaults."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    known, _ = pre.parse_known_args(argv)
+    return read_run_file(known.config) if command == "build" and known.config else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        run = _run_file(argv)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser(run).parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -107,15 +163,24 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"wrote {manifest}")
         elif args.command == "build":
+            from training.distributed import distributed_run
             from training.pipeline import build_bundle
 
-            out = build_bundle(args.manifest, args.out, _config_from(args, TrainConfig()),
-                               auto_label=args.auto_labels, progress=progress)
-            print(f"wrote bundle {out}")
+            config = _config_from(args, run.config if run else TrainConfig())
+            # Under torchrun every rank runs this; rank 0 alone logs, shows progress and writes.
+            with distributed_run(config.device) as dist:
+                out = build_bundle(args.manifest, args.out, config, auto_label=args.auto_labels,
+                                   progress=progress and dist.is_main, checkpoint_dir=args.checkpoint_dir,
+                                   resume=args.resume)
+            if dist.is_main:
+                print(f"wrote bundle {out}")
         elif args.command == "demo":
+            from training.distributed import launched_by_torchrun
             from training.phantoms import PhantomConfig, generate_phantoms
             from training.pipeline import build_bundle
 
+            if launched_by_torchrun():
+                raise ValueError("demo runs in one process; under torchrun use `-m training build`")
             manifest = args.data / "manifest.csv"
             if not manifest.is_file():
                 manifest = generate_phantoms(
@@ -124,6 +189,29 @@ def main(argv: list[str] | None = None) -> int:
                 )
             out = build_bundle(manifest, args.out, _config_from(args, DEMO_CONFIG), auto_label=True, progress=progress)
             print(f"wrote demo bundle {out} in {time.perf_counter() - started:.0f} s")
+        elif args.command == "export":
+            from training.benchmark import export_benchmark
+
+            result = export_benchmark(args.bundle, args.manifest, args.out, labels_file=args.labels, db_url=args.db,
+                                      seed=args.seed, top=args.top, device=args.device, progress=progress)
+            print(f"wrote {result.blinded} and {result.key}: {result.cases} mammograms "
+                  f"({result.malignant} malignant, {result.benign} benign), {result.annotated_units} annotated units")
+        elif args.command == "score":
+            from training.benchmark import format_score, score_responses, write_score
+
+            score = score_responses(args.responses, args.key, allow_blank=args.allow_blank)
+            print(format_score(score))
+            if args.out:
+                write_score(score, args.out)
+        elif args.command == "ingest-cbis":
+            from training.ingest import ingest_cbis_ddsm
+
+            report = ingest_cbis_ddsm(args.root, args.out, normals=args.normals, progress=progress)
+            print(f"wrote {report.summary()}")
+            for reason in report.skipped[:10]:
+                print(f"  skipped {reason}")
+            if len(report.skipped) > 10:
+                print(f"  ... and {len(report.skipped) - 10} more (all are logged as warnings)")
         elif args.command == "verify":
             from deepminer.bundle import load_bundle
 

@@ -52,12 +52,81 @@ class TrainConfig:
         d["split_fractions"] = list(self.split_fractions)
         return d
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, base: TrainConfig | None = None) -> TrainConfig:
+        """``base`` (default: the paper's config) with ``values`` applied, checked field by field.
+
+        ``values`` uses :meth:`to_dict`'s shape: ``patch_rule`` is a mapping of
+        :class:`PatchRule` fields (its derived ``text`` is ignored), sequences
+        may be lists, paths strings. Unknown fields and wrong types raise
+        ``ValueError`` naming the field and the value received.
+        """
+        base = base or cls()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {unknown}")
+        changes: dict[str, Any] = {}
+        for name, value in values.items():
+            if name == "patch_rule":
+                changes[name] = _patch_rule(value, base.patch_rule)
+            elif value is None:
+                if name not in NULLABLE_FIELDS:
+                    raise ValueError(f"{name} cannot be empty; got None")
+                changes[name] = None
+            elif name == "imagenet_weights":
+                changes[name] = Path(_typed(name, value, str))
+            elif name == "split_fractions":
+                if not isinstance(value, (list, tuple)) or len(value) != 3:
+                    raise ValueError(f"split_fractions must be 3 numbers (train, hold-out, test), got {value!r}")
+                changes[name] = tuple(_typed(name, v, float) for v in value)
+            else:
+                default = getattr(cls(), name)
+                kind = type(default) if default is not None else int
+                changes[name] = _typed(name, value, kind)
+        return base.replace(**changes)
+
     def replace(self, **changes: Any) -> TrainConfig:
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
         return TrainConfig(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
+
+
+# Fields where None means "off" or "all" (no lr decay, no ImageNet weights, every training patch per epoch).
+NULLABLE_FIELDS = frozenset({"lr_decay_epoch", "imagenet_weights", "samples_per_epoch"})
+
+
+def _typed(name: str, value: Any, kind: type) -> Any:
+    """``value`` as ``kind``; ints are accepted for floats, nothing else is converted."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise ValueError(f"{name} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _patch_rule(value: Any, base: PatchRule) -> PatchRule:
+    if isinstance(value, PatchRule):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"patch_rule must be a table of PatchRule fields, got {value!r}")
+    known = {f.name for f in fields(PatchRule)}
+    unknown = sorted(set(value) - known - {"text"})
+    if unknown:
+        raise ValueError(f"unknown patch_rule fields: {unknown}")
+    changes: dict[str, Any] = {}
+    for name, v in value.items():
+        if name == "text":  # derived from the other fields, recorded for people
+            continue
+        if name == "priority":
+            if not isinstance(v, (list, tuple)) or not all(isinstance(c, str) for c in v):
+                raise ValueError(f"patch_rule.priority must be a list of class names, got {v!r}")
+            changes[name] = tuple(v)
+        else:
+            changes[name] = _typed(f"patch_rule.{name}", v, float)
+    return PatchRule(**{**{f.name: getattr(base, f.name) for f in fields(PatchRule)}, **changes})
 
 
 DEMO_CONFIG = TrainConfig(

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from deepminer.imaging import read_image
 from training.manifest import ImageRecord
 from training.patches import CLASSES, Box, PatchRule, crop_patch, label_boxes, sliding_boxes
 from training.tissue import tissue_mask
+
+log = logging.getLogger(__name__)
+MASK_ASPECT_TOLERANCE = 0.02
+"""Largest relative aspect-ratio difference between a mask and its image that resizing may absorb."""
 
 
 @dataclass(frozen=True)
@@ -32,18 +38,34 @@ class PatchSet:
 
 
 def load_lesion_masks(record: ImageRecord, shape: tuple[int, int]) -> list[tuple[str, np.ndarray]]:
-    """``(pathology, mask)`` of every lesion of an image; masks must match the image's shape."""
+    """``(pathology, mask)`` of every lesion of an image, each a boolean array of the image's ``shape``.
+
+    A mask is its pixels above half its own maximum, so 0/255, 0/1 and 0/65535
+    masks all work. A mask of another size (it happens in CBIS-DDSM) is resized
+    nearest-neighbour to the image, with a warning; a ValueError refuses one
+    whose aspect ratio differs from the image's by more than 2%.
+    """
     lesions = []
     for finding in record.lesions:
-        mask = read_image(finding.mask_path) > 0.5
+        pixels = read_image(finding.mask_path)
+        mask = pixels > 0.5 * float(pixels.max()) if pixels.max() > 0 else np.zeros(pixels.shape, dtype=bool)
         if mask.shape != shape:
-            raise ValueError(
-                f"mask {finding.mask_path} is {mask.shape[1]}x{mask.shape[0]} but image "
-                f"{record.image_id} is {shape[1]}x{shape[0]}"
-            )
+            mask = _resize_mask(mask, shape, finding.mask_path, record.image_id)
         assert finding.pathology is not None
         lesions.append((finding.pathology, mask))
     return lesions
+
+
+def _resize_mask(mask: np.ndarray, shape: tuple[int, int], path: object, image_id: str) -> np.ndarray:
+    (mh, mw), (h, w) = mask.shape, shape
+    if abs((mw / mh) / (w / h) - 1.0) > MASK_ASPECT_TOLERANCE:
+        raise ValueError(
+            f"mask {path} is {mw}x{mh} but image {image_id} is {w}x{h}: aspect ratios differ by more than "
+            f"{MASK_ASPECT_TOLERANCE:.0%}, so the mask cannot be resized onto the image"
+        )
+    log.warning("mask %s is %dx%d but image %s is %dx%d; resized nearest-neighbour", path, mw, mh, image_id, w, h)
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)
+    return np.asarray(resized) > 127
 
 
 def cut_patches(

@@ -52,9 +52,7 @@ _FINDING_COLUMNS: tuple[str, ...] = COLUMNS[5:]
 class ManifestError(ValueError):
     """A manifest that breaks the contract; the message names file, line and column."""
 
-    def __init__(
-        self, message: str, *, path: Path, line: int | None = None, column: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, path: Path, line: int | None = None, column: str | None = None) -> None:
         where = str(path)
         if line is not None:
             where += f", line {line}"
@@ -181,9 +179,7 @@ def read_manifest(path: Path, *, check_files: bool = True) -> list[ImageRecord]:
             try:
                 _add_row(row, reader.line_num, images, base=base, check_files=check_files)
             except _RowError as exc:
-                raise ManifestError(
-                    exc.message, path=path, line=reader.line_num, column=exc.column
-                ) from None
+                raise ManifestError(exc.message, path=path, line=reader.line_num, column=exc.column) from None
     return [entry.record(image_id) for image_id, entry in images.items()]
 
 
@@ -235,9 +231,7 @@ def _add_row(
         if not values[column]:
             raise _RowError("empty value, every row needs one", column)
     if values["laterality"] not in LATERALITIES:
-        raise _RowError(
-            f"laterality must be one of {LATERALITIES}, got {values['laterality']!r}", "laterality"
-        )
+        raise _RowError(f"laterality must be one of {LATERALITIES}, got {values['laterality']!r}", "laterality")
 
     image_id = values["image_id"]
     image_path = _absolute(values["image_path"], base)
@@ -263,8 +257,7 @@ def _add_row(
         ):
             if before != now:
                 raise _RowError(
-                    f"image {image_id!r} has {column} {before!r} on line {entry.line} "
-                    f"but {now!r} here",
+                    f"image {image_id!r} has {column} {before!r} on line {entry.line} but {now!r} here",
                     column,
                 )
 
@@ -289,9 +282,7 @@ def _add_row(
         raise _RowError(f"duplicate finding id {finding_id!r} in image {image_id!r}", "finding_id")
     pathology = values["pathology"] or None
     if pathology is not None and pathology not in PATHOLOGIES:
-        raise _RowError(
-            f"pathology must be one of {PATHOLOGIES} or empty, got {pathology!r}", "pathology"
-        )
+        raise _RowError(f"pathology must be one of {PATHOLOGIES} or empty, got {pathology!r}", "pathology")
     for column in ("concept", "mask_path"):
         if not values[column]:
             raise _RowError(f"finding {finding_id!r} needs a {column}", column)
@@ -332,8 +323,7 @@ def write_manifest(path: Path, records: Sequence[ImageRecord]) -> None:
         seen.add(record.image_id)
         if record.laterality not in LATERALITIES:
             raise ManifestError(
-                f"image {record.image_id!r}: laterality must be one of {LATERALITIES}, "
-                f"got {record.laterality!r}",
+                f"image {record.image_id!r}: laterality must be one of {LATERALITIES}, got {record.laterality!r}",
                 path=path,
             )
         head = [

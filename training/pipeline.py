@@ -18,26 +18,33 @@ import torchvision
 from deepminer import __version__
 from deepminer.bundle import (
     CONCEPT_LABELS_FILE,
+    EMBEDDING_FILE,
     HEAD_FILE,
     ONNX_FILE,
     RANKINGS_FILE,
+    UNITS_INDEX_FILE,
     WEIGHTS_FILE,
     finalise_bundle,
     load_bundle,
 )
-from deepminer.fcn import build_classifier, num_units, select_device, to_fcn
+from deepminer.fcn import build_classifier, num_units, to_fcn
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
 from training.concepts import automatic_labels
 from training.config import TrainConfig
+from training.config_file import CONFIG_FILE, write_run_file
 from training.data import cut_patches
+from training.distributed import current_context
+from training.embedding import max_activation_matrix, unit_embedding
 from training.evaluate import one_vs_rest_metrics, plot_roc, predict
 from training.export import export_onnx
 from training.localisation import cam_peak_in_lesion
 from training.manifest import read_manifest
 from training.patches import CLASSES
+from training.plots import LEARNING_CURVES_FILE, plot_learning_curves
 from training.ranking import fcn_maps, rank_units
 from training.split import PARTS, split_by_case
 from training.train import fine_tune
+from training.visualise import TOP_PATCHES, top_activating_patches, write_unit_visualisations
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +56,25 @@ def build_bundle(
     *,
     auto_label: bool = False,
     progress: bool = True,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> Path:
     """Train on ``manifest`` and write a verified bundle to ``out_dir``; returns its path.
 
     The bundle is assembled in a sibling temporary directory and moved into
     place at the end, so ``out_dir`` never holds half a bundle. ``auto_label``
     adds automatic unit labels from the manifest's concept masks.
+    ``checkpoint_dir`` and ``resume``: see :func:`training.train.fine_tune`.
+    Under torchrun (:func:`training.distributed.init_distributed`) every rank
+    trains; ranks other than 0 return after training and write nothing.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     records = read_manifest(Path(manifest))
     parts = split_by_case(records, seed=config.seed, fractions=config.split_fractions)
     log.info("split by case: %s", {p: len(parts[p]) for p in PARTS})
-    device = select_device(config.device)
+    dist = current_context(config.device)
+    device = dist.device
     torch.manual_seed(config.seed)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
@@ -74,8 +87,11 @@ def build_bundle(
     log.info("patches: %s", {p: patches[p].class_counts() for p in PARTS})
 
     model = build_classifier(depth=config.depth, num_classes=len(CLASSES), imagenet_weights=config.imagenet_weights)
-    result = fine_tune(model, patches["train"], patches["holdout"], config, device=device, progress=progress)
+    result = fine_tune(model, patches["train"], patches["holdout"], config, device=device, progress=progress,
+                       dist=dist, checkpoint_dir=checkpoint_dir, resume=resume)
     model = result.model
+    if not dist.is_main:
+        return out_dir
 
     test = patches["test"]
     test_probs = predict(model, test.pixels, mean=mean, std=std, batch_size=config.eval_batch_size, device=device)
@@ -100,6 +116,15 @@ def build_bundle(
     bias = fcn.head.bias.detach().float().cpu().numpy()
     localisation = cam_peak_in_lesion(fcn_maps(fcn, parts["test"], desc="CAM check", **map_args), weight, list(CLASSES))
     log.info("CAM peak in lesion: %s", localisation)
+    unit_patches = top_activating_patches(
+        fcn.body, patches["holdout"], ranking.ranked_union(), n=TOP_PATCHES, mean=mean, std=std,
+        device=device, batch_size=config.eval_batch_size, progress=progress,
+    )
+    embedding = unit_embedding(
+        max_activation_matrix(fcn_maps(fcn, parts["holdout"], desc="unit embedding", **map_args)),
+        ranking.ranked_union(),
+    )
+    log.info("unit embedding: explained variance ratio %s", embedding["explained_variance_ratio"])
 
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -111,6 +136,12 @@ def build_bundle(
     export_onnx(to_fcn(model_cpu).eval(), staging / ONNX_FILE, example_shape=(short_side, short_side + short_side // 2))
     (staging / RANKINGS_FILE).write_text(json.dumps(ranking.to_json(), indent=1) + "\n")
     plot_roc(test.labels, test_probs, CLASSES, staging / "plots" / "roc.png", title=f"{config.name}: test patches")
+    plot_learning_curves(result.history, staging / LEARNING_CURVES_FILE, title=f"{config.name}: training",
+                         best_epoch=result.best_epoch)
+    write_run_file(staging / CONFIG_FILE, config,
+                   build={"manifest": Path(manifest).resolve(), "auto_labels": auto_label})
+    write_unit_visualisations(staging, unit_patches, patches["holdout"], parts["holdout"], ranking, progress=progress)
+    (staging / EMBEDDING_FILE).write_text(json.dumps(embedding, indent=1) + "\n")
     if auto_label:
         fcn = to_fcn(model_cpu).eval()
         labels = automatic_labels(
@@ -135,7 +166,7 @@ def build_bundle(
         },
         "preprocessing": {
             "grayscale": "replicated to 3 channels",
-            "intensity": "16-bit / 65535, 8-bit / 255, into [0, 1]",
+            "intensity": "PNG/TIFF/JPEG: 16-bit / 65535, 8-bit / 255; DICOM: modality LUT, VOI LUT or window, MONOCHROME1 inverted (deepminer/dicom.py); all into [0, 1]",
             "mean": list(mean),
             "std": list(std),
             "patch_size": config.patch_size,
@@ -146,6 +177,7 @@ def build_bundle(
         "split": {
             "seed": config.seed,
             "by": "case_id",
+            "stratified_by": "case pathology (worst finding of the case)",
             "fractions": list(config.split_fractions),
             "cases": {p: len({r.case_id for r in parts[p]}) for p in PARTS},
             "images": {p: len(parts[p]) for p in PARTS},
@@ -156,6 +188,9 @@ def build_bundle(
             "best_epoch": result.best_epoch,
             "selection": "best hold-out mean one-vs-rest AUC",
             "history": result.history,
+            "run_file": CONFIG_FILE,
+            "learning_curves": LEARNING_CURVES_FILE,
+            "distributed": {"world_size": dist.world_size, "backend": dist.backend},
             "device": str(device),
             "seconds": round(time.perf_counter() - started, 1),
         },
@@ -166,6 +201,15 @@ def build_bundle(
             "top_per_class": config.top_per_class,
             "coverage": {name: ranking.coverage(c) for c, name in enumerate(CLASSES)},
         },
+        "unit_visualisation": {
+            "index": UNITS_INDEX_FILE,
+            "patches_per_unit": TOP_PATCHES,
+            "source": "hold-out patches, ranked by the unit's max activation on the patch",
+            "mask": "the unit's layer4 map on the patch, bilinearly upsampled (deepminer.grid) and binarised "
+            "at the unit's threshold (rankings.json unit_thresholds); outside dimmed",
+        },
+        "embedding": {"file": EMBEDDING_FILE, "method": embedding["method"],
+                      "explained_variance_ratio": embedding["explained_variance_ratio"]},
         "data": {"manifest": str(Path(manifest).resolve()), "images": len(records)},
         "software": {
             "deepminer": __version__,

@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from deepminer.fcn import FullyConvolutional
 from deepminer.formulas import TopQuantile, coverage, influence, most_frequent_units, top_units
 from deepminer.grid import feature_grid_shape, resized_shape
-from deepminer.imaging import network_input, read_image
+from deepminer.imaging import network_input, read_image, read_image_shape
 from training.manifest import ImageRecord
 
 
@@ -67,8 +66,7 @@ def activations_per_unit(records: Sequence[ImageRecord], *, short_side: int) -> 
     """How many layer4 activations each unit produces over ``records`` (from image headers only)."""
     total = 0
     for record in records:
-        with Image.open(record.image_path) as img:
-            width, height = img.size
+        height, width = read_image_shape(record.image_path)
         total += int(np.prod(feature_grid_shape(*resized_shape(height, width, short_side))))
     return total
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,8 +16,10 @@ from torch import nn
 from tqdm import tqdm
 
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
+from training.checkpoint import Checkpoint, load_checkpoint, rng_states, save_checkpoint
 from training.config import TrainConfig
 from training.data import PatchSet
+from training.distributed import DistContext
 from training.evaluate import batch_input, one_vs_rest_metrics, predict
 from training.patches import CLASSES
 
@@ -56,6 +60,29 @@ def epoch_order(
     return rng.choice(len(labels), size=n, replace=True, p=weights / weights.sum())
 
 
+def train_step(
+    net: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    global_batch: int,
+    world_size: int = 1,
+) -> float:
+    """One SGD step on this rank's part ``(x, y)`` of a global batch of ``global_batch`` patches.
+
+    The local loss is ``world_size · Σ_local CE / global_batch``: DDP averages
+    gradients over ranks, so the step follows the gradient of the mean
+    cross-entropy over the whole global batch, however it is split. Returns
+    this rank's share of that mean (the shares sum to the global batch loss).
+    """
+    optimiser.zero_grad(set_to_none=True)
+    loss_sum = nn.functional.cross_entropy(net(x), y, reduction="sum")
+    (loss_sum * (world_size / global_batch)).backward()
+    optimiser.step()
+    return float(loss_sum.detach()) / global_batch
+
+
 def fine_tune(
     model: nn.Module,
     train: PatchSet,
@@ -64,77 +91,154 @@ def fine_tune(
     *,
     device: torch.device,
     progress: bool = True,
+    dist: DistContext | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train all weights with SGD; keep the epoch with the best hold-out mean AUC (model selection)."""
+    """Train all weights with SGD; keep the epoch with the best hold-out mean AUC (model selection).
+
+    ``dist``: the torchrun job this process belongs to (default: single
+    process). Every rank draws the same epoch order and trains on its slice of
+    each global batch of ``config.batch_size``; hold-out predictions are
+    sharded and gathered, so every rank selects the same epoch.
+
+    ``checkpoint_dir``: write a checkpoint there after every epoch (rank 0).
+    ``resume``: continue from that checkpoint when there is one; the result is
+    the same as an uninterrupted run.
+    """
     if len(train) == 0:
         raise ValueError("no training patches: check the patch rule and the manifest")
-    torch.manual_seed(config.seed)
+    ctx = dist or DistContext.single(device)
+    if config.batch_size < max(2, ctx.world_size):
+        raise ValueError(
+            f"batch_size must be at least 2 and at least the number of processes ({ctx.world_size}), "
+            f"got {config.batch_size}"
+        )
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume needs a checkpoint directory")
+    seed_everything(config.seed)
     rng = np.random.default_rng(config.seed)
     model.to(device)
     optimiser = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    loss_fn = nn.CrossEntropyLoss()
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     best_score, best_epoch, best_state = -np.inf, -1, None
     history: list[dict[str, Any]] = []
+    start_epoch = 0
+    checkpoint = load_checkpoint(checkpoint_dir, config=config) if resume and checkpoint_dir else None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint.model)
+        optimiser.load_state_dict(checkpoint.optimiser)
+        checkpoint.restore_rng(rng)
+        history = list(checkpoint.history)
+        best_score, best_epoch, best_state = checkpoint.best_score, checkpoint.best_epoch, checkpoint.best_state
+        start_epoch = checkpoint.next_epoch
+        log.info("resuming after epoch %d of %d from %s", checkpoint.epoch + 1, config.epochs, checkpoint_dir)
+    elif resume:
+        log.info("no checkpoint in %s yet: starting from epoch 1", checkpoint_dir)
+    # Fewer samples than processes (or than 2) cannot be split into BatchNorm batches on every rank.
+    min_batch = max(2, ctx.world_size)
+    net = ctx.wrap(model)
     started = time.perf_counter()
-    for epoch in range(config.epochs):
-        lr = learning_rate(config, epoch)
-        for group in optimiser.param_groups:
-            group["lr"] = lr
-        order = epoch_order(
-            train.labels, balance=config.balance_classes, rng=rng, samples=config.samples_per_epoch
-        )
-        model.train()
-        t0 = time.perf_counter()
-        losses = []
-        batches = range(0, len(order), config.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
-        for start in bar:
-            idx = order[start : start + config.batch_size]
-            if len(idx) < 2:  # BatchNorm needs more than one sample per batch
-                continue
-            pixels = train.pixels[idx].astype(np.float32)
-            if config.augment_flips:
-                flip_h = rng.random(len(idx)) < 0.5
-                flip_v = rng.random(len(idx)) < 0.5
-                pixels[flip_h] = pixels[flip_h, :, ::-1]
-                pixels[flip_v] = pixels[flip_v, ::-1, :]
-            x = batch_input(np.ascontiguousarray(pixels), mean, std).to(device)
-            y = torch.from_numpy(train.labels[idx]).to(device)
-            optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        train_seconds = time.perf_counter() - t0
-        probs = predict(model, holdout.pixels, mean=mean, std=std, batch_size=config.eval_batch_size, device=device)
-        metrics = one_vs_rest_metrics(holdout.labels, probs, CLASSES) if len(holdout) else {"mean_auc": None}
-        score = metrics["mean_auc"] if metrics["mean_auc"] is not None else -float(np.mean(losses))
-        elapsed = time.perf_counter() - started
-        record = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": float(np.mean(losses)) if losses else None,
-            "holdout_mean_auc": metrics["mean_auc"],
-            "holdout_auc": metrics.get("auc"),
-            "seconds": round(train_seconds, 2),
-            "patches_per_second": round(len(order) / train_seconds, 1) if train_seconds > 0 else None,
-        }
-        history.append(record)
-        eta = elapsed / (epoch + 1) * (config.epochs - epoch - 1)
-        log.info(
-            "epoch %d/%d: loss %.4f, hold-out mean AUC %s, %.0f patches/s, ETA %.0f s",
-            epoch + 1, config.epochs, record["train_loss"] or float("nan"),
-            f"{metrics['mean_auc']:.3f}" if metrics["mean_auc"] is not None else "n/a",
-            record["patches_per_second"] or 0.0, eta,
-        )
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy(model.state_dict())
-    assert best_state is not None
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            lr = learning_rate(config, epoch)
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            order = epoch_order(
+                train.labels, balance=config.balance_classes, rng=rng, samples=config.samples_per_epoch
+            )
+            net.train()
+            t0 = time.perf_counter()
+            loss_total, batches_done, patches_done = 0.0, 0, 0
+            batches = range(0, len(order), config.batch_size)
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                       disable=not (progress and ctx.is_main), leave=False)
+            for start in bar:
+                idx = order[start : start + config.batch_size]
+                if len(idx) < min_batch:
+                    continue
+                # Flips are drawn for the whole global batch on every rank, so the
+                # RNG streams stay in step and each patch gets the flip it would get
+                # in a single process.
+                flip_h = flip_v = None
+                if config.augment_flips:
+                    flip_h = rng.random(len(idx)) < 0.5
+                    flip_v = rng.random(len(idx)) < 0.5
+                mine = ctx.shard(np.arange(len(idx)))
+                pixels = train.pixels[idx[mine]].astype(np.float32)
+                if flip_h is not None and flip_v is not None:
+                    pixels[flip_h[mine]] = pixels[flip_h[mine], :, ::-1]
+                    pixels[flip_v[mine]] = pixels[flip_v[mine], ::-1, :]
+                x = batch_input(np.ascontiguousarray(pixels), mean, std).to(device)
+                y = torch.from_numpy(train.labels[idx[mine]]).to(device)
+                loss_total += train_step(net, optimiser, x, y, global_batch=len(idx), world_size=ctx.world_size)
+                batches_done += 1
+                patches_done += len(idx)
+                bar.set_postfix(loss=f"{loss_total * ctx.world_size / batches_done:.3f}")
+            train_seconds = time.perf_counter() - t0
+            # The mean over batches of the global batch loss, as in a single process.
+            (loss_total,) = ctx.all_sum([loss_total])
+            train_loss = loss_total / batches_done if batches_done else None
+            metrics = _holdout_metrics(model, holdout, config, ctx)
+            score = metrics["mean_auc"] if metrics["mean_auc"] is not None else -(train_loss or 0.0)
+            record = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": train_loss,
+                "holdout_mean_auc": metrics["mean_auc"],
+                "holdout_auc": metrics.get("auc"),
+                "seconds": round(train_seconds, 2),
+                # Every rank trains on its slice of the same global batches in
+                # lockstep: the global throughput is all patches over one rank's time.
+                "patches_per_second": round(patches_done / train_seconds, 1) if train_seconds > 0 else None,
+                "world_size": ctx.world_size,
+            }
+            history.append(record)
+            elapsed = time.perf_counter() - started
+            eta = elapsed / (epoch + 1 - start_epoch) * (config.epochs - epoch - 1)
+            log.info(
+                "epoch %d/%d: loss %.4f, hold-out mean AUC %s, %.0f patches/s, ETA %.0f s",
+                epoch + 1, config.epochs, train_loss if train_loss is not None else float("nan"),
+                f"{metrics['mean_auc']:.3f}" if metrics["mean_auc"] is not None else "n/a",
+                record["patches_per_second"] or 0.0, eta,
+            )
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            if checkpoint_dir is not None and ctx.is_main:
+                assert best_state is not None
+                save_checkpoint(
+                    checkpoint_dir,
+                    Checkpoint(
+                        epoch=epoch, model=model.state_dict(), optimiser=optimiser.state_dict(),
+                        history=history, best_score=float(best_score), best_epoch=best_epoch,
+                        best_state=best_state, config=config.to_dict(), world_size=ctx.world_size,
+                        **rng_states(rng),
+                    ),
+                )
+    finally:
+        ctx.unwrap(model)
+    if best_state is None:
+        raise ValueError(f"no epoch was trained: epochs={config.epochs}, resumed at epoch {start_epoch}")
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model=model, best_epoch=best_epoch, history=history)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's legacy and torch's (CPU and every GPU) generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _holdout_metrics(model: nn.Module, holdout: PatchSet, config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
+    """One-vs-rest metrics on the hold-out patches; each rank predicts its shard, every rank gets all of them."""
+    if len(holdout) == 0:
+        return {"mean_auc": None}
+    mine = ctx.shard(np.arange(len(holdout)))
+    probs = predict(model, holdout.pixels[mine], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    batch_size=config.eval_batch_size, device=ctx.device)
+    return one_vs_rest_metrics(holdout.labels, ctx.gather_rows(probs), CLASSES)

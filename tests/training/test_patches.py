@@ -1,11 +1,13 @@
 """The patch rule on hand-made masks, and the split by case."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from training.manifest import ImageRecord
+from training.manifest import Finding, ImageRecord
 from training.patches import Box, PatchRule, crop_patch, label_boxes, sliding_boxes
-from training.split import split_by_case
+from training.split import case_pathology, split_by_case
 from training.tissue import otsu_threshold, tissue_mask
 
 RULE = PatchRule()
@@ -78,10 +80,12 @@ def test_tissue_mask_separates_breast_from_background():
     assert 0.02 < otsu_threshold(img) < 0.6
 
 
-def _records(n_cases, views=4):
+def _records(n_cases, views=4, malignant=()):
+    lesion = Finding(finding_id="1", pathology="malignant", concept="irregular mass", lexicon="Mass",
+                     descriptors={}, mask_path=Path("/x/m.png"))
     return [
-        ImageRecord(image_id=f"c{c}_{v}", case_id=f"c{c}", image_path=f"/x/{c}_{v}.png", view="CC",
-                    laterality="L", findings=())
+        ImageRecord(image_id=f"c{c}_{v}", case_id=f"c{c}", image_path=Path(f"/x/{c}_{v}.png"), view="CC",
+                    laterality="L", findings=(lesion,) if c in malignant and v == 0 else ())
         for c in range(n_cases)
         for v in range(views)
     ]
@@ -100,6 +104,15 @@ def test_split_is_by_case_seeded_and_80_10_10():
             assert sum(r.case_id == case for r in part) == 4
     assert split_by_case(records, seed=1) == parts
     assert split_by_case(records, seed=2) != parts
+
+
+def test_split_is_stratified_by_case_pathology():
+    malignant = set(range(0, 50, 5))  # 10 malignant cases among 50
+    parts = split_by_case(_records(50, malignant=malignant), seed=3)
+    for name, expected in (("holdout", 1), ("test", 1), ("train", 8)):
+        cases = {r.case_id for r in parts[name] if r.pathology == "malignant"}
+        assert len(cases) == expected, name
+    assert case_pathology(_records(3, malignant={1})) == {"c0": "normal", "c1": "malignant", "c2": "normal"}
 
 
 def test_split_small_and_invalid():

@@ -1,0 +1,66 @@
+"""What routes receive: objects the lifespan put on ``app.state``, as ``Annotated`` dependency aliases.
+
+Tests replace any of them with ``app.dependency_overrides[get_x] = ...``.
+Before start-up has finished, asking for one gives a 503 ``not_ready``.
+They are ``async`` only so FastAPI does not hop to a thread for an attribute read.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from annotations import AnnotationStore
+from deepminer.bundle import Bundle
+from service.errors import NotReadyError
+from service.explainer import Explainer
+from service.metrics import Metrics
+from service.pool import InferencePool
+from service.settings import Settings
+from service.units import UnitCatalog
+
+
+def _from_state(request: Request, name: str) -> Any:
+    value = getattr(request.app.state, name, None)
+    if value is None:
+        raise NotReadyError("the service is starting: the model bundle is not loaded and warmed up yet")
+    return value
+
+
+async def get_settings(request: Request) -> Settings:
+    return _from_state(request, "settings")  # type: ignore[no-any-return]
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return _from_state(request, "metrics")  # type: ignore[no-any-return]
+
+
+async def get_bundle(request: Request) -> Bundle:
+    return _from_state(request, "bundle")  # type: ignore[no-any-return]
+
+
+async def get_store(request: Request) -> AnnotationStore:
+    return _from_state(request, "store")  # type: ignore[no-any-return]
+
+
+async def get_catalog(request: Request) -> UnitCatalog:
+    return _from_state(request, "catalog")  # type: ignore[no-any-return]
+
+
+async def get_explainer(request: Request) -> Explainer:
+    """The explainer, which the lifespan publishes only after the warm-up inference succeeded."""
+    return _from_state(request, "explainer")  # type: ignore[no-any-return]
+
+
+async def get_pool(request: Request) -> InferencePool:
+    return _from_state(request, "pool")  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+BundleDep = Annotated[Bundle, Depends(get_bundle)]
+StoreDep = Annotated[AnnotationStore, Depends(get_store)]
+CatalogDep = Annotated[UnitCatalog, Depends(get_catalog)]
+ExplainerDep = Annotated[Explainer, Depends(get_explainer)]
+PoolDep = Annotated[InferencePool, Depends(get_pool)]

@@ -1,0 +1,105 @@
+"""Exception handlers: every error leaves as ``{"error": {"code", "message", "field"}}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from annotations import AnnotationConflictError, AnnotationValidationError, StoreUnavailableError
+from service.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+# Where a parameter lives is not part of its name: ("query", "top_k") names "top_k".
+_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, **headers: str) -> JSONResponse:
+    """The JSON error body every handler returns."""
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"code": code, "message": message, "field": field}},
+        headers=headers or None,
+    )
+
+
+def _field_name(loc: Sequence[Any]) -> str | None:
+    """``("query", "top_k")`` → ``top_k``; ``("body", "a", 0)`` → ``a.0``; ``("body", 12)`` (a JSON syntax error) → ``body``."""
+    if len(loc) > 1 and loc[0] in _LOCATIONS and isinstance(loc[1], str):
+        loc = loc[1:]
+    elif loc and loc[0] in _LOCATIONS:
+        loc = loc[:1]
+    return ".".join(str(p) for p in loc) or None
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    if exc.status >= 500:
+        log.warning("%s: %s", exc.code, exc.message, extra={"fields": {"event": "error", "code": exc.code}})
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else {}
+    return error_response(exc.status, exc.code, exc.message, exc.field, **headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = _field_name(first.get("loc", ()))
+    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return error_response(422, "validation_error", message, field)
+
+
+async def _annotation_invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AnnotationValidationError)
+    return error_response(422, "invalid_annotation", f"{exc.field}: {exc.message}", exc.field)
+
+
+async def _annotation_conflict(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, "annotation_conflict", str(exc), None, **{"Retry-After": "1"})
+
+
+async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unit-label store unavailable: %s", exc, extra={"fields": {"event": "store_unavailable"}})
+    return error_response(503, "store_unavailable", "the unit-label store is unavailable", None, **{"Retry-After": "5"})
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    try:
+        phrase = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        phrase = "error"
+    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    response = error_response(exc.status_code, code, str(exc.detail), None)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc, extra={"fields": {"event": "internal_error"}})
+    return error_response(500, "internal_error", "internal error; the request id in the logs has the details")
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Map domain, store and validation errors to JSON responses on ``app``."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(AnnotationValidationError, _annotation_invalid)
+    app.add_exception_handler(AnnotationConflictError, _annotation_conflict)
+    app.add_exception_handler(StoreUnavailableError, _store_unavailable)
+    # The store wraps connection failures only in ping(); reads and writes raise SQLAlchemy's own.
+    app.add_exception_handler(OperationalError, _store_unavailable)
+    app.add_exception_handler(InterfaceError, _store_unavailable)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

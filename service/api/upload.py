@@ -1,0 +1,72 @@
+"""Reading the uploaded image from a multipart request without ever holding more than the limit.
+
+Starlette's form parser has no size limit for files, so the request body is
+counted as it arrives and the transfer is cut off once it cannot fit anymore.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.types import Message
+
+from service.errors import InvalidParameterError, UnsupportedMediaTypeError, UploadTooLargeError
+
+FIELD = "file"
+CHUNK_BYTES = 1 << 20
+# Room for the multipart boundaries and part headers around the file itself.
+FRAMING_BYTES = 64 * 1024
+
+
+def _too_large(limit: int) -> UploadTooLargeError:
+    return UploadTooLargeError(f"the upload exceeds the limit of {limit} bytes (max_upload_bytes)", field=FIELD)
+
+
+async def read_upload(request: Request, *, max_bytes: int) -> bytes:
+    """The bytes of the multipart field ``file``, at most ``max_bytes`` of them.
+
+    Raises :class:`UnsupportedMediaTypeError` for a body that is not
+    multipart/form-data, :class:`UploadTooLargeError` once the file (or the
+    body around it) exceeds the limit, and :class:`InvalidParameterError`
+    naming ``file`` when the field is missing or is not a file.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise UnsupportedMediaTypeError(
+            f"send the image as multipart/form-data in the field {FIELD!r}; got content-type {content_type or 'none'!r}",
+            field=FIELD,
+        )
+    body_limit = max_bytes + FRAMING_BYTES
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        raise _too_large(max_bytes)
+
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > body_limit:
+                raise _too_large(max_bytes)
+        return message
+
+    limited = Request(request.scope, limited_receive)
+    form = await limited.form(max_files=1, max_fields=8)
+    try:
+        upload = form.get(FIELD)
+        if not isinstance(upload, UploadFile):
+            raise InvalidParameterError(
+                f"the multipart body must hold the image as a file in the field {FIELD!r}", field=FIELD
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await upload.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        await form.close()

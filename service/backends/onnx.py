@@ -1,0 +1,68 @@
+"""ONNX Runtime backend: the default, needs no torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from deepminer.bundle import ONNX_FILE, Bundle
+from service.backends.base import check_input
+from service.errors import BackendUnavailableError
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("logits", "features")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class OnnxBackend:
+    """The bundle's ``fcn.onnx`` in an ONNX Runtime session (CUDA when asked for or available, else CPU)."""
+
+    name = "onnx"
+
+    def __init__(
+        self, bundle: Bundle, *, device: Literal["auto", "cpu", "cuda"] = "auto", intra_op_threads: int = 0
+    ) -> None:
+        available = ort.get_available_providers()
+        if device == "cuda" and CUDA not in available:
+            raise BackendUnavailableError(
+                f"device=cuda was requested but this onnxruntime offers only {available}; "
+                "install onnxruntime-gpu with a matching CUDA, or set DEEPMINER_DEVICE=cpu or auto"
+            )
+        providers = [CUDA, CPU] if device != "cpu" and CUDA in available else [CPU]
+        options = ort.SessionOptions()
+        if intra_op_threads > 0:
+            options.intra_op_num_threads = intra_op_threads
+        try:
+            session = ort.InferenceSession(str(bundle.path(ONNX_FILE)), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types, not importable portably
+            raise BackendUnavailableError(f"ONNX Runtime cannot load {bundle.path(ONNX_FILE)}: {exc}") from exc
+        # CUDA may be listed yet fail to initialise (driver, libraries); ORT then
+        # silently falls back to CPU, so report the provider it really uses.
+        self.provider: str = session.get_providers()[0]
+        if device == "cuda" and self.provider != CUDA:
+            raise BackendUnavailableError(
+                f"device=cuda was requested but ONNX Runtime fell back to {self.provider}; check the CUDA "
+                "installation (its log says why), or set DEEPMINER_DEVICE=cpu or auto"
+            )
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if INPUT_NAME not in inputs or not set(OUTPUT_NAMES) <= set(outputs):
+            raise BackendUnavailableError(
+                f"{bundle.path(ONNX_FILE)} must take input {INPUT_NAME!r} and give outputs {list(OUTPUT_NAMES)}, "
+                f"got inputs {inputs} and outputs {outputs}; re-export the bundle"
+            )
+        self._session: ort.InferenceSession | None = session
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Forward one image; see :class:`service.backends.base.Backend`."""
+        if self._session is None:
+            raise RuntimeError("the ONNX backend is closed")
+        logits, features = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: check_input(x)})
+        return np.asarray(logits[0], dtype=np.float32), np.asarray(features[0], dtype=np.float32)
+
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees it with the last reference)."""
+        self._session = None

@@ -1,0 +1,276 @@
+"""One explanation: decode → preprocess → FCN forward → the method's formulas → annotations.
+
+Runs in a worker thread (see :mod:`service.pool`); every step is blocking NumPy,
+backend or database work. All formulas come from :mod:`deepminer`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+from annotations import AnnotationRecord
+from deepminer import imaging
+from deepminer.bundle import Bundle, BundleError
+from deepminer.dicom import looks_like_dicom
+from deepminer.formulas import class_activation_map, influence, softmax, top_units, unit_max_activations
+from deepminer.grid import GridMapping
+from service.backends.base import Backend
+from service.errors import (
+    BackendUnavailableError,
+    CorruptImageError,
+    EmptyUploadError,
+    ImageTooLargeError,
+    InferenceCancelledError,
+    InvalidParameterError,
+    UnsupportedMediaTypeError,
+)
+from service.units import UnitCatalog
+
+METHOD = "DeepMiner: CAM (Zhou et al. 2016) and unit influence max_xy A_k(x, y) * w_ck"
+
+# Leading bytes of the raster formats deepminer.imaging decodes (DICOM has its
+# own test there). The media type is sniffed from the bytes, because clients
+# routinely send application/octet-stream.
+_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",  # JPEG
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+    b"II+\x00",  # BigTIFF
+    b"MM\x00+",
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model and engine produced an explanation."""
+
+    id: str
+    hash: str
+    architecture: str
+    layer: str
+    backend: str
+    provider: str
+
+
+@dataclass(frozen=True)
+class UnitExplanation:
+    """One of the top-k units for the explained class.
+
+    ``influence = max_activation * weight`` (DESIGN.md §2); ``activation_map`` is
+    the unit's layer4 channel ``A_k`` on the feature grid.
+    """
+
+    unit_id: int
+    rank: int
+    influence: float
+    max_activation: float
+    weight: float
+    activation_map: np.ndarray
+    annotations: tuple[AnnotationRecord, ...]
+
+
+@dataclass(frozen=True)
+class ExplanationResult:
+    """Everything one explanation found; maps are on the layer4 grid described by ``mapping``."""
+
+    method: str
+    model: ModelInfo
+    image_shape: tuple[int, int]
+    image_format: str
+    image_bits: int
+    input_shape: tuple[int, int]
+    classes: tuple[str, ...]
+    probabilities: np.ndarray  # (C,) softmax of the spatially averaged logits
+    peak_probabilities: np.ndarray  # (C,) max over the grid of each probability map
+    predicted_class: str
+    explained_class: str
+    probability_maps: np.ndarray  # (C, h, w) per-location softmax
+    cam: np.ndarray  # (h, w) CAM of the explained class
+    mapping: GridMapping
+    units: tuple[UnitExplanation, ...]
+    timings_ms: Mapping[str, float]
+
+
+class _Stopwatch:
+    """Per-stage wall times in milliseconds; checks for cancellation between stages."""
+
+    def __init__(self, cancel: threading.Event | None, *, started: float | None = None) -> None:
+        self._cancel = cancel
+        self._last = time.perf_counter() if started is None else started
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = (now - self._last) * 1000.0
+        self._last = now
+        if self._cancel is not None and self._cancel.is_set():
+            raise InferenceCancelledError(f"explanation abandoned after the {stage} stage")
+
+
+class Explainer:
+    """Explains one uploaded mammogram with the loaded bundle, backend and unit catalogue.
+
+    Thread-safe; :meth:`explain` blocks, so call it from a worker thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        bundle: Bundle,
+        backend: Backend,
+        catalog: UnitCatalog,
+        max_image_pixels: int = imaging.DEFAULT_MAX_PIXELS,
+        max_top_k: int = 50,
+    ) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.catalog = catalog
+        self.max_image_pixels = max_image_pixels
+        self.max_top_k = max_top_k
+        self.classes = tuple(bundle.classes)
+        self.weight, self.bias = bundle.head
+        if self.weight.shape != (len(self.classes), bundle.num_units) or self.bias.shape != (len(self.classes),):
+            raise BundleError(
+                f"{bundle.root}/head.npz holds weight {self.weight.shape} and bias {self.bias.shape}, but meta.json "
+                f"declares {len(self.classes)} classes and {bundle.num_units} units"
+            )
+        model = bundle.meta["model"]
+        self.model = ModelInfo(
+            id=bundle.id,
+            hash=bundle.hash,
+            architecture=str(model["architecture"]),
+            layer=str(model.get("layer", "layer4")),
+            backend=backend.name,
+            provider=backend.provider,
+        )
+
+    def validate(self, *, class_name: str | None, top_k: int) -> None:
+        """Check request parameters before any work: ``class_name`` must be a class, ``1 <= top_k <= max_top_k``."""
+        if class_name is not None and class_name not in self.classes:
+            raise InvalidParameterError(
+                f"class_name must be one of {', '.join(self.classes)}; got {class_name!r}", field="class_name"
+            )
+        if not 1 <= top_k <= self.max_top_k:
+            raise InvalidParameterError(f"top_k must be between 1 and {self.max_top_k}; got {top_k}", field="top_k")
+
+    def decode(self, data: bytes) -> imaging.DecodedImage:
+        """The upload as a grayscale image, or the domain error that says why not."""
+        if not data:
+            raise EmptyUploadError("the uploaded file is empty", field="file")
+        raster = any(data.startswith(sig) or sig.startswith(data) for sig in _SIGNATURES)
+        if not (raster or looks_like_dicom(data)):
+            raise UnsupportedMediaTypeError(
+                f"the upload is not a PNG, TIFF, JPEG or DICOM image (it starts with {data[:8]!r})", field="file"
+            )
+        try:
+            return imaging.decode_image(data, max_pixels=self.max_image_pixels)
+        except imaging.ImageTooLargeError as exc:
+            raise ImageTooLargeError(str(exc), field="file") from None
+        except imaging.ImageDecodeError as exc:
+            raise CorruptImageError(str(exc), field="file") from None
+
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        """The network input ``(1, 3, H', W')``: short side scaled to the bundle's, normalised."""
+        return imaging.network_input(
+            pixels, short_side=self.bundle.input_short_side, mean=self.bundle.mean, std=self.bundle.std
+        )
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The backend's ``(logits (C, h, w), features (K, h, w))``, checked against the bundle's shapes."""
+        logits, features = self.backend.run(x)
+        expected_grid = (logits.shape[1], logits.shape[2])
+        if logits.shape[0] != len(self.classes) or features.shape != (self.bundle.num_units, *expected_grid):
+            raise BackendUnavailableError(
+                f"{self.backend.name} returned logits {logits.shape} and features {features.shape}; the bundle "
+                f"declares {len(self.classes)} classes and {self.bundle.num_units} units"
+            )
+        return logits, features
+
+    def warm_up(self) -> float:
+        """Run preprocessing and one forward pass on a blank image; return its wall time in ms."""
+        side = self.bundle.input_short_side
+        started = time.perf_counter()
+        self.forward(self.preprocess(np.zeros((side, side), dtype=np.float32)))
+        return (time.perf_counter() - started) * 1000.0
+
+    def explain(
+        self,
+        data: bytes,
+        *,
+        class_name: str | None = None,
+        top_k: int = 5,
+        cancel: threading.Event | None = None,
+        submitted_at: float | None = None,
+    ) -> ExplanationResult:
+        """Explain the image in ``data`` for ``class_name`` (default: the predicted class) with ``top_k`` units.
+
+        ``cancel``, once set, stops the work at the next stage boundary with
+        :class:`InferenceCancelledError`. ``submitted_at`` (``time.perf_counter()``
+        when the request was queued) adds a ``queue`` stage to the timings.
+        """
+        self.validate(class_name=class_name, top_k=top_k)
+        clock = _Stopwatch(cancel, started=submitted_at)
+        if submitted_at is not None:
+            clock.lap("queue")
+        image = self.decode(data)
+        clock.lap("decode")
+        x = self.preprocess(image.pixels)
+        clock.lap("preprocess")
+        logits, features = self.forward(x)
+        clock.lap("forward")
+
+        probability_maps = softmax(logits, axis=0)
+        # The FCN's logit map averaged over locations equals the patch
+        # classifier's logits on the whole image (pooling and fc are linear).
+        probabilities = softmax(logits.mean(axis=(1, 2)), axis=0)
+        peak = probability_maps.reshape(len(self.classes), -1).max(axis=1)
+        predicted = int(np.argmax(probabilities))
+        explained = predicted if class_name is None else self.classes.index(class_name)
+        cam = class_activation_map(features, self.weight, explained)
+        scores = influence(features, self.weight)[explained]
+        top = top_units(scores, top_k)
+        maps = features[top]  # fancy indexing copies only the k returned maps
+        maxima = unit_max_activations(maps)
+        mapping = GridMapping.for_input(image_shape=image.pixels.shape, input_shape=(x.shape[2], x.shape[3]))
+        clock.lap("explain")
+
+        labels = self.catalog.annotations_for([int(u) for u in top])
+        clock.lap("annotations")
+
+        units = tuple(
+            UnitExplanation(
+                unit_id=int(unit),
+                rank=rank,
+                influence=float(scores[unit]),
+                max_activation=float(max_activation),
+                weight=float(self.weight[explained, unit]),
+                activation_map=activation_map,
+                annotations=labels[int(unit)],
+            )
+            for rank, (unit, activation_map, max_activation) in enumerate(zip(top, maps, maxima), start=1)
+        )
+        return ExplanationResult(
+            method=METHOD,
+            model=self.model,
+            image_shape=(int(image.pixels.shape[0]), int(image.pixels.shape[1])),
+            image_format=image.format,
+            image_bits=image.bits,
+            input_shape=(int(x.shape[2]), int(x.shape[3])),
+            classes=self.classes,
+            probabilities=probabilities,
+            peak_probabilities=peak,
+            predicted_class=self.classes[predicted],
+            explained_class=self.classes[explained],
+            probability_maps=probability_maps,
+            cam=cam,
+            mapping=mapping,
+            units=units,
+            timings_ms=MappingProxyType({**clock.laps, "total": sum(clock.laps.values())}),
+        )

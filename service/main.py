@@ -1,0 +1,161 @@
+"""The FastAPI application: :func:`create_app` builds it, its lifespan loads the heavy parts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from annotations import AnnotationStore
+from deepminer.bundle import BundleError, load_bundle
+from service.api.errors import register_error_handlers
+from service.api.middleware import RequestMiddleware
+from service.api.routes import explain, health, metrics, units
+from service.backends import create_backend
+from service.explainer import Explainer
+from service.logging import configure_logging
+from service.metrics import Metrics
+from service.pool import InferencePool
+from service.settings import Settings
+from service.units import UnitCatalog
+
+log = logging.getLogger(__name__)
+
+TITLE = "DeepMiner service"
+DESCRIPTION = (
+    "Explained mammogram classifications: class probability maps, the class activation map and the most "
+    "influential layer4 units with their expert labels (DeepMiner), plus the unit-label API. "
+    'Every error is `{"error": {"code", "message", "field"}}`.'
+)
+
+
+def _version() -> str:
+    try:
+        return version("deepminer-service")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Stable operationIds: ``<first tag>-<function name>``."""
+    return f"{route.tags[0]}-{route.name}"
+
+
+def _start(app: FastAPI, settings: Settings) -> None:
+    """Load and verify the bundle, create backend and store, seed labels, warm up; then publish on app.state.
+
+    Blocking (hashing, model loading, database), so the lifespan runs it in a thread.
+    """
+    bundle = load_bundle(settings.bundle)
+    log.info("bundle verified", extra={"fields": {"event": "bundle_loaded", "model_id": bundle.id}})
+    with ExitStack() as cleanup:  # undoes what was built if a later step fails
+        backend = create_backend(settings, bundle)
+        cleanup.callback(backend.close)
+        store = AnnotationStore(settings.database_url)
+        cleanup.callback(store.close)
+        store.init_schema()
+        catalog = UnitCatalog(bundle=bundle, store=store)
+        if settings.seed_automatic_labels:
+            added = catalog.seed_automatic_labels()
+            log.info("automatic labels seeded", extra={"fields": {"event": "labels_seeded", "added": added}})
+        explainer = Explainer(
+            bundle=bundle,
+            backend=backend,
+            catalog=catalog,
+            max_image_pixels=settings.max_image_pixels,
+            max_top_k=settings.max_top_k,
+        )
+        warm_ms = explainer.warm_up()
+        cleanup.pop_all()  # started: app.state owns them now, _stop closes them
+    app.state.bundle = bundle
+    app.state.backend = backend
+    app.state.store = store
+    app.state.catalog = catalog
+    app.state.pool = InferencePool(
+        workers=settings.inference_workers, timeout_s=settings.request_timeout_s, max_queue=settings.max_queue
+    )
+    app.state.metrics.set_model(explainer.model)
+    # Published last: readiness and /explain key off it.
+    app.state.explainer = explainer
+    log.info(
+        "ready",
+        extra={
+            "fields": {
+                "event": "ready",
+                "model_id": bundle.id,
+                "backend": backend.name,
+                "provider": backend.provider,
+                "warm_up_ms": round(warm_ms, 1),
+            }
+        },
+    )
+
+
+def _stop(app: FastAPI) -> None:
+    app.state.explainer = None
+    for name in ("store", "backend"):
+        resource = getattr(app.state, name, None)
+        if resource is not None:
+            resource.close()
+        setattr(app.state, name, None)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start-up and shut-down of one app; a failed start-up (e.g. :class:`BundleError`) stops the server."""
+    settings: Settings = app.state.settings
+    try:
+        await anyio.to_thread.run_sync(_start, app, settings)
+    except BundleError as exc:
+        log.error("model bundle rejected: %s", exc, extra={"fields": {"event": "startup_failed"}})
+        raise
+    except Exception as exc:
+        log.error("start-up failed: %s", exc, extra={"fields": {"event": "startup_failed"}})
+        raise
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(_stop, app)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app for ``settings`` (default: from the environment). Nothing heavy happens until its lifespan runs."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title=TITLE,
+        description=DESCRIPTION,
+        version=_version(),
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.explainer = None
+    register_error_handlers(app)
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
+    for module in (explain, units, health, metrics):
+        app.include_router(module.router)
+    return app
+
+
+def main() -> None:
+    """Serve with uvicorn on the configured host and port (``python -m service``, ``deepminer-serve``)."""
+    import uvicorn
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    # log_config=None keeps uvicorn from replacing the JSON handlers; the
+    # middleware writes one line per request, so uvicorn's access log is off.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
+    )

@@ -1,0 +1,358 @@
+"""The Helm chart, rendered and linted by Helm's own Go library (helm-python-sdk) with no cluster.
+
+Every scenario under ``helm/deepminer/ci/`` (and the defaults) is linted,
+rendered, validated against the Kubernetes JSON schemas (kubernetes-validate,
+strict: unknown fields fail) for the oldest supported and the newest release,
+and its ServiceMonitor against the Prometheus Operator's models. Then the
+behaviour each values switch promises is checked on the rendered objects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from service.settings import Settings
+
+
+def _require(module: str) -> ModuleType:
+    """The module, or a skip of this file; under CI=true a missing tool fails instead."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"{module} is not installed: pip install -e '.[deploy-test]'", allow_module_level=True)
+
+
+helm = _require("helm_python")
+kubernetes_validate = _require("kubernetes_validate")
+prometheus_operator = _require("cloudcoil.models.prometheus_operator.v1")
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "deepminer"
+SCENARIOS = sorted(CHART.glob("ci/*-values.yaml"))
+RELEASE, NAMESPACE = "demo", "ml"
+FULLNAME = f"{RELEASE}-deepminer"
+OLDEST_KUBERNETES = "1.27"  # Chart.yaml kubeVersion
+
+Manifest = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[Any]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: Any, values: dict[str, Any] | None = None) -> tuple[list[Manifest], str]:
+    """The chart's objects (hooks and test pods included) and its NOTES.txt, as an install renders them."""
+    rendered = chart.render(values=values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    notes = rendered.pop(f"{CHART.name}/templates/NOTES.txt", "")
+    manifests = [doc for text in rendered.values() for doc in yaml.safe_load_all(text) if doc]
+    return manifests, notes
+
+
+def scenario(path: Path) -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    return values
+
+
+def only(manifests: list[Manifest], kind: str, name: str | None = None) -> Manifest:
+    found = [m for m in manifests if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[m['metadata']['name'] for m in found]}"
+    return found[0]
+
+
+def kinds(manifests: list[Manifest]) -> list[str]:
+    return sorted(m["kind"] for m in manifests)
+
+
+def server_container(manifests: list[Manifest]) -> dict[str, Any]:
+    containers = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "server")
+
+
+# -- every scenario ---------------------------------------------------------
+
+
+def test_the_scenarios_cover_the_issue() -> None:
+    names = {p.name.removesuffix("-values.yaml") for p in SCENARIOS}
+    assert {"cpu", "gpu", "servicemonitor-on", "servicemonitor-off", "external-database"} <= names
+
+
+@pytest.mark.parametrize("values_file", [None, *SCENARIOS], ids=lambda p: p.stem if p else "defaults")
+def test_scenario_lints_clean(values_file: Path | None) -> None:
+    values = scenario(values_file) if values_file else {}
+    report = helm.lint(CHART, values, strict=True, kube_version=f"v{OLDEST_KUBERNETES}.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # 1 is info ("icon is recommended")
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("values_file", [None, *SCENARIOS], ids=lambda p: p.stem if p else "defaults")
+def test_scenario_renders_valid_kubernetes_objects(chart: Any, values_file: Path | None) -> None:
+    values = scenario(values_file) if values_file else {}
+    chart.validate_schema(values)
+    manifests, notes = render(chart, values)
+    assert "Deployment" in kinds(manifests) and notes.strip()
+    newest = kubernetes_validate.utils.latest_version()
+    for manifest in manifests:
+        if manifest["apiVersion"] == "monitoring.coreos.com/v1":
+            _validate_service_monitor(manifest)
+            continue
+        for version in (OLDEST_KUBERNETES, newest):
+            try:
+                kubernetes_validate.validate(manifest, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                where = ".".join(str(p) for p in exc.path)
+                pytest.fail(
+                    f"{manifest['kind']}/{manifest['metadata']['name']} at {where} (k8s {version}): {exc.message}"
+                )
+
+
+def _validate_service_monitor(manifest: Manifest) -> None:
+    """Against the Prometheus Operator's models; unknown fields fail (the models would drop them silently)."""
+    model = prometheus_operator.ServiceMonitor.model_validate(manifest)
+    assert model.model_dump(by_alias=True, exclude_unset=True, mode="json") == manifest
+
+
+@pytest.mark.parametrize("values_file", [None, *SCENARIOS], ids=lambda p: p.stem if p else "defaults")
+def test_config_map_is_valid_service_settings(
+    chart: Any, values_file: Path | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every DEEPMINER_* key the chart sets is a setting of the service, with a value it accepts."""
+    manifests, _ = render(chart, scenario(values_file) if values_file else {})
+    data = only(manifests, "ConfigMap")["data"]
+    fields = {f"DEEPMINER_{name.upper()}" for name in Settings.model_fields}
+    assert set(data) <= fields, f"not service settings: {sorted(set(data) - fields)}"
+    for name in [k for k in os.environ if k.startswith("DEEPMINER_")]:
+        monkeypatch.delenv(name)
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.host == "0.0.0.0" and settings.port == 8000
+    assert str(settings.bundle) == "/models/bundle"
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, sub in schema.get("properties", {}).items():
+        yield f"{prefix}{key}"
+        yield from _schema_paths(sub, f"{prefix}{key}.")
+
+
+def test_values_yaml_comments_every_key_of_the_schema() -> None:
+    """values.yaml is the chart's reference: a comment line sits right above every key the schema defines."""
+    defined = set(_schema_paths(json.loads((CHART / "values.schema.json").read_text())))
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    parents: list[tuple[int, str]] = []
+    seen, uncommented = set(), []
+    for number, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][\w.-]*):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        path = ".".join([key for _, key in parents] + [match.group(2)])
+        parents.append((indent, match.group(2)))
+        # Kubernetes' own probe fields (periodSeconds, ...) are covered by the comment on their probe.
+        kubernetes_field = path.startswith("probes.") and path.count(".") == 2
+        if path in defined:
+            seen.add(path)
+            if not kubernetes_field and not lines[number - 1].lstrip().startswith("#"):
+                uncommented.append(path)
+    assert uncommented == []
+    optional = {path for path in defined - seen if path.startswith("probes.")}  # e.g. initialDelaySeconds
+    assert defined - seen - optional == {"global"}, "every chart key has its default in values.yaml"
+
+
+# -- what the defaults promise ------------------------------------------------
+
+
+def test_defaults_run_non_root_read_only_with_probes(chart: Any) -> None:
+    manifests, notes = render(chart)
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"] + pod.get("initContainers", []):
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+    server = server_container(manifests)
+    mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]] and "/data" in mounts
+    assert server["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert server["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    startup = server["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "warm-up needs minutes"
+    assert server["resources"]["requests"]["cpu"] and server["resources"]["limits"]["memory"]
+    assert "nvidia.com/gpu" not in server["resources"].get("limits", {})
+    assert "WARNING: SQLite" in notes
+
+
+def test_defaults_keep_sqlite_in_one_pod_and_migrate_it_there(chart: Any) -> None:
+    manifests, _ = render(chart)
+    deployment = only(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert only(manifests, "ConfigMap")["data"]["DEEPMINER_DATABASE_URL"] == "sqlite:////data/deepminer.db"
+    init = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert [(c["name"], c["args"]) for c in init] == [("migrate", ["migrate"])]
+    assert "Job" not in kinds(manifests)
+    with pytest.raises(helm.HelmRenderError, match="SQLite store lives in one pod"):
+        render(chart, {"replicaCount": 2})
+
+
+def test_service_pdb_and_test_pod_select_only_the_server(chart: Any) -> None:
+    manifests, _ = render(chart)
+    server_labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    service = only(manifests, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    for selector in (
+        service["spec"]["selector"],
+        only(manifests, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= server_labels.items()
+        assert selector["app.kubernetes.io/component"] == "server"
+    assert only(manifests, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    test_pod = only(manifests, "Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test_pod["spec"]["containers"][0]["command"][-1] == f"http://{FULLNAME}:80/readyz"
+    assert test_pod["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
+
+
+def test_schema_rejects_misspelt_and_out_of_range_values(chart: Any) -> None:
+    for bad in (
+        {"replicas": 2},
+        {"config": {"device": "gpu"}},
+        {"gpu": {"count": 0}},
+        {"database": {"url": "mysql://x"}},
+        {"config": {"extraEnv": {"NOT A NAME": "x"}}},
+    ):
+        with pytest.raises(helm.HelmValuesError):
+            chart.validate_schema(bad)
+
+
+# -- the switches -------------------------------------------------------------
+
+
+def test_gpu_requests_the_device_and_lands_on_gpu_nodes(chart: Any) -> None:
+    manifests, notes = render(chart, scenario(CHART / "ci" / "gpu-values.yaml"))
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+    assert server_container(manifests)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert server_container(manifests)["image"].endswith(":0.1.0-gpu")
+    assert "GPU: 1 x nvidia.com/gpu" in notes
+
+
+def test_service_monitor_and_scrape_annotations_are_alternatives(chart: Any) -> None:
+    on, _ = render(chart, scenario(CHART / "ci" / "servicemonitor-on-values.yaml"))
+    monitor = only(on, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= only(on, "Service")["metadata"]["labels"].items()
+    assert "prometheus.io/scrape" not in only(on, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+    off, _ = render(chart, scenario(CHART / "ci" / "servicemonitor-off-values.yaml"))
+    assert "ServiceMonitor" not in kinds(off)
+    assert "prometheus.io/scrape" not in only(off, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+    defaults, _ = render(chart)
+    annotations = only(defaults, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "8000"
+    assert "ServiceMonitor" not in kinds(defaults)
+
+
+def test_external_database_autoscales_and_migrates_in_a_hook(chart: Any) -> None:
+    manifests, _ = render(chart, scenario(CHART / "ci" / "external-database-values.yaml"))
+    deployment = only(manifests, "Deployment")
+    assert "replicas" not in deployment["spec"] and "strategy" not in deployment["spec"]
+    assert "DEEPMINER_DATABASE_URL" not in only(manifests, "ConfigMap")["data"]
+    env_from = server_container(manifests)["envFrom"]
+    assert {"secretRef": {"name": "deepminer-database"}} in env_from
+    assert "Secret" not in kinds(manifests)  # nothing secret in values: the chart renders none
+
+    job = only(manifests, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    migrate = job["spec"]["template"]["spec"]["containers"][0]
+    assert migrate["args"] == ["migrate"] and migrate["envFrom"] == [{"secretRef": {"name": "deepminer-database"}}]
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "migrations"
+
+    hpa = only(manifests, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert metrics["Resource"]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    assert metrics["Pods"]["pods"]["metric"]["name"] == "deepminer_inflight_requests"
+    assert metrics["Pods"]["pods"]["target"] == {"type": "AverageValue", "averageValue": "2"}
+
+
+def test_hpa_on_cpu_only_by_default(chart: Any) -> None:
+    manifests, _ = render(chart, {"database": {"existingSecret": "db"}, "autoscaling": {"enabled": True}})
+    assert [m["type"] for m in only(manifests, "HorizontalPodAutoscaler")["spec"]["metrics"]] == ["Resource"]
+    with pytest.raises(helm.HelmRenderError, match="autoscaling needs a metric"):
+        render(
+            chart,
+            {
+                "database": {"existingSecret": "db"},
+                "autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None},
+            },
+        )
+
+
+def test_database_url_reaches_the_pods_and_the_pre_install_hook_through_secrets(chart: Any) -> None:
+    url = "postgresql+psycopg://deepminer:pw@db:5432/deepminer"
+    manifests, _ = render(chart, {"database": {"url": url}, "secretEnv": {"DEEPMINER_EXTRA_SECRET": "s3"}})
+    release_secret = only(manifests, "Secret", FULLNAME)
+    assert release_secret["stringData"] == {"DEEPMINER_DATABASE_URL": url, "DEEPMINER_EXTRA_SECRET": "s3"}
+    assert "helm.sh/hook" not in release_secret["metadata"].get("annotations", {})
+    # A pre-install hook runs before the release's Secret exists: it has one of its own, created first.
+    hook_secret = only(manifests, "Secret", f"{FULLNAME}-migrate")
+    assert hook_secret["stringData"] == {"DEEPMINER_DATABASE_URL": url}
+    assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        only(manifests, "Job")["metadata"]["annotations"]["helm.sh/hook-weight"]
+    )
+    assert {"secretRef": {"name": FULLNAME}} in server_container(manifests)["envFrom"]
+    assert url not in yaml.safe_dump(only(manifests, "ConfigMap"))
+
+
+def test_bundle_from_a_pvc_is_mounted_read_only(chart: Any) -> None:
+    manifests, notes = render(chart, scenario(CHART / "ci" / "cpu-values.yaml"))
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+    mount = next(m for m in server_container(manifests)["volumeMounts"] if m["name"] == "bundle")
+    assert mount == {"name": "bundle", "mountPath": "/models/bundle", "readOnly": True, "subPath": "resnet152-v1"}
+    volume = next(v for v in pod["volumes"] if v["name"] == "bundle")
+    assert volume["persistentVolumeClaim"] == {"claimName": "deepminer-bundles", "readOnly": True}
+    assert "from PVC deepminer-bundles" in notes
+
+
+def test_bundle_from_an_image_is_copied_by_an_init_container(chart: Any) -> None:
+    manifests, _ = render(chart, scenario(CHART / "ci" / "gpu-values.yaml"))
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+    copy = next(c for c in pod["initContainers"] if c["name"] == "copy-bundle")
+    assert copy["image"] == "registry.example.com/deepminer-bundle:resnet152-v1"
+    assert copy["command"] == ["cp", "-R", "/models/bundle/.", "/bundle/"]
+    assert next(v for v in pod["volumes"] if v["name"] == "bundle")["emptyDir"] == {"sizeLimit": "4Gi"}
+    with pytest.raises(helm.HelmRenderError, match="not both"):
+        render(
+            chart,
+            {"bundle": {"initImage": {"repository": "r", "tag": "t"}, "persistentVolumeClaim": {"claimName": "c"}}},
+        )
+
+
+def test_bundle_baked_into_the_image_is_not_hidden_by_a_volume(chart: Any) -> None:
+    manifests, notes = render(chart)
+    assert all(m["name"] != "bundle" for m in server_container(manifests)["volumeMounts"])
+    assert 'Dockerfile target "bundled"' in notes

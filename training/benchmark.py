@@ -1,0 +1,409 @@
+"""The explanation benchmark (paper §3.2): can an expert tell cancer from benign by the explanation alone?
+
+:func:`export_benchmark` takes the test-split mammograms with a benign or a
+malignant finding (the image's own pathology; normal views of such cases carry
+no answer), explains each by the labels of its most influential *annotated*
+units for the malignant class, and writes two CSV files:
+
+- ``blinded.csv`` for the expert: exactly the columns of :data:`BLINDED_COLUMNS`,
+  cases shuffled with a seed and numbered 1..n, the answer column empty;
+- ``answer_key.csv``: case number, image, ground truth, descriptors, the
+  model's malignant probability and the units behind each explanation.
+
+:func:`score_responses` compares a filled-in ``blinded.csv`` with the key:
+accuracy, sensitivity (malignant = "C" = positive), specificity and the
+one-sided exact binomial p-value for accuracy > 0.5. A response file with a
+blank, malformed, unknown or duplicate row is refused with every such row
+listed; ``allow_blank`` instead excludes blank (and missing) answers and
+reports them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from annotations.io import load_annotation_rows
+from annotations.records import AnnotationRecord, NewAnnotation
+from deepminer.bundle import WEIGHTS_FILE, Bundle, load_bundle
+from deepminer.fcn import FullyConvolutional, build_classifier, select_device, to_fcn
+from deepminer.formulas import influence, softmax, top_units
+from training.manifest import ImageRecord, format_descriptors, read_manifest
+from training.ranking import fcn_maps
+from training.split import split_by_case
+
+log = logging.getLogger(__name__)
+
+BLINDED_COLUMNS = ("Case #", "DeepMiner Explanation", "Cancer or Benign (C/B)?")
+KEY_COLUMNS = (
+    "Case #",
+    "image_id",
+    "case_id",
+    "pathology",
+    "answer",
+    "findings",
+    "malignant_probability",
+    "explanation",
+    "unit_ids",
+    "influences",
+)
+BLINDED_FILE = "blinded.csv"
+KEY_FILE = "answer_key.csv"
+ANSWERS = {"malignant": "C", "benign": "B"}
+EXPLAINED_CLASS = "malignant"
+LABEL_SEPARATOR = "; "
+
+
+# ---------------------------------------------------------------- export
+
+
+def unit_labels(annotations: Iterable[NewAnnotation | AnnotationRecord], *, bundle_hash: str) -> dict[int, str]:
+    """One label per annotated unit of the bundle ``bundle_hash``.
+
+    The latest annotation per (unit, annotator) counts (the last one given);
+    expert labels are preferred over automatic ones; among those the most
+    frequent label wins, ties going to the first given. Annotations made under
+    another bundle are ignored: unit ids mean nothing across models.
+    """
+    latest: dict[tuple[int, str], NewAnnotation | AnnotationRecord] = {}
+    ignored = 0
+    for item in annotations:
+        if item.bundle_hash != bundle_hash:
+            ignored += 1
+            continue
+        latest.pop((item.unit_id, item.annotator), None)  # re-insert so order is that of the latest
+        latest[(item.unit_id, item.annotator)] = item
+    if ignored:
+        log.warning("%d annotations belong to other bundles and were ignored", ignored)
+    per_unit: dict[int, list[NewAnnotation | AnnotationRecord]] = {}
+    for (unit, _), item in latest.items():
+        per_unit.setdefault(unit, []).append(item)
+    labels = {}
+    for unit, items in per_unit.items():
+        experts = [a for a in items if a.source == "expert"]
+        chosen = experts or items
+        labels[unit] = Counter(a.label for a in chosen).most_common(1)[0][0]
+    return labels
+
+
+def most_influential_annotated(
+    features: np.ndarray, weight: np.ndarray, class_index: int, annotated: Iterable[int], *, top: int = 3
+) -> tuple[list[int], list[float]]:
+    """The ``top`` annotated units by influence ``max_xy A_k · w_ck`` on one image, most influential first."""
+    scores = influence(features, weight)[class_index]
+    candidates = np.asarray(sorted(set(annotated)), dtype=np.int64)
+    if candidates.size == 0:
+        return [], []
+    order = candidates[top_units(scores[candidates], top)]
+    return [int(k) for k in order], [float(scores[k]) for k in order]
+
+
+def benchmark_images(records: Sequence[ImageRecord], bundle: Bundle) -> list[ImageRecord]:
+    """The test-split images with a benign or malignant finding, split as the bundle was.
+
+    Raises ValueError when the manifest does not reproduce the bundle's test
+    split (another manifest, or another split rule).
+    """
+    split = bundle.meta["split"]
+    parts = split_by_case(records, seed=int(split["seed"]), fractions=tuple(split["fractions"]))
+    expected = split.get("images", {}).get("test")
+    if expected is not None and expected != len(parts["test"]):
+        raise ValueError(
+            f"the manifest gives {len(parts['test'])} test images with split seed {split['seed']}, "
+            f"but bundle {bundle.id} was tested on {expected}; use the manifest the bundle was built from"
+        )
+    chosen = [r for r in parts["test"] if r.pathology in ANSWERS]
+    if not chosen:
+        raise ValueError("the test split holds no benign or malignant mammograms")
+    return chosen
+
+
+def load_fcn(bundle: Bundle) -> FullyConvolutional:
+    """The bundle's FCN in torch, on the CPU, in eval mode."""
+    model_meta = bundle.meta["model"]
+    classifier = build_classifier(depth=int(model_meta["depth"]), num_classes=len(bundle.classes))
+    classifier.load_state_dict(torch.load(bundle.path(WEIGHTS_FILE), map_location="cpu", weights_only=True))
+    return to_fcn(classifier).eval()
+
+
+def _findings_text(record: ImageRecord) -> str:
+    parts = []
+    for f in record.lesions:
+        descriptors = format_descriptors(f.descriptors)
+        parts.append(f"{f.pathology}: {f.concept} [{f.lexicon}]" + (f" ({descriptors})" if descriptors else ""))
+    return " | ".join(parts)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the benchmark files went and what they hold."""
+
+    blinded: Path
+    key: Path
+    cases: int
+    malignant: int
+    benign: int
+    annotated_units: int
+
+
+def export_benchmark(
+    bundle_dir: Path,
+    manifest: Path,
+    out_dir: Path,
+    *,
+    labels_file: Path | None = None,
+    db_url: str | None = None,
+    seed: int = 0,
+    top: int = 3,
+    device: str = "auto",
+    progress: bool = True,
+) -> ExportResult:
+    """Write ``blinded.csv`` and ``answer_key.csv`` for the bundle's test mammograms to ``out_dir``.
+
+    Unit labels come from ``labels_file`` (CSV or JSON, as ``python -m
+    annotations export`` writes; rows without a bundle hash are taken as this
+    bundle's) or from the store at ``db_url``; exactly one must be given.
+    """
+    if (labels_file is None) == (db_url is None):
+        raise ValueError("give exactly one of labels_file and db_url")
+    bundle = load_bundle(bundle_dir)
+    if labels_file is not None:
+        annotations: list[NewAnnotation | AnnotationRecord] = list(
+            load_annotation_rows(labels_file, bundle_hash=bundle.hash)
+        )
+    else:
+        from annotations.store import AnnotationStore
+
+        store = AnnotationStore(db_url)  # type: ignore[arg-type]
+        try:
+            found = store.latest_for_units(unit_ids=range(bundle.num_units))
+        finally:
+            store.close()
+        annotations = [a for unit in sorted(found) for a in found[unit]]
+    labels = unit_labels(annotations, bundle_hash=bundle.hash)
+    if not labels:
+        raise ValueError(f"no unit of bundle {bundle.id} is annotated; label units before exporting the benchmark")
+
+    images = benchmark_images(read_manifest(Path(manifest)), bundle)
+    fcn = load_fcn(bundle)
+    weight, _ = bundle.head
+    c = bundle.classes.index(EXPLAINED_CLASS)
+    rows = []
+    maps = fcn_maps(
+        fcn, images, short_side=bundle.input_short_side, mean=bundle.mean, std=bundle.std,
+        device=select_device(device), desc="benchmark", progress=progress,
+    )
+    for item in maps:
+        units, scores = most_influential_annotated(item.features, weight, c, labels, top=top)
+        probability = softmax(item.logits.reshape(item.logits.shape[0], -1).mean(axis=1))[c]
+        record = item.record
+        rows.append(
+            {
+                "image_id": record.image_id,
+                "case_id": record.case_id,
+                "pathology": record.pathology,
+                "answer": ANSWERS[record.pathology],
+                "findings": _findings_text(record),
+                "malignant_probability": f"{float(probability):.6f}",
+                "explanation": LABEL_SEPARATOR.join(labels[k] for k in units),
+                "unit_ids": " ".join(str(k) for k in units),
+                "influences": " ".join(f"{v:.6g}" for v in scores),
+            }
+        )
+
+    order = np.random.default_rng(seed).permutation(len(rows))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    blinded, key = out_dir / BLINDED_FILE, out_dir / KEY_FILE
+    with blinded.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(BLINDED_COLUMNS)
+        for number, i in enumerate(order, start=1):
+            writer.writerow([number, rows[i]["explanation"], ""])
+    with key.open("w", newline="", encoding="utf-8") as fh:
+        key_writer = csv.DictWriter(fh, fieldnames=KEY_COLUMNS)
+        key_writer.writeheader()
+        for number, i in enumerate(order, start=1):
+            key_writer.writerow({"Case #": number, **rows[i]})
+    malignant = sum(r["answer"] == "C" for r in rows)
+    log.info("benchmark of %d mammograms (%d malignant) written to %s", len(rows), malignant, out_dir)
+    return ExportResult(blinded, key, len(rows), malignant, len(rows) - malignant, len(labels))
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One response that cannot be scored: data ``row`` (1-based, header not counted; None when missing)."""
+
+    row: int | None
+    case: str
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" if self.row is not None else "no row"
+        return f"{where} (case {self.case or '?'}): {self.problem}"
+
+
+class ResponseError(ValueError):
+    """The response file has rows that cannot be scored; ``problems`` lists every one."""
+
+    def __init__(self, problems: Sequence[RowProblem]) -> None:
+        self.problems = list(problems)
+        listed = "\n  ".join(str(p) for p in self.problems)
+        super().__init__(f"{len(self.problems)} response(s) cannot be scored:\n  {listed}")
+
+
+@dataclass(frozen=True)
+class Score:
+    """Benchmark figures; sensitivity/specificity are None when a class is absent."""
+
+    n: int
+    correct: int
+    accuracy: float
+    sensitivity: float | None
+    specificity: float | None
+    p_value: float
+    malignant: int
+    benign: int
+    test: str = "one-sided exact binomial test, H1: accuracy > 0.5"
+    excluded: list[RowProblem] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["excluded"] = [asdict(p) for p in self.excluded]
+        return d
+
+
+def score_answers(truth: Sequence[str], answers: Sequence[str]) -> Score:
+    """Score paired "C"/"B" answers against the truth; "C" (cancer) is the positive class.
+
+    ``accuracy = correct / n``; ``sensitivity = TP / (TP + FN)``;
+    ``specificity = TN / (TN + FP)``; p-value ``P(X ≥ correct)`` for
+    ``X ~ Binomial(n, 0.5)``.
+    """
+    from scipy.stats import binomtest
+
+    if len(truth) != len(answers):
+        raise ValueError(f"truth and answers must pair up, got {len(truth)} and {len(answers)}")
+    if not truth:
+        raise ValueError("no answers to score")
+    bad = sorted({v for v in (*truth, *answers) if v not in ("C", "B")})
+    if bad:
+        raise ValueError(f"answers must be 'C' or 'B', got {bad}")
+    t = np.asarray(truth) == "C"
+    a = np.asarray(answers) == "C"
+    n, correct = len(t), int((t == a).sum())
+    tp, tn = int((t & a).sum()), int((~t & ~a).sum())
+    pos, neg = int(t.sum()), int((~t).sum())
+    return Score(
+        n=n,
+        correct=correct,
+        accuracy=correct / n,
+        sensitivity=tp / pos if pos else None,
+        specificity=tn / neg if neg else None,
+        p_value=float(binomtest(correct, n, 0.5, alternative="greater").pvalue),
+        malignant=pos,
+        benign=neg,
+    )
+
+
+def _read_table(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    # utf-8-sig: spreadsheets often prefix a byte-order mark.
+    with Path(path).open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = [(name or "").strip() for name in reader.fieldnames or []]
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; found {header}")
+        return [{(k or "").strip(): (v or "") for k, v in row.items()} for row in reader]
+
+
+def read_key(path: Path) -> dict[str, str]:
+    """Case number → correct answer ("C"/"B") from an answer key."""
+    key = {}
+    for number, row in enumerate(_read_table(path, ("Case #", "answer")), start=1):
+        case, answer = row["Case #"].strip(), row["answer"].strip().upper()
+        if not case.isdigit() or answer not in ("C", "B") or case in key:
+            raise ValueError(f"{path}: row {number} is not a valid key entry: {row}")
+        key[case] = answer
+    if not key:
+        raise ValueError(f"{path}: the answer key is empty")
+    return key
+
+
+def score_responses(responses: Path, key_path: Path, *, allow_blank: bool = False) -> Score:
+    """Score a filled-in blinded file against its key.
+
+    Raises :class:`ResponseError` listing every row with a malformed or
+    unknown case number, a duplicate case, an answer other than C/B, and (unless
+    ``allow_blank``) every blank answer and every key case without a row.
+    With ``allow_blank`` those last two are excluded and listed in
+    ``Score.excluded``.
+    """
+    key = read_key(key_path)
+    answer_column = BLINDED_COLUMNS[2]
+    problems: list[RowProblem] = []
+    excluded: list[RowProblem] = []
+    seen: dict[str, int] = {}
+    truth, answers = [], []
+    for number, row in enumerate(_read_table(responses, (BLINDED_COLUMNS[0], answer_column)), start=1):
+        case, answer = row[BLINDED_COLUMNS[0]].strip(), row[answer_column].strip().upper()
+        if not case.isdigit():
+            problems.append(RowProblem(number, case, f"case number must be a whole number, got {case!r}"))
+            continue
+        case = str(int(case))
+        if case not in key:
+            problems.append(RowProblem(number, case, f"case {case} is not in the answer key"))
+            continue
+        if case in seen:
+            problems.append(RowProblem(number, case, f"case {case} answered again (first on row {seen[case]})"))
+            continue
+        seen[case] = number
+        if not answer:
+            (excluded if allow_blank else problems).append(RowProblem(number, case, "blank answer"))
+        elif answer not in ("C", "B"):
+            problems.append(RowProblem(number, case, f"answer must be C or B, got {row[answer_column].strip()!r}"))
+        else:
+            truth.append(key[case])
+            answers.append(answer)
+    for case in key:
+        if case not in seen:
+            (excluded if allow_blank else problems).append(RowProblem(None, case, "case missing from the responses"))
+    if problems:
+        raise ResponseError(problems)
+    if not answers:
+        raise ResponseError(excluded or [RowProblem(None, "", "no answers")])
+    return replace(score_answers(truth, answers), excluded=excluded)
+
+
+def format_score(score: Score) -> str:
+    """A short human-readable summary."""
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    lines = [
+        f"n = {score.n} ({score.malignant} malignant, {score.benign} benign)",
+        f"correct = {score.correct}, accuracy = {pct(score.accuracy)}",
+        f"sensitivity = {pct(score.sensitivity)}, specificity = {pct(score.specificity)}",
+        f"p = {score.p_value:.4g} ({score.test})",
+    ]
+    if score.excluded:
+        lines.append(f"excluded {len(score.excluded)}: " + "; ".join(str(p) for p in score.excluded))
+    return "\n".join(lines)
+
+
+def write_score(score: Score, path: Path) -> None:
+    """Save the figures (and the excluded rows) as JSON."""
+    Path(path).write_text(json.dumps(score.to_json(), indent=1) + "\n")

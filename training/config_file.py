@@ -1,0 +1,188 @@
+"""Run files: a whole training run in one TOML file (``python -m training build --config run.toml``).
+
+Flags given on the command line override the file, and the file overrides the
+defaults (the paper's settings). The effective config is written into every
+bundle as ``config.toml`` in the same format, so ``--config <bundle>/config.toml``
+repeats a run. Relative paths in a file are relative to the file's folder.
+TOML has no null: write ``"none"`` to switch off ``lr_decay_epoch``,
+``samples_per_epoch`` or ``imagenet_weights``.
+
+Top-level keys (:class:`~training.config.TrainConfig`)::
+
+    name = "deepminer-resnet152"   # bundle name
+    depth = 152                    # ResNet depth: 18, 34, 50, 101 or 152
+    patch_size = 227               # patch side after resizing; whole images get a short side of 4 x this
+    epochs = 5
+    batch_size = 32                # global batch: the same however many processes share it
+    lr = 0.0001                    # SGD learning rate
+    momentum = 0.9
+    weight_decay = 0.0001
+    lr_decay_epoch = 4             # 0-based epoch from which lr is multiplied by lr_decay_factor; "none": never
+    lr_decay_factor = 0.1
+    seed = 0                       # split, initialisation, epoch order and flips
+    split_fractions = [0.8, 0.1, 0.1]   # train, hold-out, test (by case)
+    imagenet_weights = "none"      # local torchvision ImageNet state-dict file; never downloaded
+    device = "auto"                # auto, cpu or cuda
+    balance_classes = true         # draw every class equally often
+    samples_per_epoch = "none"     # patches drawn per epoch; "none": as many as there are training patches
+    augment_flips = true           # random horizontal and vertical flips
+    top_per_image = 8              # units counted per hold-out image and class
+    top_per_class = 20             # units ranked per class for the experts
+    threshold_quantile = 0.99      # unit activation threshold (Lu & Perer)
+    eval_batch_size = 64
+
+    [patch_rule]                   # training.patches.PatchRule
+    side_fraction = 0.25           # window side / image width
+    stride_fraction = 0.5          # stride / window side
+    min_tissue = 0.5               # least breast-tissue fraction of a kept window
+    lesion_fraction_of_patch = 0.3
+    lesion_fraction_inside = 0.3
+    priority = ["malignant", "benign", "normal"]
+
+    [build]                        # what `build` would otherwise take as flags
+    manifest = "data/phantoms/manifest.csv"
+    out = "bundles/mine"
+    auto_labels = false
+    checkpoint_dir = "checkpoints/mine"   # write a checkpoint after every epoch
+    resume = false                 # continue from checkpoint_dir when it holds one
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.config import NULLABLE_FIELDS, TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CONFIG_FILE = "config.toml"
+"""Name of the effective run file inside a bundle."""
+
+BUILD_KEYS: dict[str, type] = {
+    "manifest": Path,
+    "out": Path,
+    "auto_labels": bool,
+    "checkpoint_dir": Path,
+    "resume": bool,
+}
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """A parsed run file: the training config and the ``[build]`` options it sets."""
+
+    config: TrainConfig
+    build: dict[str, Any] = field(default_factory=dict)
+
+
+def read_run_file(path: Path, *, base: TrainConfig | None = None) -> RunFile:
+    """Parse ``path`` on top of ``base`` (default: the paper's config).
+
+    Raises ``ValueError`` naming the file and the key for unknown keys, wrong
+    types and TOML syntax errors; ``FileNotFoundError`` when there is no file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run file not found: {path}")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    here = path.resolve().parent
+    build = data.pop("build", {})
+    if not isinstance(build, dict):
+        raise ValueError(f"{path}: [build] must be a table, got {build!r}")
+    for name, value in data.items():
+        if name in NULLABLE_FIELDS and isinstance(value, str) and value.lower() in ("none", ""):
+            data[name] = None
+    if isinstance(data.get("imagenet_weights"), str):
+        data["imagenet_weights"] = str(_relative_to(here, data["imagenet_weights"]))
+    try:
+        config = TrainConfig.from_dict(data, base=base)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return RunFile(config=config, build=_build_options(path, build, here))
+
+
+def _build_options(path: Path, build: dict[str, Any], here: Path) -> dict[str, Any]:
+    unknown = sorted(set(build) - set(BUILD_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown [build] keys {unknown}; known: {sorted(BUILD_KEYS)}")
+    options: dict[str, Any] = {}
+    for name, value in build.items():
+        kind = BUILD_KEYS[name]
+        if kind is Path:
+            if not isinstance(value, str):
+                raise ValueError(f"{path}: build.{name} must be a path string, got {value!r}")
+            options[name] = _relative_to(here, value)
+        elif not isinstance(value, kind):
+            raise ValueError(f"{path}: build.{name} must be {kind.__name__}, got {value!r}")
+        else:
+            options[name] = value
+    return options
+
+
+def _relative_to(folder: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else folder / p
+
+
+def to_toml(config: TrainConfig, *, build: dict[str, Any] | None = None) -> str:
+    """``config`` (and ``[build]`` options) as a run file that :func:`read_run_file` reads back to the same config.
+
+    Paths are made absolute.
+    """
+    values = config.to_dict()
+    # Paths are written absolute, so the file means the same wherever it is read from.
+    if values["imagenet_weights"]:
+        values["imagenet_weights"] = str(Path(values["imagenet_weights"]).expanduser().resolve())
+    build = {k: Path(v).expanduser().resolve() if isinstance(v, Path) else v for k, v in (build or {}).items()}
+    rule = values.pop("patch_rule")
+    lines = ["# Training run file; training/config_file.py documents every key."]
+    lines += [f"{name} = {_toml_value(value)}" for name, value in values.items()]
+    lines += ["", "[patch_rule]", "# " + " ".join(str(rule.pop("text")).split())]
+    lines += [f"{name} = {_toml_value(value)}" for name, value in rule.items()]
+    if build:
+        lines += ["", "[build]"]
+        lines += [f"{name} = {_toml_value(value)}" for name, value in build.items() if value is not None]
+    return "\n".join(lines) + "\n"
+
+
+def write_run_file(path: Path, config: TrainConfig, *, build: dict[str, Any] | None = None) -> Path:
+    """Write :func:`to_toml` to ``path``; returns ``path``."""
+    path = Path(path)
+    path.write_text(to_toml(config, build=build), encoding="utf-8")
+    return path
+
+
+def _toml_value(value: Any) -> str:
+    """One TOML value: bool, int, float, string, path, list; None becomes ``"none"``."""
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, (str, Path)):
+        # JSON string escapes are a subset of TOML's basic-string escapes; TOML
+        # also wants DEL escaped, which JSON leaves alone.
+        return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML: {value!r}")
+

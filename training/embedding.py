@@ -1,0 +1,72 @@
+"""The unit embedding (Lu & Perer, DESIGN.md §4), written into the bundle as ``embedding.json``.
+
+Each unit is described by its largest activation on each hold-out mammogram, a
+vector with one entry per image; PCA places all K units in 2-D, so units that
+respond to the same images lie close together. Only the ``(images, K)`` matrix
+of maxima is kept, never an image's features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from deepminer.formulas import unit_max_activations
+from training.ranking import ImageMaps
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project the rows of ``x`` ``(n, d)`` onto their first two principal components.
+
+    With the column means removed, ``X_c = X - 1 μᵀ`` and its SVD ``X_c = U Σ Vᵀ``
+    (singular values σ_1 ≥ σ_2 ≥ …), the coordinates are
+    ``X_c V_{:,1:2} = U_{:,1:2} Σ_{1:2}`` and the explained variance ratios
+    ``σ_i² / Σ_j σ_j²``. The sign of each component is fixed so that its
+    largest-magnitude coordinate is positive. Where fewer than two components
+    exist (n or d below 2) or the data have no variance, the missing
+    coordinates and ratios are 0.
+
+    Returns ``(coords (n, 2), explained_variance_ratio (2,))``, float64.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"x must be (n, d), got shape {x.shape}")
+    centred = x.astype(np.float64) - x.astype(np.float64).mean(axis=0, keepdims=True)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    m = min(2, s.shape[0])
+    coords = np.zeros((x.shape[0], 2))
+    coords[:, :m] = u[:, :m] * s[:m]
+    for i in range(m):
+        j = int(np.argmax(np.abs(coords[:, i])))
+        if coords[j, i] < 0:
+            coords[:, i] = -coords[:, i]
+    total = float(np.sum(s**2))
+    ratio = np.zeros(2)
+    if total > 0:
+        ratio[:m] = s[:m] ** 2 / total
+    return coords, ratio
+
+
+def max_activation_matrix(maps: Iterable[ImageMaps]) -> np.ndarray:
+    """``M[i, k] = max_xy A_k(x, y)`` on image i, shape ``(images, K)``; each image's features are dropped after use."""
+    rows = [unit_max_activations(item.features).astype(np.float32) for item in maps]
+    if not rows:
+        raise ValueError("no images to embed units with")
+    return np.stack(rows)
+
+
+def unit_embedding(max_activations: np.ndarray, ranked: Iterable[int], *, source: str = "hold-out") -> dict[str, Any]:
+    """``embedding.json``: every unit's 2-D PCA position, marking the ranked units."""
+    num_images, num_units = max_activations.shape
+    coords, ratio = pca_2d(max_activations.T)
+    ranked_set = {int(k) for k in ranked}
+    return {
+        "method": f"PCA of per-image max activations over {num_images} {source} images",
+        "num_images": int(num_images),
+        "explained_variance_ratio": [float(v) for v in ratio],
+        "units": [
+            {"unit_id": k, "x": float(coords[k, 0]), "y": float(coords[k, 1]), "ranked": k in ranked_set}
+            for k in range(num_units)
+        ],
+    }

@@ -1,0 +1,277 @@
+"""Unit visualisations for the experts (DESIGN.md §2), written into the bundle under ``units/``.
+
+For every ranked unit: the hold-out patches that activate it most (by the
+unit's largest activation on the patch), each shown plain and masked the
+Lu & Perer way — the unit's layer4 map on that patch, bilinearly upsampled to
+the patch with :mod:`deepminer.grid` and binarised at the unit's threshold,
+everything outside the mask dimmed — plus the downscaled mammogram the patch
+came from. The threshold is by default the unit's 99th-percentile activation
+over the hold-out patches, the data set these visualisations are drawn from:
+a unit's activations on a small patch run well below those on a whole
+mammogram, so the whole-mammogram threshold of the ranking
+(``threshold_source="ranking"``) leaves most patch masks empty. The index
+records both. ``units/index.json`` ties them together for the service::
+
+    {"<unit_id>": {"threshold": float,                  # the one the masks use
+                   "threshold_source": "ranking" | "patches",
+                   "thresholds": {"ranking": float, "patches": float},
+                   "classes": {class: {"rank": int, "count": int}},
+                   "patches": [{"rank", "activation", "mask_fraction", "image_id",
+                                "box": {"top", "left", "side"},            # source image pixels
+                                "context_box": {"top", "left", "height", "width"},  # context image pixels
+                                "patch", "masked", "context"}]}}           # paths relative to the bundle
+
+One context image serves every patch of its mammogram, so it is not outlined
+itself; ``context_box`` says where to draw the outline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from deepminer.bundle import UNITS_DIR, UNITS_INDEX_FILE
+from deepminer.formulas import TopQuantile, binarise
+from deepminer.grid import GridMapping, feature_grid_shape, upsample
+from deepminer.imaging import read_image, resize
+from training.data import PatchSet
+from training.evaluate import batch_input
+from training.manifest import ImageRecord
+from training.ranking import UnitRanking
+
+TOP_PATCHES = 8
+"""Patches shown per unit."""
+CONTEXT_HEIGHT = 256
+"""Largest height of the downscaled source mammograms."""
+DIM = 0.25
+"""Brightness kept outside a unit's mask (Lu & Perer dim the rest of the patch rather than hide it)."""
+
+
+@dataclass(frozen=True)
+class UnitPatches:
+    """Each unit's top hold-out patches, best first.
+
+    Row u belongs to ``units[u]``. Where there are fewer patches than columns,
+    ``indices`` is -1 and ``activations`` is -inf. ``patch_thresholds`` is each
+    unit's ``q`` quantile over every layer4 cell of every patch, for comparison
+    with the ranking's whole-mammogram thresholds.
+    """
+
+    units: tuple[int, ...]
+    activations: np.ndarray  # (U, n) the unit's largest activation on the patch
+    indices: np.ndarray  # (U, n) index into the PatchSet
+    maps: np.ndarray  # (U, n, h, w) the unit's layer4 map on the patch
+    patch_thresholds: np.ndarray  # (U,)
+
+
+def merge_top(
+    best: tuple[np.ndarray, np.ndarray, np.ndarray],
+    new: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep the ``n`` largest activations per row of ``(activations, indices, maps)`` from both sets.
+
+    ``best`` holds earlier (lower) patch indices than ``new``, ordered by
+    activation, so a stable sort on the activation alone breaks ties towards
+    the lower patch index and the result does not depend on the batch size.
+    """
+    acts = np.concatenate([best[0], new[0]], axis=1)
+    order = np.argsort(-acts, axis=1, kind="stable")[:, :n]
+    idx = np.concatenate([best[1], new[1]], axis=1)
+    maps = np.concatenate([best[2], new[2]], axis=1)
+    rows = np.arange(acts.shape[0])[:, None]
+    return acts[rows, order], idx[rows, order], maps[rows, order]
+
+
+@torch.inference_mode()
+def top_activating_patches(
+    body: nn.Module,
+    patches: PatchSet,
+    units: Sequence[int],
+    *,
+    n: int = TOP_PATCHES,
+    q: float = 0.99,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> UnitPatches:
+    """One streamed pass of ``patches`` through ``body`` (the FCN's layers up to layer4).
+
+    Only a running top ``n`` per unit is kept (activation, patch index and the
+    unit's ``(h, w)`` map) and the top ``1 - q`` of its activations for the
+    patch thresholds, so memory does not grow beyond that.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if len(patches) == 0:
+        raise ValueError("no hold-out patches to visualise units with")
+    units = tuple(int(k) for k in units)
+    grid = feature_grid_shape(*patches.pixels.shape[1:])
+    best = (
+        np.empty((len(units), 0), np.float32),
+        np.empty((len(units), 0), np.int64),
+        np.empty((len(units), 0, *grid), np.float32),
+    )
+    quantiles = TopQuantile(len(units), total=len(patches) * grid[0] * grid[1], q=q)
+    select = torch.as_tensor(units, dtype=torch.long, device=device)
+    was_training = body.training
+    body.eval().to(device)
+    try:
+        starts = range(0, len(patches), batch_size)
+        for start in tqdm(starts, desc="unit patches", unit="batch", disable=not progress):
+            x = batch_input(patches.pixels[start : start + batch_size], mean, std).to(device)
+            maps = body(x).index_select(1, select).float().cpu().numpy()  # (B, U, h, w)
+            maps = maps.transpose(1, 0, 2, 3)  # (U, B, h, w)
+            acts = maps.reshape(*maps.shape[:2], -1).max(axis=2)
+            idx = np.broadcast_to(np.arange(start, start + maps.shape[1]), acts.shape)
+            best = merge_top(best, (acts, idx, maps), n)
+            quantiles.update(maps)
+    finally:
+        body.train(was_training)
+    acts, idx, maps = best
+    if acts.shape[1] < n:  # fewer patches than n: pad so every unit has n columns
+        pad = n - acts.shape[1]
+        acts = np.pad(acts, ((0, 0), (0, pad)), constant_values=-np.inf)
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
+        maps = np.pad(maps, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    return UnitPatches(units=units, activations=acts, indices=idx, maps=maps, patch_thresholds=quantiles.thresholds())
+
+
+def unit_mask(response: np.ndarray, patch_size: int, threshold: float) -> np.ndarray:
+    """The unit's ``(h, w)`` map on a patch, upsampled to ``patch_size`` × ``patch_size`` and binarised."""
+    mapping = GridMapping.for_input(image_shape=(patch_size, patch_size), input_shape=(patch_size, patch_size))
+    return binarise(upsample(response, mapping), threshold)
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Grayscale in [0, 1] → 8-bit."""
+    return np.clip(np.rint(pixels.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def dim_outside(pixels: np.ndarray, mask: np.ndarray, dim: float = DIM) -> np.ndarray:
+    """8-bit patch with everything outside ``mask`` scaled by ``dim``."""
+    return to_uint8(np.where(mask, pixels.astype(np.float32), dim * pixels.astype(np.float32)))
+
+
+def _save_png(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format="PNG", optimize=True)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _file_stem(image_id: str, taken: set[str]) -> str:
+    """A file-name-safe, unique stem for an image id."""
+    stem = _UNSAFE.sub("_", image_id).strip(".") or "image"
+    candidate, i = stem, 1
+    while candidate in taken:
+        i += 1
+        candidate = f"{stem}_{i}"
+    taken.add(candidate)
+    return candidate
+
+
+def write_unit_visualisations(
+    root: Path,
+    top: UnitPatches,
+    patches: PatchSet,
+    records: Sequence[ImageRecord],
+    ranking: UnitRanking,
+    *,
+    threshold_source: Literal["ranking", "patches"] = "patches",
+    dim: float = DIM,
+    context_height: int = CONTEXT_HEIGHT,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Render ``top`` as PNGs under ``root / units`` and write ``units/index.json``; returns the index.
+
+    ``records`` are the images ``patches`` were cut from; paths in the index
+    are relative to ``root``. Masks are binarised at ``top.patch_thresholds``
+    (hold-out patches, the default) or, with ``threshold_source="ranking"``, at
+    ``ranking.thresholds`` (whole mammograms).
+    """
+    if threshold_source not in ("ranking", "patches"):
+        raise ValueError(f"threshold_source must be 'ranking' or 'patches', got {threshold_source!r}")
+    root = Path(root)
+    by_id = {r.image_id: r for r in records}
+    patch_size = int(patches.pixels.shape[1])
+    contexts: dict[str, tuple[str, float, float]] = {}  # image id -> (path, row scale, column scale)
+    stems: set[str] = set()
+
+    def context(image_id: str) -> tuple[str, float, float]:
+        if image_id not in contexts:
+            if image_id not in by_id:
+                raise ValueError(f"patch from image {image_id!r}, which is not among the {len(by_id)} records given")
+            pixels = read_image(by_id[image_id].image_path)
+            height, width = pixels.shape
+            out_h = min(context_height, height)
+            out_w = max(1, round(width * out_h / height))
+            rel = f"{UNITS_DIR}/context/{_file_stem(image_id, stems)}.png"
+            _save_png(root / rel, to_uint8(resize(pixels, (out_h, out_w))))
+            contexts[image_id] = (rel, out_h / height, out_w / width)
+        return contexts[image_id]
+
+    classes_of: dict[int, dict[str, dict[str, int]]] = {}
+    for c, name in enumerate(ranking.classes):
+        for rank, k in enumerate(ranking.ranked(c), start=1):
+            classes_of.setdefault(int(k), {})[name] = {"rank": rank, "count": int(ranking.counts[c, k])}
+
+    index: dict[str, Any] = {}
+    for u, unit in enumerate(tqdm(top.units, desc="unit visualisations", unit="unit", disable=not progress)):
+        thresholds = {"ranking": float(ranking.thresholds[unit]), "patches": float(top.patch_thresholds[u])}
+        threshold = thresholds[threshold_source]
+        entries = []
+        for col in range(top.indices.shape[1]):
+            i = int(top.indices[u, col])
+            if i < 0:
+                break
+            rank = col + 1
+            pixels = patches.pixels[i].astype(np.float32)
+            mask = unit_mask(top.maps[u, col], patch_size, threshold)
+            patch_rel = f"{UNITS_DIR}/{unit}/patch_{rank}.png"
+            masked_rel = f"{UNITS_DIR}/{unit}/masked_{rank}.png"
+            _save_png(root / patch_rel, to_uint8(pixels))
+            _save_png(root / masked_rel, dim_outside(pixels, mask, dim))
+            box = patches.boxes[i]
+            context_rel, sy, sx = context(patches.image_ids[i])
+            entries.append(
+                {
+                    "rank": rank,
+                    "activation": float(top.activations[u, col]),
+                    "mask_fraction": float(mask.mean()),
+                    "image_id": patches.image_ids[i],
+                    "box": {"top": box.top, "left": box.left, "side": box.side},
+                    "context_box": {
+                        "top": round(box.top * sy, 2),
+                        "left": round(box.left * sx, 2),
+                        "height": round(box.side * sy, 2),
+                        "width": round(box.side * sx, 2),
+                    },
+                    "patch": patch_rel,
+                    "masked": masked_rel,
+                    "context": context_rel,
+                }
+            )
+        index[str(unit)] = {
+            "threshold": threshold,
+            "threshold_source": threshold_source,
+            "thresholds": thresholds,
+            "classes": classes_of.get(unit, {}),
+            "patches": entries,
+        }
+    (root / UNITS_INDEX_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (root / UNITS_INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
+    return index
