@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from typing import Any, Final
@@ -25,6 +25,9 @@ _IN_CHUNK: Final = 500  # bound parameters per IN list; old SQLite builds allow 
 
 VersionKey = tuple[int, str]
 """(unit_id, annotator): the sequence a version number counts in."""
+
+Precondition = Callable[[Mapping[int, list[AnnotationRecord]]], None]
+"""Called inside a write transaction with :meth:`AnnotationStore.latest_for_units` of the batch's units."""
 
 
 class AnnotationStore:
@@ -97,11 +100,17 @@ class AnnotationStore:
         )
         return self.add_many([item])[0]
 
-    def add_many(self, items: Sequence[NewAnnotation]) -> list[AnnotationRecord]:
+    def add_many(
+        self, items: Sequence[NewAnnotation], *, precondition: Precondition | None = None
+    ) -> list[AnnotationRecord]:
         """Append all ``items`` in one transaction, all or nothing, and return them in order.
 
         Items for the same (unit, annotator) take consecutive versions in the
-        order given. Errors as :meth:`add`.
+        order given. Errors as :meth:`add`. ``precondition``, when given, is
+        called with the latest records of the batch's units once the writer
+        lock is held, so nothing can be written between its check and the
+        insert; whatever it raises aborts the write (nothing stored) and
+        propagates. It runs again if the write is retried.
         """
         batch = list(items)
         for position, item in enumerate(batch):
@@ -114,7 +123,7 @@ class AnnotationStore:
         attempt = 1
         while True:
             try:
-                return self._append(batch)
+                return self._append(batch, precondition)
             except IntegrityError as exc:
                 if not _is_version_clash(exc):
                     raise
@@ -125,9 +134,15 @@ class AnnotationStore:
             time.sleep(random.uniform(0.0, 0.005 * 2**attempt))
             attempt += 1
 
-    def _append(self, batch: list[NewAnnotation]) -> list[AnnotationRecord]:
+    def _append(self, batch: list[NewAnnotation], precondition: Precondition | None) -> list[AnnotationRecord]:
         with self._writer() as session, session.begin():
             lock_writers(session)
+            if precondition is not None:
+                unit_ids = sorted({item.unit_id for item in batch})
+                latest: dict[int, list[AnnotationRecord]] = {unit_id: [] for unit_id in unit_ids}
+                for record in self._latest_in(session, Annotation.unit_id.in_(unit_ids)):
+                    latest[record.unit_id].append(record)
+                precondition(latest)
             # Read the clock only once the lock is held, so created_at follows id order.
             created_at = datetime.now(timezone.utc)
             versions = self._current_versions(session, {(item.unit_id, item.annotator) for item in batch})
@@ -218,6 +233,10 @@ class AnnotationStore:
             return [_to_record(row) for row in session.scalars(stmt)]
 
     def _latest(self, *conditions: ColumnElement[bool]) -> list[AnnotationRecord]:
+        with self._reader() as session:
+            return self._latest_in(session, *conditions)
+
+    def _latest_in(self, session: Session, *conditions: ColumnElement[bool]) -> list[AnnotationRecord]:
         newest = (
             select(Annotation.unit_id, Annotation.annotator, func.max(Annotation.version).label("version"))
             .where(*conditions)
@@ -236,8 +255,7 @@ class AnnotationStore:
             )
             .order_by(Annotation.unit_id, Annotation.id)
         )
-        with self._reader() as session:
-            return [_to_record(row) for row in session.scalars(stmt)]
+        return [_to_record(row) for row in session.scalars(stmt)]
 
 
 def _to_record(row: Annotation) -> AnnotationRecord:

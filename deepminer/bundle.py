@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from deepminer.auxiliary import AuxFeature
+
 SCHEMA_VERSION = 1
 META_FILE = "meta.json"
 WEIGHTS_FILE = "weights.pt"
@@ -119,6 +121,24 @@ class Bundle:
         """The class weights w ``(C, K)`` and biases ``(C,)`` of the classifier / FCN head."""
         with np.load(self.path(HEAD_FILE)) as npz:
             return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32)
+
+    @cached_property
+    def aux_features(self) -> tuple[AuxFeature, ...]:
+        """The auxiliary features the model takes (``meta.json`` ``model.aux_features``), in input order; () when none."""
+        try:
+            return tuple(AuxFeature.from_json(f) for f in self.meta["model"].get("aux_features", []))
+        except ValueError as exc:
+            raise BundleError(f"{self.root}/{META_FILE}: model.aux_features: {exc}") from None
+
+    @cached_property
+    def aux_weight(self) -> np.ndarray | None:
+        """The auxiliary features' class weights V ``(C, J)`` (``head.npz`` ``aux_weight``), or None without them."""
+        if not self.aux_features:
+            return None
+        with np.load(self.path(HEAD_FILE)) as npz:
+            if "aux_weight" not in npz:
+                raise BundleError(f"{self.root}/{HEAD_FILE} lacks aux_weight, but meta.json declares auxiliary features")
+            return npz["aux_weight"].astype(np.float32)
 
     @cached_property
     def rankings(self) -> dict[str, Any]:

@@ -4,15 +4,23 @@ The classifier is a torchvision ResNet whose ``fc`` predicts the classes. The
 FCN applies that same ``fc`` as a 1×1 convolution at every layer4 location
 instead of after global average pooling. Pooling and ``fc`` are both linear, so
 the spatial mean of the FCN's logit map equals the classifier's logits.
+
+Optional auxiliary features (per-case tabular inputs, :mod:`deepminer.auxiliary`)
+add one per-class term, the same at every location, to both forms: the
+classifier becomes ``fc(avgpool(A)) + V z`` and the FCN's logit map
+``head(A) + V z``, so the mean-equals-logits identity and the CAM still hold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import resnet
+
+from deepminer.auxiliary import AuxFeature
 
 RESNET_BUILDERS = {
     18: resnet.resnet18,
@@ -23,12 +31,68 @@ RESNET_BUILDERS = {
 }
 
 
-def build_classifier(*, depth: int = 152, num_classes: int = 3, imagenet_weights: Path | None = None) -> resnet.ResNet:
+class AuxiliaryHead(nn.Module):
+    """The auxiliary features' per-class term ``Σ_j v_cj z_j``, ``z_j = (a_j - mean_j) / std_j``.
+
+    ``forward(aux)`` takes the raw values ``a`` ``(N, J)`` and returns ``(N, C)``.
+    The normalisation is held as buffers, so every caller (training, the FCN,
+    the exported ONNX graph) passes raw values. ``weight`` (``V``, ``(C, J)``)
+    starts at zero: training begins from exactly the image-only classifier, and
+    building the head draws nothing from the RNG, so the image layers get the
+    same initialisation with or without auxiliary features.
+    """
+
+    def __init__(self, features: Sequence[AuxFeature], num_classes: int) -> None:
+        super().__init__()
+        if not features:
+            raise ValueError("AuxiliaryHead needs at least one feature, got none")
+        self.names = tuple(f.name for f in features)
+        self.weight = nn.Parameter(torch.zeros(num_classes, len(features)))
+        self.register_buffer("mean", torch.tensor([f.mean for f in features], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([f.std for f in features], dtype=torch.float32))
+
+    @property
+    def features(self) -> tuple[AuxFeature, ...]:
+        return tuple(
+            AuxFeature(name=n, mean=float(m), std=float(s))
+            for n, m, s in zip(self.names, self.mean.tolist(), self.std.tolist())
+        )
+
+    def forward(self, aux: torch.Tensor) -> torch.Tensor:
+        if aux.dim() != 2 or aux.shape[1] != len(self.names):
+            raise ValueError(f"aux must be (N, {len(self.names)}) raw values of {list(self.names)}, got {tuple(aux.shape)}")
+        return ((aux - self.mean) / self.std) @ self.weight.t()
+
+
+class AuxiliaryClassifier(nn.Module):
+    """The patch classifier with auxiliary features: ``forward(x, aux) = resnet(x) + aux_head(aux)``."""
+
+    def __init__(self, classifier: resnet.ResNet, aux: AuxiliaryHead) -> None:
+        super().__init__()
+        self.resnet = classifier
+        self.aux = aux
+
+    def forward(self, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return self.resnet(x) + self.aux(aux)
+
+
+Classifier = resnet.ResNet | AuxiliaryClassifier
+
+
+def build_classifier(
+    *,
+    depth: int = 152,
+    num_classes: int = 3,
+    imagenet_weights: Path | None = None,
+    aux_features: Sequence[AuxFeature] = (),
+) -> Classifier:
     """A ResNet of ``depth`` with a ``num_classes`` linear head.
 
     ``imagenet_weights`` is a local torchvision ImageNet state-dict file; its
     1000-class ``fc`` is dropped and the new head keeps its fresh initialisation.
-    Nothing is downloaded.
+    Nothing is downloaded. With ``aux_features`` the ResNet comes wrapped in an
+    :class:`AuxiliaryClassifier` (state-dict keys ``resnet.*`` and ``aux.*``);
+    without, it is the plain torchvision ResNet.
     """
     if depth not in RESNET_BUILDERS:
         raise ValueError(f"depth must be one of {sorted(RESNET_BUILDERS)}, got {depth}")
@@ -45,6 +109,8 @@ def build_classifier(*, depth: int = 152, num_classes: int = 3, imagenet_weights
                 f"{path} does not hold ResNet-{depth} weights: missing {sorted(missing)[:5]}, "
                 f"unexpected {sorted(unexpected)[:5]}"
             )
+    if aux_features:
+        return AuxiliaryClassifier(model, AuxiliaryHead(aux_features, num_classes))
     return model
 
 
@@ -53,9 +119,11 @@ class FullyConvolutional(nn.Module):
 
     ``forward(x)`` returns ``(logit_maps, features)``: ``(N, C, h, w)`` class
     logits at every layer4 location and the ``(N, K, h, w)`` layer4 activations.
+    With an auxiliary head, ``forward(x, aux)`` takes the raw values ``(N, J)``
+    and adds their per-class term to every location of the logit maps.
     """
 
-    def __init__(self, classifier: resnet.ResNet) -> None:
+    def __init__(self, classifier: resnet.ResNet, aux: AuxiliaryHead | None = None) -> None:
         super().__init__()
         c = classifier
         # Share (not copy) the trained modules, so the FCN and the classifier
@@ -66,20 +134,31 @@ class FullyConvolutional(nn.Module):
         with torch.no_grad():
             self.head.weight.copy_(fc.weight[:, :, None, None])
             self.head.bias.copy_(fc.bias)
+        self.aux = aux  # shared with the classifier, like the body
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(x)
-        return self.head(features), features
+        if self.aux is None:
+            if aux is not None:
+                raise ValueError(f"this FCN has no auxiliary features, got aux of shape {tuple(aux.shape)}")
+            return self.head(features), features
+        if aux is None:
+            raise ValueError(f"this FCN needs the auxiliary features {list(self.aux.names)} as aux (N, J), got None")
+        # Constant over locations: the map's mean stays the classifier's logits, and the CAM stays exact.
+        return self.head(features) + self.aux(aux)[:, :, None, None], features
 
 
-def to_fcn(classifier: resnet.ResNet) -> FullyConvolutional:
+def to_fcn(classifier: Classifier) -> FullyConvolutional:
     """FCN conversion: ``fc`` becomes a 1×1 convolution over every layer4 location, no pooling."""
+    if isinstance(classifier, AuxiliaryClassifier):
+        return FullyConvolutional(classifier.resnet, aux=classifier.aux)
     return FullyConvolutional(classifier)
 
 
-def num_units(classifier: resnet.ResNet) -> int:
+def num_units(classifier: Classifier) -> int:
     """Number of layer4 units (channels): 512 for ResNet-18/34, 2048 for 50/101/152."""
-    return int(classifier.fc.in_features)
+    net = classifier.resnet if isinstance(classifier, AuxiliaryClassifier) else classifier
+    return int(net.fc.in_features)
 
 
 def select_device(name: str = "auto") -> torch.device:

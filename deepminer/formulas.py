@@ -47,6 +47,22 @@ def class_activation_map(features: np.ndarray, weights: np.ndarray, class_index:
     return cam.reshape(h, w)
 
 
+def auxiliary_term(values: np.ndarray, mean: np.ndarray, std: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per-class term of the auxiliary features: ``Σ_j v_cj z_j`` with ``z_j = (a_j - mean_j) / std_j``.
+
+    ``values`` are the raw ``a`` ``(J,)``, ``weight`` is V ``(C, J)``; returns
+    ``(C,)`` float32. The FCN adds it to every location of class c's logit map,
+    so ``logits_c(x, y) = CAM_c(x, y) + b_c + auxiliary_term_c``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or weight.ndim != 2 or weight.shape[1] != values.shape[0]:
+        raise ValueError(f"values must be (J,) and weight (C, J), got shapes {values.shape} and {weight.shape}")
+    if mean.shape != values.shape or std.shape != values.shape:
+        raise ValueError(f"mean and std must be (J,) = {values.shape}, got {mean.shape} and {std.shape}")
+    z = (values - mean) / std
+    return (weight.astype(np.float64) @ z).astype(np.float32)
+
+
 def unit_max_activations(features: np.ndarray) -> np.ndarray:
     """``max_xy A_k(x, y)`` for every unit: one vectorised spatial max, shape ``(K,)``."""
     if features.ndim != 3:

@@ -2,13 +2,15 @@
 # Create or refresh .venv with everything the project needs (torch, training, service, tests).
 # Idempotent: re-installs only when pyproject.toml or this script changed.
 # Environment: PYTHON (default python3), VENV (default .venv),
-#              TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1", the tested pair).
+#              TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1", the tested pair),
+#              EXTRAS (default "all"; the tests add "deploy-test").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+EXTRAS=${EXTRAS:-all}
 
 if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
     echo "error: $PYTHON must be Python 3.10 or newer" >&2
@@ -30,7 +32,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.deepminer-setup"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $TORCH_SPEC"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $TORCH_SPEC [$EXTRAS]"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -39,6 +41,6 @@ echo "==> installing dependencies into $VENV (first run: a few minutes)"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # shellcheck disable=SC2086
 "$VENV/bin/python" -m pip install -q $TORCH_SPEC
-"$VENV/bin/python" -m pip install -q -e ".[all]"
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
 echo "$want" > "$stamp"
 echo "==> environment ready: $VENV"

@@ -3,7 +3,21 @@
 # e.g. `scripts/test.sh -m "not slow"` to skip the end-to-end tests that build the demo bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+EXTRAS=all,deploy-test bash scripts/setup.sh
+
+# Debian tools the tests drive for real: promtool (from the prometheus package).
+if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing Debian packages for the tests: prometheus (promtool)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# The PACS tests (tests/pacs): dciodvfy validates the DICOM results; Orthanc with its DICOMweb plugin is the real PACS.
+if { ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null || ! dpkg -s orthanc-dicomweb >/dev/null 2>&1; } \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing Debian packages for the tests: dicom3tools (dciodvfy), orthanc, orthanc-dicomweb"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        dicom3tools orthanc orthanc-dicomweb >/dev/null
+fi
 
 # The store and API tests run against PostgreSQL too; start the local server when it is down.
 export DEEPMINER_TEST_POSTGRES_URL=${DEEPMINER_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}

@@ -23,6 +23,11 @@ class ServiceError(Exception):
         self.message = message
         self.field = field
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the error needs: Retry-After when ``retry_after_s`` is set (subclasses add theirs)."""
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else {}
+
 
 class EmptyUploadError(ServiceError):
     """The uploaded file has no bytes."""
@@ -50,6 +55,20 @@ class CorruptImageError(ServiceError):
 
     code = "corrupt_image"
     status = 422
+
+
+class NoPixelDataError(ServiceError):
+    """A readable DICOM file that holds no image: no integer Pixel Data (a report, a structured document…)."""
+
+    code = "no_pixel_data"
+    status = 422
+
+
+class UnsupportedDicomError(ServiceError):
+    """A readable DICOM image of a kind not explained: transfer syntax without a decoder, multi-frame, colour model."""
+
+    code = "unsupported_dicom"
+    status = 415
 
 
 class ImageTooLargeError(ServiceError):
@@ -108,3 +127,91 @@ class BackendUnavailableError(ServiceError):
 
     code = "backend_unavailable"
     status = 503
+
+
+class AuthenticationError(ServiceError):
+    """No bearer token, or one that matches no configured token (``DEEPMINER_AUTH``); sent with WWW-Authenticate."""
+
+    code = "unauthorized"
+    status = 401
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        super().__init__(message, field="authorization")
+        self.invalid_token = invalid_token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        challenge = 'Bearer realm="deepminer"' + (', error="invalid_token"' if self.invalid_token else "")
+        return {**super().headers, "WWW-Authenticate": challenge}
+
+
+class PermissionDeniedError(ServiceError):
+    """A valid token whose role is below the one the request needs (reader < annotator < admin)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class PreconditionFailedError(ServiceError):
+    """``If-Match`` names none of the unit's current ETags: someone labelled it since; nothing was written."""
+
+    code = "precondition_failed"
+    status = 412
+
+
+class PreconditionRequiredError(ServiceError):
+    """A label write without ``If-Match`` while ``require_if_match`` is on."""
+
+    code = "precondition_required"
+    status = 428
+
+
+class NotInBundleError(ServiceError):
+    """The loaded bundle has no such file or entry (no embedding, no visualisation of that unit, an unlisted path)."""
+
+    code = "not_in_bundle"
+    status = 404
+
+
+class PacsNotConfiguredError(ServiceError):
+    """A DICOMweb route was called but no PACS is configured (``dicomweb_url``)."""
+
+    code = "pacs_not_configured"
+    status = 503
+
+
+class InstanceNotFoundError(ServiceError):
+    """The PACS says it holds no instance with the requested Study, Series and SOP Instance UIDs."""
+
+    code = "instance_not_found"
+    status = 404
+
+
+class InstanceTooLargeError(ServiceError):
+    """The instance the PACS sends exceeds ``max_upload_bytes``; the transfer was cut off."""
+
+    code = "instance_too_large"
+    status = 413
+
+
+class PacsUnavailableError(ServiceError):
+    """The PACS could not be reached, failed (5xx, refused access) or answered with something that is not DICOMweb."""
+
+    code = "pacs_unavailable"
+    status = 502
+    retry_after_s = 5
+
+
+class PacsTimeoutError(ServiceError):
+    """The PACS did not answer within ``dicomweb_timeout_s``, on every try."""
+
+    code = "pacs_timeout"
+    status = 504
+    retry_after_s = 5
+
+
+class PacsStoreError(ServiceError):
+    """The PACS refused to store some or all of the DICOM results (STOW-RS failure)."""
+
+    code = "pacs_store_failed"
+    status = 502

@@ -17,34 +17,16 @@ import numpy as np
 from annotations import AnnotationRecord
 from deepminer import imaging
 from deepminer.bundle import Bundle, BundleError
-from deepminer.dicom import looks_like_dicom
+from deepminer.dicom import DicomInfo
 from deepminer.formulas import class_activation_map, influence, softmax, top_units, unit_max_activations
 from deepminer.grid import GridMapping
+from service.auxiliary import AuxiliaryExplanation, explain_aux
 from service.backends.base import Backend
-from service.errors import (
-    BackendUnavailableError,
-    CorruptImageError,
-    EmptyUploadError,
-    ImageTooLargeError,
-    InferenceCancelledError,
-    InvalidParameterError,
-    UnsupportedMediaTypeError,
-)
+from service.decoding import decode_upload
+from service.errors import BackendUnavailableError, InferenceCancelledError, InvalidParameterError
 from service.units import UnitCatalog
 
 METHOD = "DeepMiner: CAM (Zhou et al. 2016) and unit influence max_xy A_k(x, y) * w_ck"
-
-# Leading bytes of the raster formats deepminer.imaging decodes (DICOM has its
-# own test there). The media type is sniffed from the bytes, because clients
-# routinely send application/octet-stream.
-_SIGNATURES = (
-    b"\x89PNG\r\n\x1a\n",
-    b"\xff\xd8\xff",  # JPEG
-    b"II*\x00",  # TIFF, little-endian
-    b"MM\x00*",  # TIFF, big-endian
-    b"II+\x00",  # BigTIFF
-    b"MM\x00+",
-)
 
 
 @dataclass(frozen=True)
@@ -57,6 +39,11 @@ class ModelInfo:
     layer: str
     backend: str
     provider: str
+
+    @property
+    def device(self) -> str:
+        """``cuda`` when the provider the engine reports runs on a GPU (``CUDAExecutionProvider``, ``cuda:0``), else ``cpu``."""
+        return "cuda" if self.provider.lower().startswith("cuda") else "cpu"
 
 
 @dataclass(frozen=True)
@@ -85,6 +72,8 @@ class ExplanationResult:
     image_shape: tuple[int, int]
     image_format: str
     image_bits: int
+    dicom: DicomInfo | None  # the upload's DICOM identifiers and acquisition tags; None for other formats
+    pixels: np.ndarray  # (H, W) the decoded upload in [0, 1], for overlays
     input_shape: tuple[int, int]
     classes: tuple[str, ...]
     probabilities: np.ndarray  # (C,) softmax of the spatially averaged logits
@@ -96,6 +85,7 @@ class ExplanationResult:
     mapping: GridMapping
     units: tuple[UnitExplanation, ...]
     timings_ms: Mapping[str, float]
+    aux: AuxiliaryExplanation | None = None  # the auxiliary features used, for bundles that have them
 
 
 class _Stopwatch:
@@ -136,6 +126,13 @@ class Explainer:
         self.max_top_k = max_top_k
         self.classes = tuple(bundle.classes)
         self.weight, self.bias = bundle.head
+        self.aux_features = bundle.aux_features
+        self.aux_weight = bundle.aux_weight
+        if self.aux_weight is not None and self.aux_weight.shape != (len(self.classes), len(self.aux_features)):
+            raise BundleError(
+                f"{bundle.root}/head.npz holds aux_weight {self.aux_weight.shape}, but meta.json declares "
+                f"{len(self.classes)} classes and {len(self.aux_features)} auxiliary features"
+            )
         if self.weight.shape != (len(self.classes), bundle.num_units) or self.bias.shape != (len(self.classes),):
             raise BundleError(
                 f"{bundle.root}/head.npz holds weight {self.weight.shape} and bias {self.bias.shape}, but meta.json "
@@ -161,20 +158,8 @@ class Explainer:
             raise InvalidParameterError(f"top_k must be between 1 and {self.max_top_k}; got {top_k}", field="top_k")
 
     def decode(self, data: bytes) -> imaging.DecodedImage:
-        """The upload as a grayscale image, or the domain error that says why not."""
-        if not data:
-            raise EmptyUploadError("the uploaded file is empty", field="file")
-        raster = any(data.startswith(sig) or sig.startswith(data) for sig in _SIGNATURES)
-        if not (raster or looks_like_dicom(data)):
-            raise UnsupportedMediaTypeError(
-                f"the upload is not a PNG, TIFF, JPEG or DICOM image (it starts with {data[:8]!r})", field="file"
-            )
-        try:
-            return imaging.decode_image(data, max_pixels=self.max_image_pixels)
-        except imaging.ImageTooLargeError as exc:
-            raise ImageTooLargeError(str(exc), field="file") from None
-        except imaging.ImageDecodeError as exc:
-            raise CorruptImageError(str(exc), field="file") from None
+        """The upload as a grayscale image, or the domain error that says why not (:mod:`service.decoding`)."""
+        return decode_upload(data, max_pixels=self.max_image_pixels)
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         """The network input ``(1, 3, H', W')``: short side scaled to the bundle's, normalised."""
@@ -182,9 +167,15 @@ class Explainer:
             pixels, short_side=self.bundle.input_short_side, mean=self.bundle.mean, std=self.bundle.std
         )
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The backend's ``(logits (C, h, w), features (K, h, w))``, checked against the bundle's shapes."""
-        logits, features = self.backend.run(x)
+    def forward(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The backend's ``(logits (C, h, w), features (K, h, w))``, checked against the bundle's shapes.
+
+        ``aux``: the raw auxiliary features ``(J,)`` (:func:`service.auxiliary.parse_aux`), required when the bundle has them.
+        """
+        if (aux is not None) != bool(self.aux_features):
+            wanted = [f.name for f in self.aux_features] or "no auxiliary features"
+            raise InvalidParameterError(f"this model takes {wanted}; got aux {aux!r}", field="aux")
+        logits, features = self.backend.run(x) if aux is None else self.backend.run(x, aux[None, :])
         expected_grid = (logits.shape[1], logits.shape[2])
         if logits.shape[0] != len(self.classes) or features.shape != (self.bundle.num_units, *expected_grid):
             raise BackendUnavailableError(
@@ -197,7 +188,9 @@ class Explainer:
         """Run preprocessing and one forward pass on a blank image; return its wall time in ms."""
         side = self.bundle.input_short_side
         started = time.perf_counter()
-        self.forward(self.preprocess(np.zeros((side, side), dtype=np.float32)))
+        # Auxiliary features at their training means (z = 0).
+        aux = np.asarray([f.mean for f in self.aux_features], dtype=np.float32) if self.aux_features else None
+        self.forward(self.preprocess(np.zeros((side, side), dtype=np.float32)), aux)
         return (time.perf_counter() - started) * 1000.0
 
     def explain(
@@ -208,12 +201,14 @@ class Explainer:
         top_k: int = 5,
         cancel: threading.Event | None = None,
         submitted_at: float | None = None,
+        aux: np.ndarray | None = None,
     ) -> ExplanationResult:
         """Explain the image in ``data`` for ``class_name`` (default: the predicted class) with ``top_k`` units.
 
         ``cancel``, once set, stops the work at the next stage boundary with
         :class:`InferenceCancelledError`. ``submitted_at`` (``time.perf_counter()``
         when the request was queued) adds a ``queue`` stage to the timings.
+        ``aux``: the raw auxiliary features ``(J,)``, required when the bundle has them.
         """
         self.validate(class_name=class_name, top_k=top_k)
         clock = _Stopwatch(cancel, started=submitted_at)
@@ -223,8 +218,8 @@ class Explainer:
         clock.lap("decode")
         x = self.preprocess(image.pixels)
         clock.lap("preprocess")
-        logits, features = self.forward(x)
-        clock.lap("forward")
+        logits, features = self.forward(x, aux)
+        clock.lap("inference")
 
         probability_maps = softmax(logits, axis=0)
         # The FCN's logit map averaged over locations equals the patch
@@ -262,6 +257,8 @@ class Explainer:
             image_shape=(int(image.pixels.shape[0]), int(image.pixels.shape[1])),
             image_format=image.format,
             image_bits=image.bits,
+            dicom=image.dicom,
+            pixels=image.pixels,
             input_shape=(int(x.shape[2]), int(x.shape[3])),
             classes=self.classes,
             probabilities=probabilities,
@@ -273,4 +270,5 @@ class Explainer:
             mapping=mapping,
             units=units,
             timings_ms=MappingProxyType({**clock.laps, "total": sum(clock.laps.values())}),
+            aux=None if aux is None or self.aux_weight is None else explain_aux(aux, self.aux_features, self.aux_weight),
         )

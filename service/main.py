@@ -8,19 +8,22 @@ from contextlib import ExitStack, asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from annotations import AnnotationStore
 from deepminer.bundle import BundleError, load_bundle
+from service.api.deps import AUTH_RESPONSES, read_access
 from service.api.errors import register_error_handlers
 from service.api.middleware import RequestMiddleware
-from service.api.routes import explain, health, metrics, units
+from service.api.routes import dicomweb, explain, health, metrics, pages, queries, units
+from service.auth import load_authenticator
 from service.backends import create_backend
 from service.explainer import Explainer
 from service.logging import configure_logging
-from service.metrics import Metrics
+from service.metrics import Metrics, multiprocess_dir
 from service.pool import InferencePool
+from service.queries import RegionQueries
 from service.settings import Settings
 from service.units import UnitCatalog
 
@@ -51,10 +54,11 @@ def _start(app: FastAPI, settings: Settings) -> None:
 
     Blocking (hashing, model loading, database), so the lifespan runs it in a thread.
     """
+    authenticator = load_authenticator(settings)  # a bad token configuration stops start-up before anything loads
     bundle = load_bundle(settings.bundle)
     log.info("bundle verified", extra={"fields": {"event": "bundle_loaded", "model_id": bundle.id}})
     with ExitStack() as cleanup:  # undoes what was built if a later step fails
-        backend = create_backend(settings, bundle)
+        backend = create_backend(settings, bundle, on_batch=app.state.metrics.observe_batch)
         cleanup.callback(backend.close)
         store = AnnotationStore(settings.database_url)
         cleanup.callback(store.close)
@@ -76,8 +80,13 @@ def _start(app: FastAPI, settings: Settings) -> None:
     app.state.backend = backend
     app.state.store = store
     app.state.catalog = catalog
+    app.state.auth = authenticator
+    app.state.queries = RegionQueries(explainer=explainer, catalog=catalog)
     app.state.pool = InferencePool(
-        workers=settings.inference_workers, timeout_s=settings.request_timeout_s, max_queue=settings.max_queue
+        workers=settings.inference_workers,
+        timeout_s=settings.request_timeout_s,
+        max_queue=settings.max_queue,
+        on_change=app.state.metrics.observe_pool,
     )
     app.state.metrics.set_model(explainer.model)
     # Published last: readiness and /explain key off it.
@@ -90,6 +99,8 @@ def _start(app: FastAPI, settings: Settings) -> None:
                 "model_id": bundle.id,
                 "backend": backend.name,
                 "provider": backend.provider,
+                "device": explainer.model.device,
+                "batch_max_size": settings.batch_max_size,
                 "warm_up_ms": round(warm_ms, 1),
             }
         },
@@ -103,6 +114,7 @@ def _stop(app: FastAPI) -> None:
         if resource is not None:
             resource.close()
         setattr(app.state, name, None)
+    app.state.metrics.close()
 
 
 @asynccontextmanager
@@ -138,9 +150,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.explainer = None
     register_error_handlers(app)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
-    for module in (explain, units, health, metrics):
+    # Probes and scrapes stay open; everything else reads behind DEEPMINER_AUTH (writes check more, per route).
+    for module in (explain, units, queries, dicomweb):
+        app.include_router(module.router, dependencies=[Depends(read_access)], responses=AUTH_RESPONSES)
+    for module in (health, metrics, pages):
         app.include_router(module.router)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one uvicorn worker process when there are several: settings from the environment, JSON logs."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def main() -> None:
@@ -151,11 +173,21 @@ def main() -> None:
     configure_logging(settings.log_level)
     # log_config=None keeps uvicorn from replacing the JSON handlers; the
     # middleware writes one line per request, so uvicorn's access log is off.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,
-        access_log=False,
-    )
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": None,
+        "access_log": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return
+    if multiprocess_dir() is None:
+        log.warning(
+            "%d worker processes without PROMETHEUS_MULTIPROC_DIR: each /metrics scrape sees one process only",
+            settings.workers,
+            extra={"fields": {"event": "metrics_per_process"}},
+        )
+    # Worker processes start from an import string and build their own app.
+    uvicorn.run("service.main:app_from_environment", factory=True, workers=settings.workers, **options)  # type: ignore[arg-type]

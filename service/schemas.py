@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from annotations import AnnotationRecord
 from annotations.lexicon import (
@@ -18,15 +19,21 @@ from annotations.lexicon import (
     Phenomena,
     Source,
 )
+from deepminer.dicom import DicomInfo
 from deepminer.grid import GridMapping
 from service.explainer import ExplanationResult, ModelInfo, UnitExplanation
-from service.units import UnitInfo, UnitOverview
+from service.maps import quantise
+from service.overlays import COLORMAP, MAX_ALPHA, Canvas
+from service.queries import RegionQueryResult
+from service.units import UnitEmbedding, UnitInfo, UnitOverview
 
 MapConvention = Literal[
     "centre of cell (i, j) = offset + scale * (i, j), in the uploaded image's pixel coordinates (row, column)"
 ]
 MAP_CONVENTION: str = get_args(MapConvention)[0]
 SIGNIFICANT_DIGITS = 6
+MAX_BATCH_ANNOTATIONS = 2048
+"""Most labels one batch may hold: every unit of a ResNet-152's layer4."""
 
 
 def _round(value: float) -> float:
@@ -66,22 +73,55 @@ class GridToImage(BaseModel):
         return cls(scale=mapping.scale, offset=mapping.offset, image_shape=mapping.image_shape)
 
 
+MapEncoding = Literal["uint16", "json"]
+
+
 class Map(BaseModel):
-    """A map on the layer4 grid; upsample it onto the image with ``grid_to_image``."""
+    """A map on the layer4 grid; upsample it onto the image with ``grid_to_image``.
+
+    ``encoding`` says how ``values`` is written. ``uint16`` (the default of
+    /explain): a base64 string of ``shape[0] * shape[1]`` little-endian uint16
+    codes q in row-major order; ``value = offset + scale * q``, exact to
+    ``scale / 2``. ``json``: nested lists of numbers rounded to 6 significant
+    digits; ``scale`` and ``offset`` are null.
+    """
 
     shape: tuple[int, int] = Field(description="Grid (rows, columns).")
     grid_to_image: GridToImage
     range: tuple[float, float] = Field(description="Smallest and largest value.")
-    values: list[list[float]] = Field(description="Row-major values, rounded to 6 significant digits.")
+    encoding: MapEncoding = Field(
+        description=(
+            "`uint16`: `values` is base64 of little-endian uint16 codes q, row-major, and value = offset + scale * q "
+            "(error at most scale / 2). `json`: `values` is row-major nested lists, 6 significant digits."
+        )
+    )
+    values: list[list[float]] | str = Field(description="The values, written as `encoding` says.")
+    scale: float | None = Field(
+        default=None, description="`uint16`: (max - min) / 65535, 0 for a constant map; null for `json`."
+    )
+    offset: float | None = Field(default=None, description="`uint16`: the smallest value; null for `json`.")
 
     @classmethod
-    def from_array(cls, values: np.ndarray, mapping: GridMapping) -> Map:
-        rows = values.tolist()
+    def from_array(cls, values: np.ndarray, mapping: GridMapping, encoding: MapEncoding = "json") -> Map:
+        shape = (int(values.shape[0]), int(values.shape[1]))
+        value_range = (_round(float(values.min())), _round(float(values.max())))
+        if encoding == "uint16":
+            q = quantise(values)
+            return cls(
+                shape=shape,
+                grid_to_image=GridToImage.from_mapping(mapping),
+                range=value_range,
+                encoding="uint16",
+                values=q.data,
+                scale=q.scale,
+                offset=q.offset,
+            )
         return cls(
-            shape=(int(values.shape[0]), int(values.shape[1])),
+            shape=shape,
             grid_to_image=GridToImage.from_mapping(mapping),
-            range=(_round(float(values.min())), _round(float(values.max()))),
-            values=[[_round(v) for v in row] for row in rows],
+            range=value_range,
+            encoding="json",
+            values=[[_round(v) for v in row] for row in values.tolist()],
         )
 
 
@@ -93,7 +133,13 @@ class ModelOut(BaseModel):
     architecture: str
     layer: str = Field(description="The layer whose units explain the prediction.")
     backend: Literal["onnx", "torch"]
-    provider: str = Field(description="What executes the model, as the engine reports it (e.g. CPUExecutionProvider).")
+    provider: str = Field(
+        description=(
+            "What executes the model, as the engine reports it: for ONNX Runtime the first provider the session "
+            "actually runs on (`CUDAExecutionProvider` or `CPUExecutionProvider`), for torch the device (`cuda:0`, `cpu`)."
+        )
+    )
+    device: Literal["cuda", "cpu"] = Field(description="Whether the model runs on a GPU, derived from `provider`.")
 
     @classmethod
     def from_info(cls, info: ModelInfo) -> ModelOut:
@@ -104,16 +150,67 @@ class ModelOut(BaseModel):
             layer=info.layer,
             backend=info.backend,  # type: ignore[arg-type]
             provider=info.provider,
+            device=info.device,  # type: ignore[arg-type]
+        )
+
+
+class DicomOut(BaseModel):
+    """Identifiers and acquisition tags of a DICOM upload; never patient data."""
+
+    study_instance_uid: str | None = Field(description="Study Instance UID (0020,000D).")
+    series_instance_uid: str | None = Field(description="Series Instance UID (0020,000E).")
+    sop_instance_uid: str | None = Field(description="SOP Instance UID (0008,0018).")
+    sop_class: str | None = Field(
+        description="The SOP class's name, e.g. `Digital Mammography X-Ray Image Storage - For Presentation`."
+    )
+    sop_class_uid: str | None = Field(description="SOP Class UID (0008,0016).")
+    modality: str | None = Field(description="Modality (0008,0060): `MG` for mammography, `OT` for many captures.")
+    laterality: str | None = Field(
+        description="Image Laterality (0020,0062), else Laterality (0020,0060): `L`, `R`, or as written."
+    )
+    view: str | None = Field(description="View Position (0018,5101), e.g. `CC`, `MLO`.")
+    presentation_intent: str | None = Field(
+        description=(
+            "Presentation Intent Type (0008,0068). `FOR PROCESSING` images are raw detector data, usually without "
+            "a display window: they are mapped linearly over the range BitsStored can hold (after the modality "
+            "LUT), so they may look unlike the `FOR PRESENTATION` images a model is trained on."
+        )
+    )
+    transfer_syntax: str | None = Field(description="The transfer syntax's name, e.g. `JPEG 2000 Image Compression`.")
+    transfer_syntax_uid: str | None = Field(description="Transfer Syntax UID (0002,0010).")
+
+    @classmethod
+    def from_info(cls, info: DicomInfo) -> DicomOut:
+        return cls(
+            study_instance_uid=info.study_instance_uid,
+            series_instance_uid=info.series_instance_uid,
+            sop_instance_uid=info.sop_instance_uid,
+            sop_class=info.sop_class_name,
+            sop_class_uid=info.sop_class_uid,
+            modality=info.modality,
+            laterality=info.laterality,
+            view=info.view,
+            presentation_intent=info.presentation_intent,
+            transfer_syntax=info.transfer_syntax_name,
+            transfer_syntax_uid=info.transfer_syntax_uid,
         )
 
 
 class ImageOut(BaseModel):
-    """The decoded upload and the network input made from it."""
+    """The decoded upload and the network input made from it.
 
-    shape: tuple[int, int] = Field(description="(height, width) in pixels.")
+    Orientation: the image is explained as stored, never flipped or rotated by
+    laterality or view, exactly as training reads its images; the maps are in
+    the stored image's pixel coordinates.
+    """
+
+    shape: tuple[int, int] = Field(description="(height, width) in pixels, as stored.")
     format: str = Field(description="PNG, TIFF, JPEG or DICOM.")
     bits: int = Field(description="Bits per sample of the decoded data (8 or 16; BitsStored for DICOM).")
     network_input_shape: tuple[int, int] = Field(description="(height, width) after scaling the short side.")
+    dicom: DicomOut | None = Field(
+        default=None, description="For a DICOM upload, its identifiers and tags (laterality and view as tagged); else null."
+    )
 
 
 class AnnotationOut(BaseModel):
@@ -131,10 +228,18 @@ class AnnotationOut(BaseModel):
     phenomena: Phenomena | None
     description: str
     bundle_hash: str = Field(description="The bundle the label was made under.")
+    current_bundle: bool = Field(
+        description=(
+            "Whether the label was made under the loaded bundle. Unit ids index one network's layer4, so a label "
+            "made under another bundle may describe a different unit: /units, /units/{unit_id} and /explain still "
+            "show it, so an expert sees prior labels, but flagged false; label reports leave it out."
+        )
+    )
     created_at: datetime
 
     @classmethod
     def from_record(cls, record: AnnotationRecord) -> AnnotationOut:
+        """From a catalogue record (:class:`service.units.UnitAnnotation`), which carries ``current_bundle``."""
         return cls.model_validate(record, from_attributes=True)
 
 
@@ -152,16 +257,63 @@ class ExplainedUnit(BaseModel):
     )
 
     @classmethod
-    def from_unit(cls, unit: UnitExplanation, mapping: GridMapping) -> ExplainedUnit:
+    def from_unit(cls, unit: UnitExplanation, mapping: GridMapping, encoding: MapEncoding = "json") -> ExplainedUnit:
         return cls(
             unit_id=unit.unit_id,
             rank=unit.rank,
             influence=unit.influence,
             max_activation=unit.max_activation,
             weight=unit.weight,
-            activation_map=Map.from_array(unit.activation_map, mapping),
+            activation_map=Map.from_array(unit.activation_map, mapping, encoding),
             annotations=[AnnotationOut.from_record(r) for r in unit.annotations],
         )
+
+
+class UnitOverlay(BaseModel):
+    """One returned unit's activation map drawn over the image."""
+
+    unit_id: int = Field(description="0-based layer4 unit index.")
+    png: str = Field(description="Base64 PNG (RGB), `Overlays.shape` pixels.")
+
+
+class Overlays(BaseModel):
+    """The CAM and each returned unit's map upsampled onto a downscaled copy of the image (`?overlays=png`).
+
+    Each map is upsampled bilinearly with its `grid_to_image` mapping,
+    normalised over its own [min, max] to n in [0, 1], coloured with the jet
+    colour map and blended over the grayscale image with opacity `max_alpha * n`.
+    """
+
+    media_type: Literal["image/png"] = "image/png"
+    shape: tuple[int, int] = Field(
+        description="(height, width) of every overlay: the image scaled to a longer side of at most overlay_max_side."
+    )
+    colormap: Literal["jet"] = COLORMAP
+    max_alpha: float = Field(default=MAX_ALPHA, description="Opacity of the colour where a map peaks.")
+    cam: str = Field(description="Base64 PNG of the CAM over the image.")
+    units: list[UnitOverlay] = Field(description="One per returned unit, in the order of `units`.")
+
+    @classmethod
+    def from_result(cls, result: ExplanationResult, *, max_side: int) -> Overlays:
+        canvas = Canvas.for_image(result.pixels, result.mapping, max_side=max_side)
+        return cls(
+            shape=canvas.shape,
+            cam=canvas.overlay_png(result.cam),
+            units=[UnitOverlay(unit_id=u.unit_id, png=canvas.overlay_png(u.activation_map)) for u in result.units],
+        )
+
+
+class AuxiliaryOut(BaseModel):
+    """The auxiliary features used (bundles trained with them) and their per-class term on the logits."""
+
+    values: dict[str, float] = Field(description="The raw values given in the `aux` form field, by name.")
+    normalised: dict[str, float] = Field(description="z_j = (a_j - mean_j) / std_j, with the training cases' statistics.")
+    contribution: dict[str, float] = Field(
+        description=(
+            "Per class, Σ_j v_cj z_j: added to every location of the class's logit map, so logit map = CAM + bias + "
+            "contribution. It shifts the probabilities but not the CAM or the units' influence."
+        )
+    )
 
 
 class ExplainResponse(BaseModel):
@@ -182,17 +334,29 @@ class ExplainResponse(BaseModel):
     predicted_class: str = Field(description="The class with the highest image-level probability.")
     explained_class: str = Field(description="The class explained: `class_name` if given, else the predicted class.")
     probability_maps: dict[str, Map] = Field(description="Per-location softmax of the FCN's logits, per class.")
-    cam: Map = Field(description="CAM_c(x, y) = Σ_k w_ck A_k(x, y) of the explained class (logit map minus bias).")
+    cam: Map = Field(
+        description=(
+            "CAM_c(x, y) = Σ_k w_ck A_k(x, y) of the explained class (logit map minus bias, and minus "
+            "`aux.contribution` when the model takes auxiliary features)."
+        )
+    )
     units: list[ExplainedUnit]
+    aux: AuxiliaryOut | None = Field(
+        default=None, description="The auxiliary features used and their contribution; null for models without them."
+    )
+    overlays: Overlays | None = Field(default=None, description="PNG overlays with `?overlays=png`; else null.")
     timings_ms: dict[str, float] = Field(
         description=(
-            "Milliseconds per stage: queue (waiting for a worker), decode, preprocess, forward, explain, "
-            "annotations, and their total."
+            "Milliseconds per stage: queue (waiting for a worker), decode, preprocess, inference (the FCN forward "
+            "pass), explain (formulas), annotations (label look-up), encode (maps and overlays), and their total."
         )
     )
 
     @classmethod
-    def from_result(cls, result: ExplanationResult) -> ExplainResponse:
+    def from_result(
+        cls, result: ExplanationResult, *, maps: MapEncoding = "json", overlay_max_side: int | None = None
+    ) -> ExplainResponse:
+        """The response for ``result``: maps written as ``maps``; PNG overlays when ``overlay_max_side`` is given."""
         mapping = result.mapping
         return cls(
             method=result.method,
@@ -202,16 +366,27 @@ class ExplainResponse(BaseModel):
                 format=result.image_format,
                 bits=result.image_bits,
                 network_input_shape=result.input_shape,
+                dicom=DicomOut.from_info(result.dicom) if result.dicom is not None else None,
             ),
             classes=list(result.classes),
             probabilities={c: float(p) for c, p in zip(result.classes, result.probabilities)},
             peak_probabilities={c: float(p) for c, p in zip(result.classes, result.peak_probabilities)},
             predicted_class=result.predicted_class,
             explained_class=result.explained_class,
-            probability_maps={c: Map.from_array(m, mapping) for c, m in zip(result.classes, result.probability_maps)},
-            cam=Map.from_array(result.cam, mapping),
-            units=[ExplainedUnit.from_unit(u, mapping) for u in result.units],
+            probability_maps={
+                c: Map.from_array(m, mapping, maps) for c, m in zip(result.classes, result.probability_maps)
+            },
+            cam=Map.from_array(result.cam, mapping, maps),
+            units=[ExplainedUnit.from_unit(u, mapping, maps) for u in result.units],
+            overlays=None if overlay_max_side is None else Overlays.from_result(result, max_side=overlay_max_side),
             timings_ms=dict(result.timings_ms),
+            aux=None
+            if result.aux is None
+            else AuxiliaryOut(
+                values=dict(result.aux.values),
+                normalised=dict(result.aux.normalised),
+                contribution={c: float(v) for c, v in zip(result.classes, result.aux.contribution)},
+            ),
         )
 
 
@@ -226,7 +401,9 @@ class UnitOut(BaseModel):
     ranks: dict[str, int] = Field(description="1-based rank per class that ranks the unit; empty when unranked.")
     counts: dict[str, int] = Field(description="Per class, in how many hold-out images' top lists the unit appeared.")
     mean_influence: dict[str, float] = Field(description="Per ranking class, the unit's mean influence.")
-    annotations: list[AnnotationOut] = Field(description="Latest label per annotator made under the loaded bundle.")
+    annotations: list[AnnotationOut] = Field(
+        description="Latest label per annotator, under any bundle; `current_bundle` flags those of the loaded one."
+    )
 
     @classmethod
     def from_info(cls, info: UnitInfo) -> UnitOut:
@@ -287,7 +464,16 @@ class AnnotationIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    annotator: str = Field(min_length=1, max_length=MAX_ANNOTATOR_LENGTH, description="Who labels the unit.")
+    annotator: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ANNOTATOR_LENGTH,
+        description=(
+            "Who labels the unit. Required when DEEPMINER_AUTH is off. With a bearer token it defaults to the "
+            "token's name, and another name is refused (422) unless the token is an admin's, who may record a "
+            "label on an expert's behalf."
+        ),
+    )
     label: str = Field(min_length=1, max_length=MAX_LABEL_LENGTH, description="Short name of the phenomenon.")
     category: Category = Field(description="BI-RADS lexicon category.")
     cancer_association: CancerAssociation = Field(description="Are they associated with breast cancer?")
@@ -303,6 +489,222 @@ class UnitHistory(BaseModel):
 
     unit_id: int
     versions: list[AnnotationOut]
+
+
+class BatchAnnotationIn(AnnotationIn):
+    """One unit's label within a batch."""
+
+    unit_id: StrictInt = Field(description="0-based layer4 unit index, a JSON integer (not a string).")
+
+
+class AnnotationBatchIn(BaseModel):
+    """Labels for a group of units, stored in one transaction: all of them or, if any item is bad, none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    annotations: list[BatchAnnotationIn] = Field(min_length=1, max_length=MAX_BATCH_ANNOTATIONS)
+
+
+class AnnotationBatchOut(BaseModel):
+    """The stored labels of a batch, in the order given."""
+
+    annotations: list[AnnotationOut]
+
+
+class EmbeddedUnit(BaseModel):
+    """A unit's place in the 2-D embedding, with its labels."""
+
+    unit_id: int = Field(description="0-based layer4 unit index.")
+    x: float = Field(description="First principal component.")
+    y: float = Field(description="Second principal component.")
+    ranked: bool = Field(description="Whether the bundle's ranking lists the unit for some class.")
+    annotations: list[AnnotationOut] = Field(
+        description="Latest label per annotator, under any bundle; `current_bundle` flags those of the loaded one."
+    )
+
+
+class EmbeddingResponse(BaseModel):
+    """Every unit of the layer placed in 2-D: PCA of its max activations over a reference image set (Lu & Perer)."""
+
+    model_id: str
+    bundle_hash: str
+    method: str = Field(description="How the embedding was made, as the bundle records it.")
+    num_images: int = Field(description="Reference images: the entries of each unit's vector of max activations.")
+    explained_variance_ratio: list[float] = Field(description="Share of the variance each of the two components holds.")
+    units: list[EmbeddedUnit] = Field(description="Every unit, by unit id.")
+
+    @classmethod
+    def from_embedding(cls, embedding: UnitEmbedding) -> EmbeddingResponse:
+        return cls(
+            model_id=embedding.model_id,
+            bundle_hash=embedding.bundle_hash,
+            method=embedding.method,
+            num_images=embedding.num_images,
+            explained_variance_ratio=list(embedding.explained_variance_ratio),
+            units=[
+                EmbeddedUnit(
+                    unit_id=u.unit_id,
+                    x=u.x,
+                    y=u.y,
+                    ranked=u.ranked,
+                    annotations=[AnnotationOut.from_record(a) for a in u.annotations],
+                )
+                for u in embedding.units
+            ],
+        )
+
+
+class PatchBox(BaseModel):
+    """Where a patch lies in its source mammogram (pixels)."""
+
+    top: int
+    left: int
+    side: int
+
+
+class ContextBox(BaseModel):
+    """Where to outline the patch on the downscaled context image (its pixels)."""
+
+    top: float
+    left: float
+    height: float
+    width: float
+
+
+class VisualisedPatch(BaseModel):
+    """One hold-out patch that activates the unit strongly, with the files that show it."""
+
+    rank: int = Field(description="1 = the unit's strongest patch.")
+    activation: float = Field(description="The unit's largest activation on the patch.")
+    mask_fraction: float = Field(description="Share of the patch inside the unit's binarised map.")
+    image_id: str = Field(description="The hold-out mammogram the patch was cut from, as the bundle's data named it.")
+    box: PatchBox
+    context_box: ContextBox
+    patch: str = Field(description="URL of the patch PNG.")
+    masked: str = Field(description="URL of the patch PNG with everything outside the unit's mask dimmed.")
+    context: str = Field(description="URL of the downscaled source mammogram PNG; outline `context_box` on it.")
+
+
+class UnitVisualisation(BaseModel):
+    """A unit's top hold-out patches (Lu & Perer), masked by its binarised map, from the bundle."""
+
+    unit_id: int
+    threshold: float = Field(description="The threshold the masks were binarised at.")
+    threshold_source: str = Field(description="`patches` (99th percentile over hold-out patches) or `ranking`.")
+    thresholds: dict[str, float] = Field(description="Both candidate thresholds, by source.")
+    classes: dict[str, dict[str, int]] = Field(description="Per class that ranks the unit, its `rank` and `count`.")
+    patches: list[VisualisedPatch]
+
+    @classmethod
+    def from_entry(cls, unit_id: int, entry: Mapping[str, Any], *, url: Callable[[str], str]) -> UnitVisualisation:
+        """From the unit's ``units/index.json`` entry; ``url`` turns a bundle path into the URL that serves it."""
+        return cls(
+            unit_id=unit_id,
+            threshold=entry["threshold"],
+            threshold_source=entry["threshold_source"],
+            thresholds=entry["thresholds"],
+            classes=entry["classes"],
+            patches=[
+                VisualisedPatch(
+                    **{k: v for k, v in patch.items() if k not in ("patch", "masked", "context")},
+                    patch=url(patch["patch"]),
+                    masked=url(patch["masked"]),
+                    context=url(patch["context"]),
+                )
+                for patch in entry["patches"]
+            ],
+        )
+
+
+# -- interactive queries ------------------------------------------------------
+
+
+class RegionOut(BaseModel):
+    """The queried region at the query resolution."""
+
+    pixels: int = Field(description="Query pixels inside the region.")
+    fraction: float = Field(description="Share of the image inside the region.")
+
+
+class RegionUnit(BaseModel):
+    """A unit whose binarised map overlaps the region by at least `min_iou`."""
+
+    unit_id: int = Field(description="0-based layer4 unit index.")
+    iou: float = Field(description="|unit mask ∧ region| / |unit mask ∨ region| at the query resolution.")
+    max_activation: float = Field(description="max_xy A_k(x, y) on this image.")
+    threshold: float = Field(description="The unit's threshold (the ranking's whole-mammogram quantile).")
+    mask_fraction: float = Field(description="Share of the image inside the unit's binarised map.")
+    annotations: list[AnnotationOut] = Field(
+        description="Latest label per annotator, under any bundle; `current_bundle` flags those of the loaded one."
+    )
+
+
+class LabelReportOut(BaseModel):
+    """One label on this image (Lu & Perer's label report)."""
+
+    label: str
+    unit_ids: list[int] = Field(description="Units whose latest label (per annotator, loaded bundle) is this one.")
+    mean_max_activation: float = Field(description="Mean over those units of max_xy A_k(x, y) on this image.")
+    mean_iou: float = Field(description="Mean over those units of the IoU of their binarised map with the region.")
+
+
+class RegionQueryResponse(BaseModel):
+    """Units ranked by how well their binarised maps match a region of one image, and per-label reports."""
+
+    method: str
+    model: ModelOut
+    image: ImageOut
+    query_shape: tuple[int, int] = Field(
+        description="(rows, columns) at which unit masks and region were compared: the network input, downscaled "
+        "so its longer side is at most 384."
+    )
+    region: RegionOut
+    min_iou: float
+    units: list[RegionUnit] = Field(description="Units with IoU ≥ min_iou, highest IoU first (ties: lower id).")
+    labels: list[LabelReportOut] = Field(
+        description="Every label of the loaded bundle's units, highest mean IoU first; units whose map misses the "
+        "region count with IoU 0."
+    )
+    timings_ms: dict[str, float] = Field(
+        description="Milliseconds per stage: decode, preprocess, inference, region, query, annotations, total."
+    )
+
+    @classmethod
+    def from_result(cls, result: RegionQueryResult) -> RegionQueryResponse:
+        return cls(
+            method=result.method,
+            model=ModelOut.from_info(result.model),
+            image=ImageOut(
+                shape=result.image_shape,
+                format=result.image_format,
+                bits=result.image_bits,
+                network_input_shape=result.input_shape,
+            ),
+            query_shape=result.query_shape,
+            region=RegionOut(pixels=result.region_pixels, fraction=result.region_fraction),
+            min_iou=result.min_iou,
+            units=[
+                RegionUnit(
+                    unit_id=u.unit_id,
+                    iou=u.iou,
+                    max_activation=u.max_activation,
+                    threshold=u.threshold,
+                    mask_fraction=u.mask_fraction,
+                    annotations=[AnnotationOut.from_record(a) for a in u.annotations],
+                )
+                for u in result.units
+            ],
+            labels=[
+                LabelReportOut(
+                    label=r.label,
+                    unit_ids=list(r.unit_ids),
+                    mean_max_activation=r.mean_max_activation,
+                    mean_iou=r.mean_iou,
+                )
+                for r in result.labels
+            ],
+            timings_ms=dict(result.timings_ms),
+        )
 
 
 # -- health -----------------------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.auth import AuthMode, TokenSpec
 
 
 class Settings(BaseSettings):
@@ -50,8 +52,59 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=120.0, gt=0)
     """Longest an explanation may wait for a worker plus run, in seconds, before a 504 inference_timeout."""
 
+    batch_max_size: int = Field(default=1, ge=1, le=64)
+    """Micro-batching for GPUs: up to this many same-shape inputs go to the backend in one call; 1 turns it off.
+    Only requests running at the same time can meet, so set `inference_workers` to at least this."""
+
+    batch_max_wait_ms: float = Field(default=10.0, ge=0, le=1000)
+    """How long the first input of a micro-batch waits for others of its shape before running without them."""
+
+    overlay_max_side: int = Field(default=512, ge=32, le=4096)
+    """Longer side, in pixels, of the downscaled image the PNG overlays of `/explain?overlays=png` are drawn on."""
+
+    workers: int = Field(default=1, ge=1)
+    """Server processes `python -m service` starts (uvicorn workers). With more than one, set
+    `PROMETHEUS_MULTIPROC_DIR` to an empty directory so /metrics adds up every process's metrics."""
+
     seed_automatic_labels: bool = True
     """On start-up, store the bundle's automatic unit labels (concept_labels.json) once per bundle."""
+
+    environment: Literal["development", "production"] = "development"
+    """Outside `development`, start-up refuses weak configuration: `auth` off, placeholder tokens."""
+
+    auth: AuthMode = "off"
+    """Who needs a bearer token: `off` (nobody; the body names the annotator), `writes` (label writes need the
+    annotator role) or `all` (reads need reader as well). Health, readiness and metrics stay open."""
+
+    tokens: list[TokenSpec] | None = None
+    """JSON list of `{"name", "role", "sha256"}`: the token's sha256 (`python -m service.auth hash`), never the
+    token; `name` is recorded as the annotator; `role` is reader, annotator or admin."""
+
+    tokens_file: Path | None = None
+    """A file (e.g. a mounted secret) holding the same JSON list as `tokens`; read on start-up, which fails
+    if it is missing or malformed. Set one of `tokens` and `tokens_file`."""
+
+    require_if_match: bool = False
+    """Refuse label writes to `/units/{id}` without an `If-Match` header (428 precondition_required)."""
+
+    dicomweb_url: str | None = None
+    """Base URL of the PACS's DICOMweb service (WADO-RS, STOW-RS), e.g. `http://pacs:8042/dicom-web`; unset, the
+    `/dicomweb` routes answer 503 pacs_not_configured."""
+
+    dicomweb_authorization: SecretStr | None = None
+    """`Authorization` header sent to the PACS, e.g. `Bearer <token>` or `Basic <base64>`; none when unset."""
+
+    dicomweb_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest one DICOMweb request may take to connect, and between bytes, before it counts as timed out."""
+
+    dicomweb_retries: int = Field(default=2, ge=0, le=10)
+    """Retries after a failed DICOMweb request (no connection, timeout, 408/429/5xx); 404 and other 4xx are final."""
+
+    dicomweb_backoff_s: float = Field(default=0.5, ge=0)
+    """Wait before the first retry; it doubles with each further one (a PACS's Retry-After up to 30 s wins)."""
+
+    dicomweb_store_results: bool = True
+    """Default of `store_results` in `/dicomweb/explain`: store the SR, Secondary Capture and GSPS in the study."""
 
     host: str = "127.0.0.1"
     """Address `python -m service` listens on."""
@@ -71,4 +124,17 @@ class Settings(BaseSettings):
     def _top_k_within_limit(self) -> Settings:
         if self.top_k > self.max_top_k:
             raise ValueError(f"top_k ({self.top_k}) must not exceed max_top_k ({self.max_top_k})")
+        return self
+
+    @model_validator(mode="after")
+    def _auth_configured(self) -> Settings:
+        if self.tokens is not None and self.tokens_file is not None:
+            raise ValueError("set DEEPMINER_TOKENS or DEEPMINER_TOKENS_FILE, not both")
+        if self.auth != "off" and self.tokens is None and self.tokens_file is None:
+            raise ValueError(f"DEEPMINER_AUTH={self.auth} needs DEEPMINER_TOKENS or DEEPMINER_TOKENS_FILE")
+        if self.auth == "off" and self.environment != "development":
+            raise ValueError(
+                f"DEEPMINER_AUTH=off lets anyone write labels; it is refused in {self.environment}: "
+                "set DEEPMINER_AUTH=writes or all with tokens"
+            )
         return self

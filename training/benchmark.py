@@ -130,7 +130,9 @@ def benchmark_images(records: Sequence[ImageRecord], bundle: Bundle) -> list[Ima
 def load_fcn(bundle: Bundle) -> FullyConvolutional:
     """The bundle's FCN in torch, on the CPU, in eval mode."""
     model_meta = bundle.meta["model"]
-    classifier = build_classifier(depth=int(model_meta["depth"]), num_classes=len(bundle.classes))
+    classifier = build_classifier(
+        depth=int(model_meta["depth"]), num_classes=len(bundle.classes), aux_features=bundle.aux_features
+    )
     classifier.load_state_dict(torch.load(bundle.path(WEIGHTS_FILE), map_location="cpu", weights_only=True))
     return to_fcn(classifier).eval()
 

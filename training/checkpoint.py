@@ -29,7 +29,8 @@ CHECKPOINT_FILE = "last.pt"
 TRAJECTORY_FIELDS = (
     "depth", "patch_size", "batch_size", "lr", "momentum", "weight_decay", "lr_decay_epoch", "lr_decay_factor",
     "seed", "split_fractions", "imagenet_weights", "balance_classes", "samples_per_epoch", "augment_flips",
-    "patch_rule",
+    "augment_transpose",
+    "patch_rule", "aux_features",
 )
 
 
@@ -93,7 +94,8 @@ def load_checkpoint(directory: Path, *, config: TrainConfig) -> Checkpoint | Non
         return None
     data = torch.load(path, map_location="cpu", weights_only=True)
     checkpoint = Checkpoint(**data)
-    theirs, ours = checkpoint.config, config.to_dict()
+    # Fields added since the checkpoint was written count as their defaults.
+    theirs, ours = {**TrainConfig().to_dict(), **checkpoint.config}, config.to_dict()
     differ = [name for name in TRAJECTORY_FIELDS if theirs.get(name) != ours.get(name)]
     if differ:
         details = ", ".join(f"{name}: checkpoint {theirs.get(name)!r}, now {ours.get(name)!r}" for name in differ)

@@ -87,8 +87,8 @@ def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="phantoms + a small ResNet-18 bundle with automatic labels (a few minutes on CPU)")
     p.add_argument("--out", type=Path, default=Path("bundles/demo"), help="bundle directory (default: %(default)s)")
     p.add_argument("--data", type=Path, default=Path("data/phantoms"), help="phantom folder (default: %(default)s)")
-    p.add_argument("--cases", type=int, default=40, help="phantom cases, 4 views each (default: %(default)s)")
-    p.add_argument("--height", type=int, default=800, help="phantom height in pixels (default: %(default)s)")
+    p.add_argument("--cases", type=int, default=60, help="phantom cases, 4 views each (default: %(default)s)")
+    p.add_argument("--height", type=int, default=640, help="phantom height in pixels (default: %(default)s)")
     _add_train_options(p, DEMO_CONFIG)
 
     p = sub.add_parser("export", help="explanation benchmark: blinded CSV + answer key for the bundle's test mammograms",

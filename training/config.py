@@ -34,10 +34,15 @@ class TrainConfig:
     # Patches drawn per epoch; None draws as many as there are training patches.
     samples_per_epoch: int | None = None
     augment_flips: bool = True
+    # Swap rows and columns at random; with the flips, every rotation by 90°.
+    augment_transpose: bool = False
     top_per_image: int = 8
     top_per_class: int = 20
     threshold_quantile: float = 0.99
     eval_batch_size: int = 64
+    # Names of the manifest's ``aux:<name>`` columns the classifier also takes
+    # (paper §2.5, deepminer.auxiliary); empty: images only.
+    aux_features: tuple[str, ...] = ()
     patch_rule: PatchRule = field(default_factory=PatchRule)
 
     @property
@@ -50,6 +55,7 @@ class TrainConfig:
         d["imagenet_weights"] = str(self.imagenet_weights) if self.imagenet_weights else None
         d["patch_rule"] = self.patch_rule.to_dict()
         d["split_fractions"] = list(self.split_fractions)
+        d["aux_features"] = list(self.aux_features)
         return d
 
     @classmethod
@@ -80,6 +86,8 @@ class TrainConfig:
                 if not isinstance(value, (list, tuple)) or len(value) != 3:
                     raise ValueError(f"split_fractions must be 3 numbers (train, hold-out, test), got {value!r}")
                 changes[name] = tuple(_typed(name, v, float) for v in value)
+            elif name == "aux_features":
+                changes[name] = _aux_features(value)
             else:
                 default = getattr(cls(), name)
                 kind = type(default) if default is not None else int
@@ -107,6 +115,14 @@ def _typed(name: str, value: Any, kind: type) -> Any:
     return value
 
 
+def _aux_features(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"aux_features must be a list of feature names (manifest columns aux:<name>), got {value!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"aux_features names a feature twice: {list(value)}")
+    return tuple(value)
+
+
 def _patch_rule(value: Any, base: PatchRule) -> PatchRule:
     if isinstance(value, PatchRule):
         return value
@@ -132,14 +148,19 @@ def _patch_rule(value: Any, base: PatchRule) -> PatchRule:
 DEMO_CONFIG = TrainConfig(
     name="deepminer-demo-resnet18",
     depth=18,
-    patch_size=64,
+    # 96 px rather than less: with smaller patches every layer4 cell of a patch
+    # touches the zero padding, so the patch classifier does not carry over to
+    # whole mammograms, where most cells see only tissue.
+    patch_size=96,
     epochs=6,
     # The demo trains from scratch (no ImageNet weights offline), which needs a
     # larger step than the paper's fine-tuning rate.
     lr=0.01,
     lr_decay_epoch=4,
-    # 50 batches an epoch keeps the demo to a few minutes on 2 CPU cores.
-    samples_per_epoch=1600,
+    # 32 batches an epoch keeps the demo to a few minutes on 2 CPU cores.
+    samples_per_epoch=1024,
+    # A small data set trained from scratch: all 8 rotations/reflections of each patch.
+    augment_transpose=True,
     top_per_image=8,
     top_per_class=20,
 )

@@ -26,10 +26,12 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     balance_classes = true         # draw every class equally often
     samples_per_epoch = "none"     # patches drawn per epoch; "none": as many as there are training patches
     augment_flips = true           # random horizontal and vertical flips
+    augment_transpose = false      # random row/column swaps (with the flips: all 90° rotations)
     top_per_image = 8              # units counted per hold-out image and class
     top_per_class = 20             # units ranked per class for the experts
     threshold_quantile = 0.99      # unit activation threshold (Lu & Perer)
     eval_batch_size = 64
+    aux_features = []              # manifest columns aux:<name> the classifier also takes, e.g. ["age"]
 
     [patch_rule]                   # training.patches.PatchRule
     side_fraction = 0.25           # window side / image width

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from deepminer.auxiliary import aux_vector
 from deepminer.imaging import read_image
 from training.manifest import ImageRecord
 from training.patches import CLASSES, Box, PatchRule, crop_patch, label_boxes, sliding_boxes
@@ -22,12 +23,17 @@ MASK_ASPECT_TOLERANCE = 0.02
 
 @dataclass(frozen=True)
 class PatchSet:
-    """Patches ``(N, P, P)`` float16 in [0, 1], their class indices and where each came from."""
+    """Patches ``(N, P, P)`` float16 in [0, 1], their class indices and where each came from.
+
+    ``aux``: each patch's raw auxiliary features ``(N, J)`` float32 (its case's
+    values, in the order asked for), or None when the model takes none.
+    """
 
     pixels: np.ndarray
     labels: np.ndarray  # (N,) int64 indices into CLASSES
     image_ids: tuple[str, ...]
     boxes: tuple[Box, ...]
+    aux: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -75,13 +81,20 @@ def cut_patches(
     patch_size: int,
     desc: str = "patches",
     progress: bool = True,
+    aux_features: Sequence[str] = (),
 ) -> PatchSet:
-    """Apply the patch rule to every image and resize the kept windows to ``patch_size``."""
+    """Apply the patch rule to every image and resize the kept windows to ``patch_size``.
+
+    ``aux_features``: names of the auxiliary features each patch carries from
+    its image's record; a record without one raises ValueError.
+    """
     pixels: list[np.ndarray] = []
     labels: list[int] = []
     image_ids: list[str] = []
     boxes: list[Box] = []
+    aux: list[np.ndarray] = []
     for record in tqdm(records, desc=desc, unit="img", disable=not progress):
+        values = aux_vector(record.aux, aux_features, owner=f"image {record.image_id!r}") if aux_features else None
         image = read_image(record.image_path)
         lesions = load_lesion_masks(record, image.shape)
         kept = label_boxes(sliding_boxes(*image.shape, rule), tissue_mask(image), lesions, rule)
@@ -90,5 +103,10 @@ def cut_patches(
             labels.append(CLASSES.index(label))
             image_ids.append(record.image_id)
             boxes.append(box)
+            if values is not None:
+                aux.append(values)
     stacked = np.stack(pixels) if pixels else np.zeros((0, patch_size, patch_size), dtype=np.float16)
-    return PatchSet(stacked, np.asarray(labels, dtype=np.int64), tuple(image_ids), tuple(boxes))
+    aux_array = None
+    if aux_features:
+        aux_array = np.stack(aux) if aux else np.zeros((0, len(aux_features)), dtype=np.float32)
+    return PatchSet(stacked, np.asarray(labels, dtype=np.int64), tuple(image_ids), tuple(boxes), aux_array)

@@ -17,9 +17,23 @@ The run is kept identical to a single-process one with the same global batch:
   ``torch.nn.SyncBatchNorm`` on CUDA, :class:`CrossProcessBatchNorm` elsewhere
   (PyTorch's SyncBatchNorm refuses CPU tensors).
 
-Rank 0 alone logs, shows progress bars, writes checkpoints and the bundle.
-Resuming from a checkpoint needs the checkpoint directory on a file system
-every node can read.
+Rank 0 alone logs, shows progress bars, writes checkpoints and the bundle;
+the other ranks return once training is done. Hold-out predictions for model
+selection are sharded over the ranks and gathered, so every rank selects the
+same epoch.
+
+One machine, all its GPUs (or N CPU processes with ``--device cpu``)::
+
+    torchrun --standalone --nproc-per-node gpu -m training build --manifest m.csv --out bundles/b \\
+        --checkpoint-dir ckpt/b --resume
+
+Two machines with 8 GPUs each (the same command on both; c10d rendezvous assigns the ranks)::
+
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint host0:29500 \\
+        --rdzv-id run1 -m training build --config run.toml
+
+Every node needs the manifest and images at the same paths. Resuming needs
+the checkpoint directory on a file system every node can read.
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ def predict(
     std: Sequence[float],
     batch_size: int = 64,
     device: torch.device | None = None,
+    aux: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class probabilities ``(N, C)`` of the patch classifier."""
+    """Class probabilities ``(N, C)`` of the patch classifier; ``aux``: the patches' raw auxiliary features ``(N, J)``."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
@@ -36,7 +37,8 @@ def predict(
     try:
         for start in range(0, len(pixels), batch_size):
             x = batch_input(pixels[start : start + batch_size], mean, std).to(device)
-            out.append(torch.softmax(model(x), dim=1).float().cpu().numpy())
+            logits = model(x) if aux is None else model(x, torch.from_numpy(aux[start : start + batch_size]).to(device))
+            out.append(torch.softmax(logits, dim=1).float().cpu().numpy())
     finally:
         model.train(was_training)
     if not out:

@@ -14,28 +14,40 @@ from deepminer.fcn import FullyConvolutional
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
+AUX_INPUT_NAME = "aux"
 OUTPUT_NAMES = ("logits", "features")
 
 
 def export_onnx(fcn: FullyConvolutional, path: Path, *, example_shape: tuple[int, int], opset: int = 18) -> None:
     """Write the FCN as ONNX: input ``image`` (N, 3, H, W), outputs ``logits`` (N, C, h, w) and ``features`` (N, K, h, w).
 
+    An FCN with auxiliary features takes a second input ``aux`` (N, J) float32:
+    the raw values, in the order of the bundle's ``model.aux_features``; the
+    normalisation is part of the graph, so integrators never apply it.
     Batch, height and width are dynamic. The exported graph is run once with
     ONNX Runtime on a random input and must match torch; a mismatch raises.
     """
     fcn = fcn.eval().cpu()
     x = torch.randn(1, 3, *example_shape)
-    dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=32, max=16384),
+    batch = torch.export.Dim("batch", max=1024)
+    dims = {0: batch, 2: torch.export.Dim("height", min=32, max=16384),
             3: torch.export.Dim("width", min=32, max=16384)}
+    args: tuple[torch.Tensor, ...] = (x,)
+    input_names = [INPUT_NAME]
+    dynamic_shapes: dict[str, dict[int, object]] = {"x": dims}
+    if fcn.aux is not None:
+        args = (x, _example_aux(fcn, 1))
+        input_names.append(AUX_INPUT_NAME)
+        dynamic_shapes["aux"] = {0: batch}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             fcn,
-            (x,),
+            args,
             dynamo=True,
-            input_names=[INPUT_NAME],
+            input_names=input_names,
             output_names=list(OUTPUT_NAMES),
-            dynamic_shapes={"x": dims},
+            dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             verbose=False,
         )
@@ -43,15 +55,32 @@ def export_onnx(fcn: FullyConvolutional, path: Path, *, example_shape: tuple[int
     check_onnx(fcn, path, shape=(example_shape[0] + 17, example_shape[1] + 45))
 
 
+def _example_aux(fcn: FullyConvolutional, n: int, seed: int = 0) -> torch.Tensor:
+    """Raw auxiliary values around the training statistics, ``mean + std · N(0, 1)``, shape ``(n, J)``."""
+    assert fcn.aux is not None
+    mean, std = fcn.aux.mean.cpu().numpy(), fcn.aux.std.cpu().numpy()
+    z = np.random.default_rng(seed).standard_normal((n, mean.shape[0]))
+    return torch.from_numpy((mean + std * z).astype(np.float32))
+
+
 def check_onnx(fcn: FullyConvolutional, path: Path, *, shape: tuple[int, int], atol: float = 1e-3) -> float:
-    """Max absolute difference between ONNX Runtime and torch on a random ``shape`` input (raises above ``atol`` × scale)."""
+    """Max absolute difference between ONNX Runtime and torch on a random ``shape`` input (raises above ``atol`` × scale).
+
+    With auxiliary features, random raw values go in as ``aux`` too, for a batch of 2 images.
+    """
     import onnxruntime as ort
 
-    x = np.random.default_rng(0).standard_normal((1, 3, *shape), dtype=np.float32)
+    n = 1 if fcn.aux is None else 2
+    x = np.random.default_rng(0).standard_normal((n, 3, *shape), dtype=np.float32)
+    feeds = {INPUT_NAME: x}
+    aux = None
+    if fcn.aux is not None:
+        aux = _example_aux(fcn, n, seed=1)
+        feeds[AUX_INPUT_NAME] = aux.numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ort_logits, ort_features = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+    ort_logits, ort_features = session.run(list(OUTPUT_NAMES), feeds)
     with torch.inference_mode():
-        logits, features = fcn(torch.from_numpy(x))
+        logits, features = fcn(torch.from_numpy(x), aux)
     worst = 0.0
     for name, a, b in (("logits", ort_logits, logits.numpy()), ("features", ort_features, features.numpy())):
         if a.shape != b.shape:

@@ -17,6 +17,10 @@ exactly one row whose finding columns are empty. Columns, in this order::
 - ``descriptors``: ``key=value`` pairs joined by ``;``.
 - ``finding_id``: unique within the image.
 
+Optional columns ``aux:<name>`` (after the others) carry auxiliary per-case
+features such as ``aux:age`` (``deepminer.auxiliary``): a number on every row,
+the same on every row of a case. Other extra columns are ignored.
+
 Reading checks everything above and raises :class:`ManifestError` naming the
 file, the line and the column, so a broken data set fails before training.
 """
@@ -24,11 +28,14 @@ file, the line and the column, so a broken data set fails before training.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from deepminer.auxiliary import COLUMN_PREFIX as AUX_PREFIX
 
 COLUMNS: tuple[str, ...] = (
     "image_id",
@@ -100,6 +107,7 @@ class ImageRecord:
     view: str
     laterality: str
     findings: tuple[Finding, ...]
+    aux: Mapping[str, float] = field(default_factory=dict)  # the case's auxiliary features, by name
 
     @property
     def lesions(self) -> tuple[Finding, ...]:
@@ -153,7 +161,8 @@ def read_manifest(path: Path, *, check_files: bool = True) -> list[ImageRecord]:
     required value, a bad laterality or pathology, malformed descriptors, a
     duplicate finding id within an image, an image id whose case / path / view /
     laterality differ between rows, a second row for an image without findings,
-    and missing files.
+    and missing files; for ``aux:<name>`` columns, an empty, non-numeric or
+    non-finite value and a case whose rows disagree.
     """
     path = Path(path)
     base = path.parent.resolve()
@@ -174,10 +183,16 @@ def read_manifest(path: Path, *, check_files: bool = True) -> list[ImageRecord]:
                 line=1,
                 column=missing[0],
             )
+        aux_columns = [c for c in header if c.startswith(AUX_PREFIX)]
+        for column in aux_columns:
+            if not column[len(AUX_PREFIX) :].strip() or aux_columns.count(column) > 1:
+                raise ManifestError("auxiliary columns need a unique name after 'aux:'", path=path, line=1, column=column)
         images: dict[str, _ImageEntry] = {}
+        cases: dict[str, tuple[dict[str, float], int]] = {}
         for row in reader:
             try:
-                _add_row(row, reader.line_num, images, base=base, check_files=check_files)
+                aux = _aux_values(row, reader.line_num, aux_columns, cases)
+                _add_row(row, reader.line_num, images, base=base, check_files=check_files, aux=aux)
             except _RowError as exc:
                 raise ManifestError(exc.message, path=path, line=reader.line_num, column=exc.column) from None
     return [entry.record(image_id) for image_id, entry in images.items()]
@@ -203,6 +218,7 @@ class _ImageEntry:
     line: int  # first line of the image, for messages about disagreeing rows
     findings: list[Finding]
     blank: bool = False  # has its single "no finding" row
+    aux: dict[str, float] = field(default_factory=dict)
 
     def record(self, image_id: str) -> ImageRecord:
         return ImageRecord(
@@ -212,7 +228,40 @@ class _ImageEntry:
             view=self.view,
             laterality=self.laterality,
             findings=tuple(self.findings),
+            aux=dict(self.aux),
         )
+
+
+def _aux_values(
+    row: dict[str | None, str | list[str] | None],
+    line: int,
+    columns: Sequence[str],
+    cases: dict[str, tuple[dict[str, float], int]],
+) -> dict[str, float]:
+    """The row's ``aux:<name>`` values by name, checked against the case's earlier rows; raises :class:`_RowError`."""
+    values: dict[str, float] = {}
+    for column in columns:
+        text = str(row.get(column) or "").strip()
+        if not text:
+            raise _RowError("empty auxiliary value; every row needs its case's value (a missing value is not 0)", column)
+        try:
+            value = float(text)
+        except ValueError:
+            raise _RowError(f"auxiliary value must be a number, got {text!r}", column) from None
+        if not math.isfinite(value):
+            raise _RowError(f"auxiliary value must be finite, got {text!r}", column)
+        values[column[len(AUX_PREFIX) :]] = value
+    case_id = str(row.get("case_id") or "").strip()
+    if columns and case_id:
+        seen = cases.setdefault(case_id, (values, line))
+        for name, value in values.items():
+            if seen[0][name] != value:
+                raise _RowError(
+                    f"case {case_id!r} has {AUX_PREFIX}{name} {seen[0][name]!r} on line {seen[1]} but {value!r} here; "
+                    "auxiliary features are per case",
+                    AUX_PREFIX + name,
+                )
+    return values
 
 
 def _add_row(
@@ -222,6 +271,7 @@ def _add_row(
     *,
     base: Path,
     check_files: bool,
+    aux: dict[str, float] | None = None,
 ) -> None:
     """Validate one CSV row and merge it into ``images``; raises :class:`_RowError`."""
     if row.get(None):
@@ -246,6 +296,7 @@ def _add_row(
             laterality=values["laterality"],
             line=line,
             findings=[],
+            aux=dict(aux or {}),
         )
         images[image_id] = entry
     else:
@@ -309,15 +360,32 @@ def write_manifest(path: Path, records: Sequence[ImageRecord]) -> None:
     """Write ``records`` to ``path`` (atomically), in the column order of :data:`COLUMNS`.
 
     Paths under the manifest's folder are written relative to it (POSIX
-    separators), others absolute. Raises :class:`ManifestError` for records that
+    separators), others absolute. Auxiliary features become ``aux:<name>``
+    columns after the others. Raises :class:`ManifestError` for records that
     :func:`read_manifest` would reject (bad pathology or laterality, duplicate
-    image or finding ids, unwritable descriptors).
+    image or finding ids, unwritable descriptors, auxiliary features missing
+    on some records, non-finite or differing within a case).
     """
     path = Path(path)
     base = path.parent.resolve()
     seen: set[str] = set()
     rows: list[list[str]] = []
+    aux_names = list(dict.fromkeys(name for record in records for name in record.aux))
+    case_aux: dict[str, Mapping[str, float]] = {}
     for record in records:
+        if set(record.aux) != set(aux_names) or not all(math.isfinite(v) for v in record.aux.values()):
+            raise ManifestError(
+                f"image {record.image_id!r}: auxiliary features must be finite numbers for every image "
+                f"({aux_names}), got {dict(record.aux)}",
+                path=path,
+            )
+        if dict(case_aux.setdefault(record.case_id, record.aux)) != dict(record.aux):
+            raise ManifestError(
+                f"image {record.image_id!r}: auxiliary features {dict(record.aux)} differ from those of another "
+                f"image of case {record.case_id!r}, {dict(case_aux[record.case_id])}",
+                path=path,
+            )
+        aux_cells = [repr(float(record.aux[name])) for name in aux_names]
         if record.image_id in seen:
             raise ManifestError(f"image id {record.image_id!r} appears in two records", path=path)
         seen.add(record.image_id)
@@ -334,7 +402,7 @@ def write_manifest(path: Path, records: Sequence[ImageRecord]) -> None:
             record.laterality,
         ]
         if not record.findings:
-            rows.append(head + [""] * len(_FINDING_COLUMNS))
+            rows.append(head + [""] * len(_FINDING_COLUMNS) + aux_cells)
         ids: set[str] = set()
         for finding in record.findings:
             if finding.finding_id in ids or not finding.finding_id:
@@ -363,6 +431,7 @@ def write_manifest(path: Path, records: Sequence[ImageRecord]) -> None:
                     descriptors,
                     _relative(finding.mask_path, base),
                 ]
+                + aux_cells
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so a reader never sees half a manifest.
@@ -370,7 +439,7 @@ def write_manifest(path: Path, records: Sequence[ImageRecord]) -> None:
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(COLUMNS)
+            writer.writerow([*COLUMNS, *(AUX_PREFIX + name for name in aux_names)])
             writer.writerows(rows)
         os.replace(tmp, path)
     except BaseException:

@@ -16,6 +16,7 @@ import torch
 import torchvision
 
 from deepminer import __version__
+from deepminer.auxiliary import COLUMN_PREFIX, AuxFeature, fit_normalisation
 from deepminer.bundle import (
     CONCEPT_LABELS_FILE,
     EMBEDDING_FILE,
@@ -36,9 +37,9 @@ from training.data import cut_patches
 from training.distributed import current_context
 from training.embedding import max_activation_matrix, unit_embedding
 from training.evaluate import one_vs_rest_metrics, plot_roc, predict
-from training.export import export_onnx
+from training.export import AUX_INPUT_NAME, export_onnx
 from training.localisation import cam_peak_in_lesion
-from training.manifest import read_manifest
+from training.manifest import ImageRecord, read_manifest
 from training.patches import CLASSES
 from training.plots import LEARNING_CURVES_FILE, plot_learning_curves
 from training.ranking import fcn_maps, rank_units
@@ -47,6 +48,28 @@ from training.train import fine_tune
 from training.visualise import TOP_PATCHES, top_activating_patches, write_unit_visualisations
 
 log = logging.getLogger(__name__)
+
+
+def auxiliary_features(
+    records: list[ImageRecord], train: list[ImageRecord], names: tuple[str, ...], *, manifest: Path
+) -> tuple[AuxFeature, ...]:
+    """The auxiliary features ``names`` with their normalisation fitted on the training cases (each case once).
+
+    Raises ValueError naming the manifest when it has no ``aux:<name>`` column for one of them.
+    """
+    if not names:
+        return ()
+    available = sorted(records[0].aux) if records else []
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(
+            f"{manifest}: aux_features {missing} have no {COLUMN_PREFIX}<name> column; the manifest has "
+            f"{[COLUMN_PREFIX + n for n in available] or 'none'}"
+        )
+    cases = {r.case_id: r.aux for r in train}
+    features = fit_normalisation(names, list(cases.values()))
+    log.info("auxiliary features (train normalisation): %s", [f.to_json() for f in features])
+    return features
 
 
 def build_bundle(
@@ -73,6 +96,7 @@ def build_bundle(
     records = read_manifest(Path(manifest))
     parts = split_by_case(records, seed=config.seed, fractions=config.split_fractions)
     log.info("split by case: %s", {p: len(parts[p]) for p in PARTS})
+    aux_features = auxiliary_features(records, parts["train"], config.aux_features, manifest=Path(manifest))
     dist = current_context(config.device)
     device = dist.device
     torch.manual_seed(config.seed)
@@ -80,13 +104,15 @@ def build_bundle(
 
     patches = {
         part: cut_patches(
-            parts[part], rule=config.patch_rule, patch_size=config.patch_size, desc=f"{part} patches", progress=progress
+            parts[part], rule=config.patch_rule, patch_size=config.patch_size, desc=f"{part} patches", progress=progress,
+            aux_features=config.aux_features,
         )
         for part in PARTS
     }
     log.info("patches: %s", {p: patches[p].class_counts() for p in PARTS})
 
-    model = build_classifier(depth=config.depth, num_classes=len(CLASSES), imagenet_weights=config.imagenet_weights)
+    model = build_classifier(depth=config.depth, num_classes=len(CLASSES), imagenet_weights=config.imagenet_weights,
+                             aux_features=aux_features)
     result = fine_tune(model, patches["train"], patches["holdout"], config, device=device, progress=progress,
                        dist=dist, checkpoint_dir=checkpoint_dir, resume=resume)
     model = result.model
@@ -94,7 +120,8 @@ def build_bundle(
         return out_dir
 
     test = patches["test"]
-    test_probs = predict(model, test.pixels, mean=mean, std=std, batch_size=config.eval_batch_size, device=device)
+    test_probs = predict(model, test.pixels, mean=mean, std=std, batch_size=config.eval_batch_size, device=device,
+                         aux=test.aux)
     test_metrics = one_vs_rest_metrics(test.labels, test_probs, CLASSES)
     log.info("test AUC %s, pAUC@TPR0.8 %s", test_metrics["auc"], test_metrics["pauc_tpr0.8"])
 
@@ -132,7 +159,10 @@ def build_bundle(
     (staging / "plots").mkdir()
     model_cpu = model.cpu()
     torch.save(model_cpu.state_dict(), staging / WEIGHTS_FILE)
-    np.savez(staging / HEAD_FILE, weight=weight, bias=bias)
+    head: dict[str, np.ndarray] = {"weight": weight, "bias": bias}
+    if fcn.aux is not None:
+        head["aux_weight"] = fcn.aux.weight.detach().float().cpu().numpy()
+    np.savez(staging / HEAD_FILE, **head)
     export_onnx(to_fcn(model_cpu).eval(), staging / ONNX_FILE, example_shape=(short_side, short_side + short_side // 2))
     (staging / RANKINGS_FILE).write_text(json.dumps(ranking.to_json(), indent=1) + "\n")
     plot_roc(test.labels, test_probs, CLASSES, staging / "plots" / "roc.png", title=f"{config.name}: test patches")
@@ -218,6 +248,17 @@ def build_bundle(
             "python": platform.python_version(),
         },
     }
+    if aux_features:
+        meta["model"]["aux_features"] = [f.to_json() for f in aux_features]
+        meta["model"]["onnx"]["aux_input"] = {
+            "name": AUX_INPUT_NAME,
+            "layout": "(N, J) float32",
+            "values": "raw, in the order of model.aux_features; z = (a - mean) / std is computed inside the graph",
+            "normalisation": "mean and population std over the training cases (each case once)",
+        }
+        meta["model"]["aux_term"] = (
+            "logits_c(x, y) = sum_k w_ck A_k(x, y) + b_c + sum_j v_cj z_j; V = head.npz aux_weight (C, J)"
+        )
     finalise_bundle(staging, meta)
     if out_dir.exists():
         shutil.rmtree(out_dir)

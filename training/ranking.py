@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from deepminer.auxiliary import aux_vector
 from deepminer.fcn import FullyConvolutional
 from deepminer.formulas import TopQuantile, coverage, influence, most_frequent_units, top_units
 from deepminer.grid import feature_grid_shape, resized_shape
@@ -47,12 +48,18 @@ def fcn_maps(
     desc: str = "FCN",
     progress: bool = True,
 ) -> Iterator[ImageMaps]:
-    """Run whole images through the FCN one at a time (a generator: nothing accumulates)."""
+    """Run whole images through the FCN one at a time (a generator: nothing accumulates).
+
+    An FCN with auxiliary features gets each record's values (``record.aux``).
+    """
     fcn.eval().to(device)
     for record in tqdm(records, desc=desc, unit="img", disable=not progress):
         pixels = read_image(record.image_path)
         x = network_input(pixels, short_side=short_side, mean=mean, std=std)
-        logits, features = fcn(torch.from_numpy(x).to(device))
+        aux = None
+        if fcn.aux is not None:
+            aux = torch.from_numpy(aux_vector(record.aux, fcn.aux.names, owner=f"image {record.image_id!r}")[None])
+        logits, features = fcn(torch.from_numpy(x).to(device), None if aux is None else aux.to(device))
         yield ImageMaps(
             record=record,
             pixels=pixels,

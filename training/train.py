@@ -68,8 +68,11 @@ def train_step(
     *,
     global_batch: int,
     world_size: int = 1,
+    aux: torch.Tensor | None = None,
 ) -> float:
     """One SGD step on this rank's part ``(x, y)`` of a global batch of ``global_batch`` patches.
+
+    ``aux``: the part's raw auxiliary features ``(n, J)``, for a model that takes them.
 
     The local loss is ``world_size · Σ_local CE / global_batch``: DDP averages
     gradients over ranks, so the step follows the gradient of the mean
@@ -77,7 +80,8 @@ def train_step(
     this rank's share of that mean (the shares sum to the global batch loss).
     """
     optimiser.zero_grad(set_to_none=True)
-    loss_sum = nn.functional.cross_entropy(net(x), y, reduction="sum")
+    logits = net(x) if aux is None else net(x, aux)
+    loss_sum = nn.functional.cross_entropy(logits, y, reduction="sum")
     (loss_sum * (world_size / global_batch)).backward()
     optimiser.step()
     return float(loss_sum.detach()) / global_batch
@@ -162,18 +166,23 @@ def fine_tune(
                 # Flips are drawn for the whole global batch on every rank, so the
                 # RNG streams stay in step and each patch gets the flip it would get
                 # in a single process.
-                flip_h = flip_v = None
+                flip_h = flip_v = transpose = None
                 if config.augment_flips:
                     flip_h = rng.random(len(idx)) < 0.5
                     flip_v = rng.random(len(idx)) < 0.5
+                if config.augment_transpose:
+                    transpose = rng.random(len(idx)) < 0.5
                 mine = ctx.shard(np.arange(len(idx)))
                 pixels = train.pixels[idx[mine]].astype(np.float32)
                 if flip_h is not None and flip_v is not None:
                     pixels[flip_h[mine]] = pixels[flip_h[mine], :, ::-1]
                     pixels[flip_v[mine]] = pixels[flip_v[mine], ::-1, :]
+                if transpose is not None:  # with the flips: all 8 rotations and reflections of a square
+                    pixels[transpose[mine]] = pixels[transpose[mine]].transpose(0, 2, 1)
                 x = batch_input(np.ascontiguousarray(pixels), mean, std).to(device)
                 y = torch.from_numpy(train.labels[idx[mine]]).to(device)
-                loss_total += train_step(net, optimiser, x, y, global_batch=len(idx), world_size=ctx.world_size)
+                aux = None if train.aux is None else torch.from_numpy(train.aux[idx[mine]]).to(device)
+                loss_total += train_step(net, optimiser, x, y, global_batch=len(idx), world_size=ctx.world_size, aux=aux)
                 batches_done += 1
                 patches_done += len(idx)
                 bar.set_postfix(loss=f"{loss_total * ctx.world_size / batches_done:.3f}")
@@ -240,5 +249,6 @@ def _holdout_metrics(model: nn.Module, holdout: PatchSet, config: TrainConfig, c
         return {"mean_auc": None}
     mine = ctx.shard(np.arange(len(holdout)))
     probs = predict(model, holdout.pixels[mine], mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    batch_size=config.eval_batch_size, device=ctx.device)
+                    batch_size=config.eval_batch_size, device=ctx.device,
+                    aux=None if holdout.aux is None else holdout.aux[mine])
     return one_vs_rest_metrics(holdout.labels, ctx.gather_rows(probs), CLASSES)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from annotations import AnnotationConflictError, AnnotationValidationError, StoreUnavailableError
+from service.api.middleware import record_error_code
 from service.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, **headers: str) -> JSONResponse:
-    """The JSON error body every handler returns."""
+    """The JSON error body every handler returns; its ``code`` is counted in ``deepminer_errors_total``."""
+    record_error_code(code)
     return JSONResponse(
         status_code=status,
         content={"error": {"code": code, "message": message, "field": field}},
@@ -44,8 +46,7 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     if exc.status >= 500:
         log.warning("%s: %s", exc.code, exc.message, extra={"fields": {"event": "error", "code": exc.code}})
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else {}
-    return error_response(exc.status, exc.code, exc.message, exc.field, **headers)
+    return error_response(exc.status, exc.code, exc.message, exc.field, **exc.headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

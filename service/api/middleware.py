@@ -1,4 +1,4 @@
-"""Per-request bookkeeping: request id, one JSON log line, Prometheus request metrics."""
+"""Per-request bookkeeping: request id, one JSON log line, Prometheus request and error metrics."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +20,17 @@ REQUEST_ID_HEADER = "x-request-id"
 _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 # A caller's id is echoed only when it is short and plain, so it cannot smuggle data into the logs.
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+# The error codes of this request's error responses. A list set per request and
+# appended to, rather than a value set: handlers may run in a copied context.
+_error_codes: ContextVar[list[str] | None] = ContextVar("deepminer_error_codes", default=None)
+
+
+def record_error_code(code: str) -> None:
+    """Note the ``code`` of the error response being sent, for the errors-by-code counter."""
+    codes = _error_codes.get()
+    if codes is not None:
+        codes.append(code)
 
 
 def route_template(scope: Scope) -> str:
@@ -42,7 +54,10 @@ class RequestMiddleware:
         given = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
         rid = given if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id.set(rid)
+        codes: list[str] = []
+        codes_token = _error_codes.set(codes)
         status = 500
+        escaped = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
@@ -55,12 +70,18 @@ class RequestMiddleware:
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException:
+            escaped = True  # answered by the outermost handler: a 500 internal_error
+            raise
         finally:
             seconds = time.perf_counter() - started
             self.metrics.in_flight.dec()
             route = route_template(scope)
             method = str(scope.get("method", ""))
             self.metrics.observe_request(route=route, method=method, status=status, seconds=seconds)
+            if escaped or status >= 400:
+                code = codes[-1] if codes and not escaped else "internal_error" if status >= 500 else f"http_{status}"
+                self.metrics.observe_error(code=code, status=status)
             log.log(
                 logging.DEBUG if route in _QUIET_ROUTES and status < 400 else logging.INFO,
                 "%s %s %d",
@@ -77,4 +98,5 @@ class RequestMiddleware:
                     }
                 },
             )
+            _error_codes.reset(codes_token)
             request_id.reset(token)

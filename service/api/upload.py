@@ -6,6 +6,8 @@ counted as it arrives and the transfer is cut off once it cannot fit anymore.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.types import Message
@@ -22,6 +24,14 @@ def _too_large(limit: int) -> UploadTooLargeError:
     return UploadTooLargeError(f"the upload exceeds the limit of {limit} bytes (max_upload_bytes)", field=FIELD)
 
 
+@dataclass(frozen=True)
+class UploadedForm:
+    """The parts of a multipart body: file fields as bytes, text fields as strings (absent ones left out)."""
+
+    files: dict[str, bytes]
+    fields: dict[str, str]
+
+
 async def read_upload(request: Request, *, max_bytes: int) -> bytes:
     """The bytes of the multipart field ``file``, at most ``max_bytes`` of them.
 
@@ -29,6 +39,19 @@ async def read_upload(request: Request, *, max_bytes: int) -> bytes:
     multipart/form-data, :class:`UploadTooLargeError` once the file (or the
     body around it) exceeds the limit, and :class:`InvalidParameterError`
     naming ``file`` when the field is missing or is not a file.
+    """
+    return (await read_form(request, max_bytes=max_bytes)).files[FIELD]
+
+
+async def read_form(
+    request: Request, *, max_bytes: int, optional_files: tuple[str, ...] = (), fields: tuple[str, ...] = ()
+) -> UploadedForm:
+    """The image in ``file`` plus the optional file fields ``optional_files`` and text ``fields``.
+
+    The whole body, every file together, is held to ``max_bytes`` (plus room
+    for the multipart framing). Errors as :func:`read_upload`; a text field
+    sent as a file, or a file field sent as text, is :class:`InvalidParameterError`
+    naming it.
     """
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
@@ -53,20 +76,34 @@ async def read_upload(request: Request, *, max_bytes: int) -> bytes:
         return message
 
     limited = Request(request.scope, limited_receive)
-    form = await limited.form(max_files=1, max_fields=8)
+    form = await limited.form(max_files=1 + len(optional_files), max_fields=8 + len(fields))
     try:
-        upload = form.get(FIELD)
-        if not isinstance(upload, UploadFile):
-            raise InvalidParameterError(
-                f"the multipart body must hold the image as a file in the field {FIELD!r}", field=FIELD
-            )
-        chunks: list[bytes] = []
+        files: dict[str, bytes] = {}
         size = 0
-        while chunk := await upload.read(CHUNK_BYTES):
-            size += len(chunk)
-            if size > max_bytes:
-                raise _too_large(max_bytes)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        for name in (FIELD, *optional_files):
+            upload = form.get(name)
+            if upload is None and name != FIELD:
+                continue
+            if not isinstance(upload, UploadFile):
+                what = "the image" if name == FIELD else "it"
+                raise InvalidParameterError(
+                    f"the multipart body must hold {what} as a file in the field {name!r}", field=name
+                )
+            chunks: list[bytes] = []
+            while chunk := await upload.read(CHUNK_BYTES):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(max_bytes)
+                chunks.append(chunk)
+            files[name] = b"".join(chunks)
+        texts: dict[str, str] = {}
+        for name in fields:
+            value = form.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InvalidParameterError(f"the multipart field {name!r} must be text, not a file", field=name)
+            texts[name] = value
+        return UploadedForm(files=files, fields=texts)
     finally:
         await form.close()

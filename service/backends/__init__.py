@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from deepminer.bundle import Bundle
 from service.backends.base import Backend
@@ -12,8 +13,12 @@ from service.settings import Settings
 __all__ = ["Backend", "create_backend"]
 
 
-def create_backend(settings: Settings, bundle: Bundle) -> Backend:
-    """The backend ``settings.backend`` names, loaded from ``bundle`` on ``settings.device``."""
+def create_backend(settings: Settings, bundle: Bundle, *, on_batch: Callable[[int], None] | None = None) -> Backend:
+    """The backend ``settings.backend`` names, loaded from ``bundle`` on ``settings.device``.
+
+    With ``settings.batch_max_size > 1`` it comes wrapped in a
+    :class:`~service.batching.MicroBatcher`, which reports each batch's size to ``on_batch``.
+    """
     # Imported here, not at the top: the torch backend must not pull in torch
     # for deployments that only use ONNX Runtime.
     try:
@@ -25,4 +30,13 @@ def create_backend(settings: Settings, bundle: Bundle) -> Backend:
         ) from exc
     cls = module.OnnxBackend if settings.backend == "onnx" else module.TorchBackend
     backend: Backend = cls(bundle, device=settings.device, intra_op_threads=settings.intra_op_threads)
+    if settings.batch_max_size > 1:
+        from service.batching import MicroBatcher
+
+        return MicroBatcher(
+            backend,
+            max_size=settings.batch_max_size,
+            max_wait_s=settings.batch_max_wait_ms / 1000.0,
+            on_batch=on_batch,
+        )
     return backend

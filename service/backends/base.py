@@ -9,18 +9,25 @@ import numpy as np
 
 @runtime_checkable
 class Backend(Protocol):
-    """Runs the bundle's FCN on one normalised image.
+    """Runs the bundle's FCN on one normalised image, or on a batch of same-shape images.
 
     ``name`` is the engine (``onnx``, ``torch``) and ``provider`` what actually
     executes it (``CPUExecutionProvider``, ``cuda``…), as reported by the engine.
     ``run`` must be safe to call from several threads at once.
+
+    ``aux``: for a bundle with auxiliary features, their raw values ``(N, J)``
+    float32, one row per image (:func:`check_aux`); None otherwise.
     """
 
     name: str
     provider: str
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Forward ``x`` ``(1, 3, H, W)`` float32; return float32 ``(logits (C, h, w), features (K, h, w))``."""
+        ...
+
+    def run_batch(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Forward ``x`` ``(N, 3, H, W)`` float32; return float32 ``(logits (N, C, h, w), features (N, K, h, w))``."""
         ...
 
     def close(self) -> None:
@@ -28,8 +35,24 @@ class Backend(Protocol):
         ...
 
 
-def check_input(x: np.ndarray) -> np.ndarray:
-    """``x`` as a contiguous float32 ``(1, 3, H, W)`` array, or ``ValueError`` saying what it got."""
-    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise ValueError(f"backend input must be (1, 3, H, W), got shape {x.shape}")
+def check_input(x: np.ndarray, *, batch: bool = False) -> np.ndarray:
+    """``x`` as a contiguous float32 ``(1, 3, H, W)`` array (``(N, 3, H, W)`` with ``batch``), or ``ValueError``."""
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] < 1 or (not batch and x.shape[0] != 1):
+        expected = "(N, 3, H, W)" if batch else "(1, 3, H, W)"
+        raise ValueError(f"backend input must be {expected}, got shape {x.shape}")
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_aux(aux: np.ndarray | None, x: np.ndarray, num_features: int) -> np.ndarray | None:
+    """``aux`` as contiguous float32 ``(N, J)`` for the ``N`` images of ``x``, or ``ValueError``.
+
+    None is right only for a model without auxiliary features (``num_features == 0``), and required for one.
+    """
+    if num_features == 0:
+        if aux is not None:
+            raise ValueError(f"this model takes no auxiliary features, got aux of shape {aux.shape}")
+        return None
+    if aux is None or aux.shape != (x.shape[0], num_features):
+        got = None if aux is None else aux.shape
+        raise ValueError(f"this model needs aux of shape ({x.shape[0]}, {num_features}), got {got}")
+    return np.ascontiguousarray(aux, dtype=np.float32)

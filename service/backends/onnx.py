@@ -8,10 +8,11 @@ import numpy as np
 import onnxruntime as ort
 
 from deepminer.bundle import ONNX_FILE, Bundle
-from service.backends.base import check_input
+from service.backends.base import check_aux, check_input
 from service.errors import BackendUnavailableError
 
 INPUT_NAME = "image"
+AUX_INPUT_NAME = "aux"  # raw auxiliary features (N, J), only in bundles that have them
 OUTPUT_NAMES = ("logits", "features")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -54,14 +55,32 @@ class OnnxBackend:
                 f"{bundle.path(ONNX_FILE)} must take input {INPUT_NAME!r} and give outputs {list(OUTPUT_NAMES)}, "
                 f"got inputs {inputs} and outputs {outputs}; re-export the bundle"
             )
+        self._num_aux = len(bundle.aux_features)
+        if (AUX_INPUT_NAME in inputs) != (self._num_aux > 0):
+            raise BackendUnavailableError(
+                f"{bundle.path(ONNX_FILE)} has inputs {inputs}, but meta.json declares {self._num_aux} auxiliary "
+                f"features; an input {AUX_INPUT_NAME!r} must exist exactly when there are some. Re-export the bundle"
+            )
         self._session: ort.InferenceSession | None = session
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Forward one image; see :class:`service.backends.base.Backend`."""
+        logits, features = self._forward(check_input(x), aux)
+        return logits[0], features[0]
+
+    def run_batch(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Forward a batch (the exported graph has a dynamic batch axis); see :class:`~service.backends.base.Backend`."""
+        return self._forward(check_input(x, batch=True), aux)
+
+    def _forward(self, x: np.ndarray, aux: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if self._session is None:
             raise RuntimeError("the ONNX backend is closed")
-        logits, features = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: check_input(x)})
-        return np.asarray(logits[0], dtype=np.float32), np.asarray(features[0], dtype=np.float32)
+        feeds = {INPUT_NAME: x}
+        aux = check_aux(aux, x, self._num_aux)
+        if aux is not None:
+            feeds[AUX_INPUT_NAME] = aux
+        logits, features = self._session.run(list(OUTPUT_NAMES), feeds)
+        return np.asarray(logits, dtype=np.float32), np.asarray(features, dtype=np.float32)
 
     def close(self) -> None:
         """Drop the session (ONNX Runtime frees it with the last reference)."""

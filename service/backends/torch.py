@@ -13,7 +13,7 @@ import torch
 
 from deepminer.bundle import WEIGHTS_FILE, Bundle
 from deepminer.fcn import FullyConvolutional, build_classifier, select_device, to_fcn
-from service.backends.base import check_input
+from service.backends.base import check_aux, check_input
 from service.errors import BackendUnavailableError
 
 
@@ -37,7 +37,9 @@ class TorchBackend:
             # which breaks agreement with ONNX Runtime; full fp32 keeps the numbers the same.
             torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]
         model_meta = bundle.meta["model"]
-        classifier = build_classifier(depth=int(model_meta["depth"]), num_classes=len(bundle.classes))
+        classifier = build_classifier(
+            depth=int(model_meta["depth"]), num_classes=len(bundle.classes), aux_features=bundle.aux_features
+        )
         state = torch.load(bundle.path(WEIGHTS_FILE), map_location="cpu", weights_only=True)
         try:
             classifier.load_state_dict(state)
@@ -47,15 +49,26 @@ class TorchBackend:
                 f"{len(bundle.classes)} classes: {exc}"
             ) from exc
         self._fcn: FullyConvolutional | None = to_fcn(classifier).eval().to(self._device)
+        self._num_aux = len(bundle.aux_features)
         self.provider: str = str(self._device)
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Forward one image; see :class:`service.backends.base.Backend`."""
+        logits, features = self._forward(check_input(x), aux)
+        return logits[0], features[0]
+
+    def run_batch(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Forward a batch of same-shape images; see :class:`service.backends.base.Backend`."""
+        return self._forward(check_input(x, batch=True), aux)
+
+    def _forward(self, x: np.ndarray, aux: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if self._fcn is None:
             raise RuntimeError("the torch backend is closed")
+        aux = check_aux(aux, x, self._num_aux)
         with torch.inference_mode():
-            logits, features = self._fcn(torch.from_numpy(check_input(x)).to(self._device))
-        return logits[0].float().cpu().numpy(), features[0].float().cpu().numpy()
+            aux_t = None if aux is None else torch.from_numpy(aux).to(self._device)
+            logits, features = self._fcn(torch.from_numpy(x).to(self._device), aux_t)
+        return logits.float().cpu().numpy(), features.float().cpu().numpy()
 
     def close(self) -> None:
         """Free the model (and its GPU memory)."""

@@ -14,7 +14,7 @@ from deepminer.bundle import load_bundle
 from deepminer.imaging import decode_image, network_input
 from service.backends.onnx import OnnxBackend
 
-TIMING_STAGES = {"queue", "decode", "preprocess", "forward", "explain", "annotations", "total"}
+TIMING_STAGES = {"queue", "decode", "preprocess", "inference", "explain", "annotations", "encode", "total"}
 
 
 def upload(data: bytes) -> dict[str, Any]:
@@ -22,6 +22,8 @@ def upload(data: bytes) -> dict[str, Any]:
 
 
 def _explain(client: TestClient, data: bytes, **params: Any) -> dict[str, Any]:
+    """The response with maps as JSON lists (``maps=json``) unless ``params`` says otherwise."""
+    params.setdefault("maps", "json")
     response = client.post("/explain", files=upload(data), params=params)
     assert response.status_code == 200, response.text
     return response.json()
@@ -71,6 +73,7 @@ def test_formats_give_a_complete_explanation(
         "format": fmt,
         "bits": bits,
         "network_input_shape": body["image"]["network_input_shape"],
+        "dicom": body["image"]["dicom"] if fmt == "DICOM" else None,
     }
     in_h, in_w = body["image"]["network_input_shape"]
     assert min(in_h, in_w) == bundle.input_short_side
@@ -86,7 +89,7 @@ def test_formats_give_a_complete_explanation(
     maps = [*body["probability_maps"].values(), body["cam"], *(u["activation_map"] for u in body["units"])]
     assert list(body["probability_maps"]) == classes
     for m in maps:
-        assert m["shape"] == grid
+        assert m["shape"] == grid and m["encoding"] == "json" and m["scale"] is None and m["offset"] is None
         assert len(m["values"]) == grid[0] and all(len(row) == grid[1] for row in m["values"])
         flat = [v for row in m["values"] for v in row]
         assert m["range"] == [min(flat), max(flat)]

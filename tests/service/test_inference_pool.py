@@ -120,7 +120,11 @@ def test_busy_service_answers_503_with_retry_after(make_client: Callable[..., An
         worker = threading.Thread(target=lambda: first.append(client.post("/explain", files=files).status_code))
         worker.start()
         time.sleep(0.5)  # the first request now holds the only place
+        gauges = client.get("/metrics").text
+        assert "deepminer_inference_in_flight 1.0" in gauges and "deepminer_inference_queue_depth 0.0" in gauges
+        started = time.perf_counter()
         response = client.post("/explain", files=files)
+        assert time.perf_counter() - started < 0.5  # refused at once, not after the running one
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "busy"
         assert response.headers["retry-after"] == "1"
@@ -128,3 +132,33 @@ def test_busy_service_answers_503_with_retry_after(make_client: Callable[..., An
         assert first == [200]
         app.dependency_overrides.clear()
         assert client.post("/explain", files=files).status_code == 200
+        after = client.get("/metrics").text
+        assert 'deepminer_errors_total{code="busy",status="503"} 1.0' in after
+        assert "deepminer_inference_in_flight 0.0" in after and "deepminer_inference_queue_depth 0.0" in after
+
+
+def test_waiting_requests_show_in_the_queue_depth(make_client: Callable[..., Any], phantom_png: bytes) -> None:
+    """One running, two waiting, the line (max_queue 2) full: the fourth gets 503 busy at once."""
+    files = {"file": ("m.png", phantom_png, "image/png")}
+    with make_client(max_queue=2, inference_workers=1) as client:
+        app: Any = client.app
+        real: Explainer = app.state.explainer
+        slow = Explainer(bundle=real.bundle, backend=SlowBackend(real.backend, 0.8), catalog=real.catalog)
+        app.dependency_overrides[get_explainer] = lambda: slow
+        statuses: list[int] = []
+        threads = [
+            threading.Thread(target=lambda: statuses.append(client.post("/explain", files=files).status_code))
+            for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.15)
+        gauges = client.get("/metrics").text
+        assert "deepminer_inference_in_flight 1.0" in gauges and "deepminer_inference_queue_depth 2.0" in gauges
+        started = time.perf_counter()
+        busy = client.post("/explain", files=files)
+        assert busy.status_code == 503 and time.perf_counter() - started < 0.5
+        for thread in threads:
+            thread.join()
+        assert statuses == [200, 200, 200]
+        app.dependency_overrides.clear()

@@ -156,7 +156,10 @@ def test_bundle_holds_unit_visualisations(tiny_bundle):
     holdout = bundle.meta["split"]["patches"]["holdout"]
     per_unit = min(8, sum(holdout.values()))
     for unit, entry in index.items():
-        assert entry["threshold"] == pytest.approx(rankings["unit_thresholds"][int(unit)])
+        # masks use the hold-out patches' threshold; the whole-mammogram one is recorded beside it
+        assert entry["threshold_source"] == "patches"
+        assert entry["threshold"] == pytest.approx(entry["thresholds"]["patches"])
+        assert entry["thresholds"]["ranking"] == pytest.approx(rankings["unit_thresholds"][int(unit)])
         for name, rank in entry["classes"].items():
             listed = rankings["per_class"][name]["units"][rank["rank"] - 1]
             assert listed["unit_id"] == int(unit) and listed["count"] == rank["count"]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import ExplainerDep, MetricsDep, PoolDep, SettingsDep
 from service.api.upload import read_upload
-from service.schemas import ErrorResponse, ExplainResponse
+from service.errors import InferenceCancelledError
+from service.responses import render_explanation
+from service.schemas import ErrorResponse, ExplainResponse, MapEncoding
 
 router = APIRouter(tags=["explain"])
 
@@ -38,9 +41,24 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "`empty_upload`"},
-    413: {"model": ErrorResponse, "description": "`upload_too_large` or `image_too_large`"},
-    415: {"model": ErrorResponse, "description": "`unsupported_media_type`: not multipart, or not PNG/TIFF/JPEG/DICOM"},
-    422: {"model": ErrorResponse, "description": "`corrupt_image`, `invalid_parameter` or `validation_error`"},
+    413: {
+        "model": ErrorResponse,
+        "description": "`upload_too_large`, or `image_too_large`: the header declares too many pixels (refused before decoding)",
+    },
+    415: {
+        "model": ErrorResponse,
+        "description": (
+            "`unsupported_media_type`: not multipart, or not PNG/TIFF/JPEG/DICOM; `unsupported_dicom`: a DICOM "
+            "image with a transfer syntax without decoder, several frames, or an unsupported colour model"
+        ),
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": (
+            "`corrupt_image` (truncated or corrupt, the message says which), `no_pixel_data` (a DICOM that holds "
+            "no image), `invalid_parameter` or `validation_error`"
+        ),
+    },
     503: {"model": ErrorResponse, "description": "`not_ready`, or `busy` when the waiting line is full"},
     504: {"model": ErrorResponse, "description": "`inference_timeout`"},
 }
@@ -59,19 +77,31 @@ async def explain(
     top_k: Annotated[
         int | None, Query(ge=1, description="How many units to return (1 to max_top_k); default: the top_k setting.")
     ] = None,
+    maps: Annotated[
+        MapEncoding,
+        Query(description="How maps are written: `uint16` (compact, base64 with scale and offset) or `json` (lists)."),
+    ] = "uint16",
+    overlays: Annotated[
+        Literal["none", "png"],
+        Query(description="`png` adds PNG overlays of the CAM and each returned unit's map (overlay_max_side)."),
+    ] = "none",
 ) -> Response:
     """Classify an uploaded mammogram and explain it by its CAM and its most influential named units."""
     k = settings.top_k if top_k is None else top_k
     explainer.validate(class_name=class_name, top_k=k)
+    overlay_max_side = settings.overlay_max_side if overlays == "png" else None
     async with pool.admit():
         data = await read_upload(request, max_bytes=settings.max_upload_bytes)
         submitted = time.perf_counter()
 
-        def job(cancel: threading.Event) -> ExplainResponse:
+        def job(cancel: threading.Event) -> tuple[bytes, Mapping[str, float]]:
             result = explainer.explain(data, class_name=class_name, top_k=k, cancel=cancel, submitted_at=submitted)
-            return ExplainResponse.from_result(result)
+            if cancel.is_set():
+                raise InferenceCancelledError("explanation abandoned before encoding")
+            return render_explanation(result, maps=maps, overlay_max_side=overlay_max_side)
 
-        body = await pool.run(job)
-    metrics.observe_stages(body.timings_ms)
-    # Serialised here rather than by FastAPI so no second validation pass runs over the maps.
-    return Response(content=body.model_dump_json(), media_type="application/json")
+        content, timings = await pool.run(job)
+    metrics.observe_stages(timings)
+    # Serialised in the worker (service.responses) rather than by FastAPI: no second validation pass over
+    # the maps, and no large JSON written on the event loop.
+    return Response(content=content, media_type="application/json")

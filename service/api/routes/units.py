@@ -1,54 +1,190 @@
-"""Layer4 units: their ranking and their expert labels."""
+"""Layer4 units: their ranking, their expert labels, their visualisations and the unit embedding."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi.responses import FileResponse
 
-from service.api.deps import CatalogDep
-from service.schemas import AnnotationIn, AnnotationOut, ErrorResponse, UnitHistory, UnitOut, UnitsResponse
+from service.api.deps import AnnotatorDep, CatalogDep, SettingsDep
+from service.auth import annotator_for
+from service.errors import PreconditionRequiredError
+from service.schemas import (
+    AnnotationBatchIn,
+    AnnotationBatchOut,
+    AnnotationIn,
+    AnnotationOut,
+    EmbeddingResponse,
+    ErrorResponse,
+    UnitHistory,
+    UnitOut,
+    UnitsResponse,
+    UnitVisualisation,
+)
+from service.units import LabelWrite
 
-router = APIRouter(prefix="/units", tags=["units"])
+router = APIRouter(tags=["units"])
 
 UnitId = Annotated[int, Path(description="0-based layer4 unit index.")]
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "`unknown_unit`"},
     422: {"model": ErrorResponse, "description": "`validation_error`"},
 }
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse, "description": "`validation_error`, `invalid_annotation` or `invalid_parameter`"},
+    503: {"model": ErrorResponse, "description": "`annotation_conflict` or `store_unavailable`"},
+}
+_ETAG_HEADER = {
+    "ETag": {
+        "description": "Strong tag of the unit's labels under the loaded bundle; send it back as If-Match.",
+        "schema": {"type": "string"},
+    }
+}
+_NOT_IN_BUNDLE = "`not_in_bundle`"
 
 # Plain `def` routes: FastAPI runs them in its thread pool, because the store blocks.
+# /units/embedding and /units/batch come before /units/{unit_id}, which would otherwise claim them.
 
 
-@router.get("", response_model=UnitsResponse)
+@router.get("/units", response_model=UnitsResponse)
 def list_units(catalog: CatalogDep) -> UnitsResponse:
     """List the units the bundle ranked for any class, with ranks, counts, coverage, thresholds and labels."""
     return UnitsResponse.from_overview(catalog.overview())
 
 
-@router.get("/{unit_id}", response_model=UnitOut, responses=_UNKNOWN)
-def get_unit(unit_id: UnitId, catalog: CatalogDep) -> UnitOut:
-    """Show one unit, ranked or not: its threshold, ranks, counts and latest label per annotator."""
-    return UnitOut.from_info(catalog.unit(unit_id))
+@router.get(
+    "/units/embedding",
+    response_model=EmbeddingResponse,
+    responses={404: {"model": ErrorResponse, "description": f"{_NOT_IN_BUNDLE}: the bundle has no embedding"}},
+)
+def unit_embedding(catalog: CatalogDep) -> EmbeddingResponse:
+    """Place every unit in 2-D (PCA of its max activations over reference images), with its latest labels."""
+    return EmbeddingResponse.from_embedding(catalog.embedding())
+
+
+@router.post(
+    "/units/batch",
+    response_model=AnnotationBatchOut,
+    status_code=201,
+    responses={
+        **_WRITE_ERRORS,
+        422: {
+            "model": ErrorResponse,
+            "description": (
+                "`validation_error`, `invalid_annotation` or `invalid_parameter` (an unknown unit); `field` names "
+                "the bad item as `annotations.<index>.<field>`, and nothing was stored"
+            ),
+        },
+    },
+)
+def annotate_units(batch: AnnotationBatchIn, catalog: CatalogDep, principal: AnnotatorDep) -> AnnotationBatchOut:
+    """Label a group of units at once, in one transaction: every label is stored, or none is."""
+    writes = [
+        LabelWrite(
+            **{
+                **item.model_dump(),
+                "annotator": annotator_for(principal, item.annotator, field=f"annotations.{index}.annotator"),
+            }
+        )
+        for index, item in enumerate(batch.annotations)
+    ]
+    return AnnotationBatchOut(annotations=[AnnotationOut.from_record(r) for r in catalog.annotate_many(writes)])
+
+
+@router.get("/units/{unit_id}", response_model=UnitOut, responses={**_UNKNOWN, 200: {"headers": _ETAG_HEADER}})
+def get_unit(unit_id: UnitId, catalog: CatalogDep, response: Response) -> UnitOut:
+    """Show one unit, ranked or not: its threshold, ranks, counts and latest label per annotator, with an ETag."""
+    info = catalog.unit(unit_id)
+    response.headers["ETag"] = info.etag
+    return UnitOut.from_info(info)
 
 
 @router.put(
-    "/{unit_id}",
+    "/units/{unit_id}",
     response_model=AnnotationOut,
     status_code=201,
     responses={
         **_UNKNOWN,
-        422: {"model": ErrorResponse, "description": "`validation_error` or `invalid_annotation`"},
-        503: {"model": ErrorResponse, "description": "`annotation_conflict` or `store_unavailable`"},
+        **_WRITE_ERRORS,
+        201: {"headers": _ETAG_HEADER},
+        412: {"model": ErrorResponse, "description": "`precondition_failed`: If-Match is not the unit's ETag"},
+        428: {"model": ErrorResponse, "description": "`precondition_required`: no If-Match (require_if_match)"},
     },
 )
-def annotate_unit(unit_id: UnitId, annotation: AnnotationIn, catalog: CatalogDep) -> AnnotationOut:
-    """Record a new version of an annotator's label for a unit, under the loaded bundle."""
-    record = catalog.annotate(unit_id, **annotation.model_dump())
-    return AnnotationOut.from_record(record)
+def annotate_unit(
+    unit_id: UnitId,
+    annotation: AnnotationIn,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    principal: AnnotatorDep,
+    response: Response,
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description=(
+                "The ETag of GET /units/{unit_id}: the label is stored only if nobody labelled the unit since "
+                "(else 412, nothing stored). Optional unless require_if_match is set."
+            ),
+        ),
+    ] = None,
+) -> AnnotationOut:
+    """Record a new version of an annotator's label for a unit, under the loaded bundle; returns the new ETag."""
+    catalog.check(unit_id)
+    if if_match is None and settings.require_if_match:
+        raise PreconditionRequiredError(
+            f"send If-Match with the ETag of GET /units/{unit_id}; this service requires it", field="If-Match"
+        )
+    fields = {**annotation.model_dump(), "annotator": annotator_for(principal, annotation.annotator)}
+    written = catalog.annotate(unit_id, **fields, if_match=if_match)
+    response.headers["ETag"] = written.etag
+    return AnnotationOut.from_record(written.record)
 
 
-@router.get("/{unit_id}/history", response_model=UnitHistory, responses=_UNKNOWN)
+@router.get("/units/{unit_id}/history", response_model=UnitHistory, responses=_UNKNOWN)
 def unit_history(unit_id: UnitId, catalog: CatalogDep) -> UnitHistory:
     """List every stored version of every label of a unit, oldest first, under any bundle."""
     return UnitHistory(unit_id=unit_id, versions=[AnnotationOut.from_record(r) for r in catalog.history(unit_id)])
+
+
+@router.get(
+    "/units/{unit_id}/visualisation",
+    response_model=UnitVisualisation,
+    responses={
+        **_UNKNOWN,
+        404: {
+            "model": ErrorResponse,
+            "description": f"`unknown_unit`, or {_NOT_IN_BUNDLE}: the bundle does not visualise the unit",
+        },
+    },
+)
+def unit_visualisation(unit_id: UnitId, catalog: CatalogDep, request: Request) -> UnitVisualisation:
+    """Show a unit's top hold-out patches, plain and masked by its map, with their source mammograms."""
+    entry = catalog.visualisation(unit_id)
+    return UnitVisualisation.from_entry(unit_id, entry, url=lambda path: str(request.url_for("bundle_file", path=path)))
+
+
+@router.get(
+    "/bundle-files/{path:path}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        404: {"model": ErrorResponse, "description": f"{_NOT_IN_BUNDLE}: not a unit visualisation of the bundle"},
+    },
+)
+def bundle_file(
+    path: Annotated[str, Path(description="A file path from GET /units/{unit_id}/visualisation, e.g. units/7/patch_1.png.")],
+    catalog: CatalogDep,
+) -> FileResponse:
+    """Send a unit-visualisation PNG of the loaded bundle; only files its meta.json lists under units/."""
+    found = catalog.bundle_file(path)
+    return FileResponse(
+        found.path,
+        media_type="image/png",
+        headers={
+            "ETag": f'"{found.sha256}"',
+            "Cache-Control": "private, max-age=86400",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

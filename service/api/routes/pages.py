@@ -1,0 +1,90 @@
+"""The experts' web pages (unit survey, overview, explanation viewer) and their static files.
+
+The pages are plain HTML and ES modules under ``service/web``; they hold no
+data and call the JSON API from the browser with the user's token, so they are
+served without authentication and left out of the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+
+from annotations.lexicon import (
+    CANCER_ASSOCIATIONS,
+    CATEGORIES,
+    MAX_ANNOTATOR_LENGTH,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_LABEL_LENGTH,
+    PHENOMENA,
+)
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+STATIC_DIR = WEB_DIR / "static"
+# The pages change with the code, not per request; revalidating keeps a deployed upgrade visible at once.
+_NO_STALE = {"Cache-Control": "no-cache"}
+_MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
+
+router = APIRouter(prefix="/ui", tags=["pages"], include_in_schema=False)
+
+
+def _page(name: str) -> FileResponse:
+    return FileResponse(WEB_DIR / name, media_type="text/html", headers=_NO_STALE)
+
+
+@router.get("")
+async def ui_root() -> RedirectResponse:
+    """Redirect to the overview, so relative links resolve under /ui/."""
+    return RedirectResponse("/ui/")
+
+
+@router.get("/")
+async def overview_page() -> FileResponse:
+    """The overview: ranked units per class and the unit embedding."""
+    return _page("overview.html")
+
+
+@router.get("/units/{unit_id}")
+async def survey_page(unit_id: Annotated[int, PathParam(ge=0)]) -> FileResponse:
+    """The expert survey of one unit (the page reads the id from its URL)."""
+    return _page("survey.html")
+
+
+@router.get("/survey")
+async def survey_query_page() -> FileResponse:
+    """The survey page addressed as ``/ui/survey?unit=<id>``."""
+    return _page("survey.html")
+
+
+@router.get("/explain")
+async def explain_page() -> FileResponse:
+    """The explanation viewer with the region query."""
+    return _page("explain.html")
+
+
+@router.get("/lexicon.json")
+async def lexicon() -> JSONResponse:
+    """The survey's controlled vocabularies, from ``annotations.lexicon``, so the pages never restate them."""
+    body: dict[str, Any] = {
+        "categories": list(CATEGORIES),
+        "cancer_associations": list(CANCER_ASSOCIATIONS),
+        "phenomena": list(PHENOMENA),
+        "max_label_length": MAX_LABEL_LENGTH,
+        "max_annotator_length": MAX_ANNOTATOR_LENGTH,
+        "max_description_length": MAX_DESCRIPTION_LENGTH,
+    }
+    return JSONResponse(body, headers=_NO_STALE)
+
+
+@router.get("/static/{path:path}")
+async def static_file(path: str) -> FileResponse:
+    """A file under ``service/web/static``; nothing outside it is reachable."""
+    target = (STATIC_DIR / path).resolve()
+    if not target.is_relative_to(STATIC_DIR) or not target.is_file():
+        raise HTTPException(status_code=404, detail=f"no static file {path!r} under /ui/static")
+    media_type = _MEDIA_TYPES.get(target.suffix)
+    return FileResponse(target, media_type=media_type, headers=_NO_STALE)

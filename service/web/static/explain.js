@@ -1,0 +1,383 @@
+// The explanation viewer: upload a mammogram, see the CAM over it (opacity control), class
+// probabilities and probability maps, the top-k units with their labels and influence; draw a
+// region to find the units whose maps match it, and label those units as a group.
+//
+// Showing the image: the server returns maps, not pixels, so the page decodes the upload itself.
+// PNG and JPEG are decoded by the browser; uncompressed DICOM by dicom.js. Anything else (compressed
+// DICOM, TIFF) is shown through the server's own PNG overlay of the CAM (`?overlays=png`), which
+// blends the CAM into a grayscale copy of the image; the page's overlay then sits on top of it.
+
+import { ApiError, getAnnotator, getJSON, lexicon, request } from "./api.js";
+import { dicomToImageData } from "./dicom.js";
+import { drawMap, mapThumbnail } from "./maps.js";
+import { RegionDrawer } from "./region.js";
+import { announce, clearAlert, el, initSession, loadFailed, showAlert, showError } from "./session.js";
+import { labelText, status, STATUS_TEXT } from "./units.js";
+
+const DISPLAY_MAX_SIDE = 1024; // canvas pixels on the image's longer side
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  file: null,
+  result: null,
+  overlays: null, // server PNG overlays when the browser could not decode the image
+  selected: "cam",
+  drawer: null,
+  matches: [],
+};
+
+// -- the image ------------------------------------------------------------------
+
+function isDicom(bytes, name) {
+  const magic = bytes.length >= 132 && String.fromCharCode(...bytes.slice(128, 132)) === "DICM";
+  return magic || /\.(dcm|dicom)$/i.test(name);
+}
+
+/** The upload as something drawImage() accepts, or null when this browser cannot decode it. */
+async function decodeLocally(file) {
+  const buffer = await file.arrayBuffer();
+  if (isDicom(new Uint8Array(buffer, 0, Math.min(132, buffer.byteLength)), file.name)) {
+    const data = dicomToImageData(buffer);
+    if (!data) return null;
+    const canvas = new OffscreenCanvas(data.width, data.height);
+    canvas.getContext("2d").putImageData(data, 0, 0);
+    return canvas;
+  }
+  try {
+    return await createImageBitmap(file);
+  } catch {
+    return null;
+  }
+}
+
+/** CSS size of the image: as large as the column and most of the window allow, aspect kept. */
+function fitStage() {
+  const canvas = $("image-canvas");
+  if (!state.result) return;
+  const [h, w] = state.result.image.shape;
+  const room = $("stage").parentElement.clientWidth;
+  const f = Math.min(room / w, (0.78 * window.innerHeight) / h);
+  canvas.style.width = `${Math.round(w * f)}px`;
+  canvas.style.height = `${Math.round(h * f)}px`;
+}
+
+/** Canvas pixels: the displayed size at the screen's density, at most DISPLAY_MAX_SIDE on the longer side. */
+function canvasSize([h, w]) {
+  const room = $("stage").parentElement.clientWidth;
+  const shown = Math.min(room / w, (0.78 * window.innerHeight) / h) * (window.devicePixelRatio || 1);
+  const f = Math.min(shown, DISPLAY_MAX_SIDE / Math.max(h, w));
+  return [Math.max(1, Math.round(h * f)), Math.max(1, Math.round(w * f))];
+}
+
+async function drawBase(source, shape) {
+  const canvas = $("image-canvas");
+  const [h, w] = canvasSize(shape);
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  if (source) {
+    ctx.drawImage(source, 0, 0, w, h);
+    return;
+  }
+  const img = new Image();
+  img.src = `data:image/png;base64,${state.overlays.cam}`;
+  await img.decode();
+  ctx.drawImage(img, 0, 0, w, h);
+}
+
+function selectedMap() {
+  const r = state.result;
+  if (state.selected === "cam") return { map: r.cam, range: null };
+  if (state.selected.startsWith("prob:")) return { map: r.probability_maps[state.selected.slice(5)], range: [0, 1] };
+  if (state.selected.startsWith("unit:")) {
+    const unit = r.units.find((u) => String(u.unit_id) === state.selected.slice(5));
+    return unit ? { map: unit.activation_map, range: null } : null;
+  }
+  return null;
+}
+
+function drawOverlay() {
+  const canvas = $("overlay-canvas");
+  const base = $("image-canvas");
+  canvas.width = base.width;
+  canvas.height = base.height;
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  const chosen = selectedMap();
+  if (chosen) drawMap(canvas, chosen.map, { range: chosen.range });
+  canvas.style.opacity = String($("opacity").value / 100);
+  for (const li of $("units").children) li.classList.toggle("selected", state.selected === `unit:${li.dataset.unit}`);
+}
+
+function select(value) {
+  state.selected = value;
+  $("overlay-select").value = value;
+  drawOverlay();
+}
+
+// -- rendering the explanation ----------------------------------------------------
+
+function unitLabel(unit) {
+  return labelText(unit.annotations) || "unlabelled";
+}
+
+function renderOverlayChoices() {
+  const r = state.result;
+  const options = [
+    el("option", { value: "cam" }, `CAM of ${r.explained_class}`),
+    ...r.classes.map((c) => el("option", { value: `prob:${c}` }, `Probability map: ${c}`)),
+    ...r.units.map((u) => el("option", { value: `unit:${u.unit_id}` }, `Unit ${u.unit_id} (#${u.rank}): ${unitLabel(u)}`)),
+    el("option", { value: "none" }, "No overlay"),
+  ];
+  $("overlay-select").replaceChildren(...options);
+  $("overlay-select").value = state.selected;
+}
+
+function renderProbabilities() {
+  const r = state.result;
+  $("prediction").replaceChildren(
+    "Predicted ",
+    el("strong", {}, r.predicted_class),
+    r.explained_class !== r.predicted_class ? `; explaining ${r.explained_class}` : "",
+    ".",
+  );
+  $("probs").replaceChildren(
+    ...r.classes.map((c) => {
+      const p = r.probabilities[c];
+      return el(
+        "li",
+        { dataset: { class: c } },
+        el("span", {}, c === r.predicted_class ? el("strong", {}, c) : c),
+        el("span", { class: "bar", role: "presentation" }, el("span", { style: `width:${(100 * p).toFixed(1)}%` })),
+        el("span", { class: "num" }, `${(100 * p).toFixed(1)}%`),
+      );
+    }),
+  );
+  $("prob-maps").replaceChildren(
+    ...r.classes.map((c) => {
+      const thumb = mapThumbnail(r.probability_maps[c], { range: [0, 1], label: `Probability map of ${c}` });
+      const peak = r.peak_probabilities?.[c];
+      return el(
+        "figure",
+        {},
+        el("button", { type: "button", class: "thumb-button", "aria-label": `Show the probability map of ${c} over the image`, onclick: () => select(`prob:${c}`) }, thumb),
+        el("figcaption", {}, c, peak !== undefined ? ` · peak ${(100 * peak).toFixed(0)}%` : ""),
+      );
+    }),
+  );
+}
+
+function renderUnits() {
+  const r = state.result;
+  const matched = new Set(state.matches.map((m) => m.unit_id));
+  $("units").replaceChildren(
+    ...r.units.map((u) => {
+      const s = status(u.annotations);
+      const thumb = mapThumbnail(u.activation_map, { size: 72, label: `Activation map of unit ${u.unit_id}` });
+      return el(
+        "li",
+        { dataset: { unit: u.unit_id }, class: matched.has(u.unit_id) ? "match" : null },
+        el("button", { type: "button", class: "thumb-button", "aria-label": `Show unit ${u.unit_id}'s map over the image`, onclick: () => select(`unit:${u.unit_id}`) }, thumb),
+        el(
+          "div",
+          {},
+          el("strong", {}, `#${u.rank} `, el("a", { href: `/ui/units/${u.unit_id}` }, `unit ${u.unit_id}`)),
+          " ",
+          el("span", { class: `badge ${s}` }, STATUS_TEXT[s]),
+          matched.has(u.unit_id) ? el("span", { class: "badge expert" }, " matches region") : null,
+          el("br"),
+          labelText(u.annotations) ? [el("span", { class: "unit-label" }, labelText(u.annotations)), el("br")] : null,
+          el("span", { class: "hint" }, `influence ${u.influence.toFixed(3)} · max activation ${u.max_activation.toFixed(3)} · weight ${u.weight.toFixed(4)}`),
+        ),
+      );
+    }),
+  );
+}
+
+function render() {
+  const r = state.result;
+  $("result").hidden = false;
+  fitStage();
+  renderOverlayChoices();
+  renderProbabilities();
+  renderUnits();
+  drawOverlay();
+  const dicom = r.image.dicom;
+  const source = state.overlays ? " Shown through the server's CAM overlay: this browser cannot decode this file's pixels." : "";
+  $("image-line").textContent =
+    `${r.image.format}, ${r.image.shape[1]}×${r.image.shape[0]} pixels, ${r.image.bits} bit` +
+    (dicom ? `, ${[dicom.laterality, dicom.view].filter(Boolean).join(" ")}` : "") +
+    `; network input ${r.image.network_input_shape[1]}×${r.image.network_input_shape[0]}. Model ${r.model.id}.${source}`;
+}
+
+// -- upload -------------------------------------------------------------------------
+
+async function explain(event) {
+  event.preventDefault();
+  const file = $("file").files[0];
+  if (!file) {
+    showAlert("Choose a mammogram file first (DICOM, PNG, JPEG or TIFF).");
+    $("file").focus();
+    return;
+  }
+  if (file.size === 0) {
+    showAlert(`Upload failed: “${file.name}” is empty.`);
+    return;
+  }
+  clearAlert();
+  $("explain-button").disabled = true;
+  announce(`Explaining ${file.name}…`);
+  try {
+    const local = await decodeLocally(file);
+    const params = new URLSearchParams({ top_k: $("top-k").value || "8" });
+    if ($("class-name").value) params.set("class_name", $("class-name").value);
+    if (!local) params.set("overlays", "png");
+    const body = new FormData();
+    body.append("file", file);
+    const result = await (await request(`/explain?${params}`, { method: "POST", body })).json();
+    state.file = file;
+    state.result = result;
+    state.overlays = local ? null : result.overlays || null;
+    state.matches = [];
+    state.selected = "cam";
+    if (!local && !state.overlays) throw new Error("this browser cannot decode the image and the service sent no overlay to show it");
+    $("result").hidden = false;
+    await drawBase(local, result.image.shape);
+    state.drawer.reset(result.image.shape[0], result.image.shape[1]);
+    $("region-results").hidden = true;
+    render();
+    const t = result.timings_ms?.total;
+    announce(`Explained ${file.name}: ${result.predicted_class} (${(100 * result.probabilities[result.predicted_class]).toFixed(1)}%)${t ? ` in ${t.toFixed(0)} ms` : ""}.`);
+  } catch (error) {
+    showError(error, `Upload failed for “${file.name}”`);
+    announce("");
+  } finally {
+    $("explain-button").disabled = false;
+  }
+}
+
+// -- region query and group labelling --------------------------------------------------
+
+async function runRegion() {
+  const polygon = state.drawer.polygon();
+  if (!polygon || !state.file) return;
+  $("run-region").disabled = true;
+  announce("Finding the units whose maps match the region…");
+  try {
+    const body = new FormData();
+    body.append("file", state.file);
+    body.append("polygon", JSON.stringify(polygon));
+    const result = await (await request("/query/region", { method: "POST", body })).json();
+    state.matches = result.units;
+    renderRegion(result);
+    renderUnits();
+    announce(`${result.units.length} unit${result.units.length === 1 ? "" : "s"} match the region (IoU ≥ ${result.min_iou}).`);
+  } catch (error) {
+    showError(error, "Region query failed");
+  } finally {
+    $("run-region").disabled = false;
+  }
+}
+
+function renderRegion(result) {
+  const section = $("region-results");
+  section.hidden = false;
+  const rows = result.units.map((u) =>
+    el(
+      "tr",
+      { dataset: { unit: u.unit_id } },
+      el("td", {}, el("input", { type: "checkbox", checked: true, value: u.unit_id, "aria-label": `Select unit ${u.unit_id}` })),
+      el("td", {}, el("a", { href: `/ui/units/${u.unit_id}` }, `unit ${u.unit_id}`)),
+      el("td", { class: "num" }, u.iou.toFixed(3)),
+      el("td", {}, labelText(u.annotations) || el("span", { class: "muted" }, "unlabelled")),
+    ),
+  );
+  $("region-rows").replaceChildren(...rows);
+  if (!rows.length) $("region-rows").append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, `No unit's map overlaps the region by IoU ≥ ${result.min_iou}. Try a larger or different region.`)));
+  const reports = (result.labels || []).filter((l) => l.mean_iou > 0).slice(0, 5);
+  $("region-summary").textContent =
+    `Region: ${(100 * result.region.fraction).toFixed(1)}% of the image. ` +
+    (reports.length ? `Labels here: ${reports.map((l) => `${l.label} (mean IoU ${l.mean_iou.toFixed(2)}, ${l.unit_ids.length} unit${l.unit_ids.length === 1 ? "" : "s"})`).join("; ")}.` : "");
+  $("group-save").disabled = !rows.length || !result.units.length;
+  $("region-heading").focus();
+}
+
+async function labelGroup(event) {
+  event.preventDefault();
+  const ids = [...$("region-rows").querySelectorAll("input[type=checkbox]:checked")].map((c) => Number(c.value));
+  const label = $("group-label").value.trim();
+  const category = $("group-category").value;
+  const problems = [];
+  if (!ids.length) problems.push("Select at least one unit.");
+  if (!label) problems.push("Give a short label.");
+  if (!category) problems.push("Choose a BI-RADS lexicon category.");
+  if (problems.length) {
+    showAlert(problems.join(" "));
+    (!label ? $("group-label") : !category ? $("group-category") : $("region-rows").querySelector("input"))?.focus();
+    return;
+  }
+  const name = getAnnotator();
+  const annotations = ids.map((unit_id) => ({
+    unit_id,
+    label,
+    category,
+    cancer_association: $("group-association").value,
+    description: $("group-description").value,
+    ...(name ? { annotator: name } : {}),
+  }));
+  $("group-save").disabled = true;
+  try {
+    const saved = await (await request("/units/batch", { method: "POST", json: { annotations } })).json();
+    clearAlert();
+    await refreshLabels(ids);
+    announce(`Labelled ${saved.annotations.length} unit${saved.annotations.length === 1 ? "" : "s"} as “${label}”.`);
+  } catch (error) {
+    showError(error, "The units were not labelled");
+  } finally {
+    $("group-save").disabled = false;
+  }
+}
+
+/** Re-read the labels of the listed units and redraw where they appear. */
+async function refreshLabels(ids) {
+  const wanted = new Set([...ids, ...state.result.units.map((u) => u.unit_id)]);
+  const fresh = new Map(await Promise.all([...wanted].map(async (id) => [id, await getJSON(`/units/${id}`)])));
+  for (const u of state.result.units) if (fresh.has(u.unit_id)) u.annotations = fresh.get(u.unit_id).annotations;
+  for (const m of state.matches) if (fresh.has(m.unit_id)) m.annotations = fresh.get(m.unit_id).annotations;
+  for (const row of $("region-rows").querySelectorAll("tr[data-unit]")) {
+    const unit = fresh.get(Number(row.dataset.unit));
+    if (unit) row.lastElementChild.textContent = labelText(unit.annotations) || "unlabelled";
+  }
+  renderOverlayChoices();
+  renderUnits();
+}
+
+// -- start ------------------------------------------------------------------------------
+
+async function main() {
+  initSession();
+  state.drawer = new RegionDrawer($("region-svg"), (points) => ($("run-region").disabled = !points));
+  $("upload-form").addEventListener("submit", explain);
+  window.addEventListener("resize", fitStage);
+  $("overlay-select").addEventListener("change", (e) => select(e.target.value));
+  $("opacity").addEventListener("input", () => {
+    $("opacity-value").textContent = `${$("opacity").value}%`;
+    $("overlay-canvas").style.opacity = String($("opacity").value / 100);
+  });
+  for (const radio of document.querySelectorAll('input[name="tool"]')) radio.addEventListener("change", (e) => state.drawer.setTool(e.target.value));
+  $("clear-region").addEventListener("click", () => state.drawer.clear());
+  $("run-region").addEventListener("click", runRegion);
+  $("group-form").addEventListener("submit", labelGroup);
+  try {
+    const vocabulary = await lexicon();
+    $("group-category").append(...vocabulary.categories.map((c) => el("option", { value: c }, c)));
+    $("group-association").append(...vocabulary.cancer_associations.map((a) => el("option", { value: a, selected: a === "unsure" }, a)));
+    $("group-label").maxLength = vocabulary.max_label_length;
+    const units = await getJSON("/units");
+    $("class-name").append(...units.classes.map((c) => el("option", { value: c }, c)));
+  } catch (error) {
+    if (error instanceof ApiError) loadFailed(error, "Could not load the model's classes");
+    else throw error;
+  }
+}
+
+main();
