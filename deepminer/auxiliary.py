@@ -39,7 +39,9 @@ class AuxFeature:
         if not self.name:
             raise ValueError("an auxiliary feature needs a name, got ''")
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
-            raise ValueError(f"auxiliary feature {self.name!r} needs a finite mean and std > 0, got {self.mean}, {self.std}")
+            raise ValueError(
+                f"auxiliary feature {self.name!r} needs a finite mean and std > 0, got {self.mean}, {self.std}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "mean": self.mean, "std": self.std}

@@ -124,7 +124,7 @@ class Bundle:
 
     @cached_property
     def aux_features(self) -> tuple[AuxFeature, ...]:
-        """The auxiliary features the model takes (``meta.json`` ``model.aux_features``), in input order; () when none."""
+        """The auxiliary features the model takes (``meta.json`` ``model.aux_features``), in input order; () if none."""
         try:
             return tuple(AuxFeature.from_json(f) for f in self.meta["model"].get("aux_features", []))
         except ValueError as exc:
@@ -137,7 +137,9 @@ class Bundle:
             return None
         with np.load(self.path(HEAD_FILE)) as npz:
             if "aux_weight" not in npz:
-                raise BundleError(f"{self.root}/{HEAD_FILE} lacks aux_weight, but meta.json declares auxiliary features")
+                raise BundleError(
+                    f"{self.root}/{HEAD_FILE} lacks aux_weight, but meta.json declares auxiliary features"
+                )
             return npz["aux_weight"].astype(np.float32)
 
     @cached_property

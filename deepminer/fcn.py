@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import torch
 from torch import nn
@@ -42,6 +43,9 @@ class AuxiliaryHead(nn.Module):
     same initialisation with or without auxiliary features.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, features: Sequence[AuxFeature], num_classes: int) -> None:
         super().__init__()
         if not features:
@@ -60,7 +64,9 @@ class AuxiliaryHead(nn.Module):
 
     def forward(self, aux: torch.Tensor) -> torch.Tensor:
         if aux.dim() != 2 or aux.shape[1] != len(self.names):
-            raise ValueError(f"aux must be (N, {len(self.names)}) raw values of {list(self.names)}, got {tuple(aux.shape)}")
+            raise ValueError(
+                f"aux must be (N, {len(self.names)}) raw values of {list(self.names)}, got {tuple(aux.shape)}"
+            )
         return ((aux - self.mean) / self.std) @ self.weight.t()
 
 
@@ -76,7 +82,7 @@ class AuxiliaryClassifier(nn.Module):
         return self.resnet(x) + self.aux(aux)
 
 
-Classifier = resnet.ResNet | AuxiliaryClassifier
+Classifier: TypeAlias = resnet.ResNet | AuxiliaryClassifier
 
 
 def build_classifier(

@@ -11,12 +11,19 @@ if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# The browser tests (tests/web): Debian's Chromium, driven by Playwright (never `playwright install`).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing Debian packages for the tests: chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 # The PACS tests (tests/pacs): dciodvfy validates the DICOM results; Orthanc with its DICOMweb plugin is the real PACS.
-if { ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null || ! dpkg -s orthanc-dicomweb >/dev/null 2>&1; } \
+if { ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null || ! command -v ip >/dev/null \
+    || ! dpkg -s orthanc-dicomweb >/dev/null 2>&1; } \
     && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "==> installing Debian packages for the tests: dicom3tools (dciodvfy), orthanc, orthanc-dicomweb"
+    echo "==> installing Debian packages for the tests: dicom3tools (dciodvfy), orthanc, orthanc-dicomweb, iproute2"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        dicom3tools orthanc orthanc-dicomweb >/dev/null
+        dicom3tools orthanc orthanc-dicomweb iproute2 >/dev/null
 fi
 
 # The store and API tests run against PostgreSQL too; start the local server when it is down.

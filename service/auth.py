@@ -141,7 +141,9 @@ class Authenticator:
         if principal is None:
             raise AuthenticationError(f"this request needs a bearer token with the {needed} role")
         if not principal.may(needed):
-            raise PermissionDeniedError(f"this request needs the {needed} role; the token has the {principal.role} role")
+            raise PermissionDeniedError(
+                f"this request needs the {needed} role; the token has the {principal.role} role"
+            )
         return principal
 
 
@@ -160,9 +162,7 @@ def annotator_for(principal: Principal | None, given: str | None, *, field: str 
         return principal.name
     if principal.role == "admin" or given.strip() == principal.name:
         return given
-    raise AnnotationValidationError(
-        field, f"must be the token's name {principal.name!r} or be left out; got {given!r}"
-    )
+    raise AnnotationValidationError(field, f"must be the token's name {principal.name!r} or be left out; got {given!r}")
 
 
 def load_tokens(path: Path) -> list[TokenSpec]:
@@ -210,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.auth", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     hash_cmd = commands.add_parser("hash", help="print the sha256 of a token read from stdin")
-    hash_cmd.add_argument("--allow-short", action="store_true", help=f"accept tokens under {MIN_TOKEN_LENGTH} characters")
+    hash_cmd.add_argument(
+        "--allow-short", action="store_true", help=f"accept tokens under {MIN_TOKEN_LENGTH} characters"
+    )
     gen = commands.add_parser("generate", help="make a random token and print it with its DEEPMINER_TOKENS entry")
     gen.add_argument("--name", required=True, help="who the token is for; recorded as the annotator")
     gen.add_argument("--role", required=True, choices=ROLES)

@@ -54,9 +54,13 @@ def parse_aux(text: str | None, features: Sequence[AuxFeature]) -> np.ndarray | 
     try:
         given = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidParameterError(f'aux must be a JSON object such as {{"{names[0]}": 61}}; {exc}', field=FIELD) from None
+        raise InvalidParameterError(
+            f'aux must be a JSON object such as {{"{names[0]}": 61}}; {exc}', field=FIELD
+        ) from None
     if not isinstance(given, dict):
-        raise InvalidParameterError(f"aux must be a JSON object of numbers keyed by {names}, got {text[:80]!r}", field=FIELD)
+        raise InvalidParameterError(
+            f"aux must be a JSON object of numbers keyed by {names}, got {text[:80]!r}", field=FIELD
+        )
     for name in given:
         if name not in names:
             raise InvalidParameterError(
@@ -65,7 +69,9 @@ def parse_aux(text: str | None, features: Sequence[AuxFeature]) -> np.ndarray | 
     values = []
     for name in names:
         if name not in given:
-            raise InvalidParameterError(f"auxiliary feature {name!r} is missing; give all of {names}", field=f"{FIELD}.{name}")
+            raise InvalidParameterError(
+                f"auxiliary feature {name!r} is missing; give all of {names}", field=f"{FIELD}.{name}"
+            )
         value = given[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise InvalidParameterError(

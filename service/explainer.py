@@ -167,10 +167,19 @@ class Explainer:
             pixels, short_side=self.bundle.input_short_side, mean=self.bundle.mean, std=self.bundle.std
         )
 
+    @property
+    def reference_aux(self) -> np.ndarray | None:
+        """The auxiliary features at their training means (z = 0), or None without them.
+
+        For forward passes that need only the features, which the auxiliary features never change.
+        """
+        return np.asarray([f.mean for f in self.aux_features], dtype=np.float32) if self.aux_features else None
+
     def forward(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The backend's ``(logits (C, h, w), features (K, h, w))``, checked against the bundle's shapes.
 
-        ``aux``: the raw auxiliary features ``(J,)`` (:func:`service.auxiliary.parse_aux`), required when the bundle has them.
+        ``aux``: the raw auxiliary features ``(J,)`` (:func:`service.auxiliary.parse_aux`), required when the
+        bundle has them.
         """
         if (aux is not None) != bool(self.aux_features):
             wanted = [f.name for f in self.aux_features] or "no auxiliary features"
@@ -188,9 +197,7 @@ class Explainer:
         """Run preprocessing and one forward pass on a blank image; return its wall time in ms."""
         side = self.bundle.input_short_side
         started = time.perf_counter()
-        # Auxiliary features at their training means (z = 0).
-        aux = np.asarray([f.mean for f in self.aux_features], dtype=np.float32) if self.aux_features else None
-        self.forward(self.preprocess(np.zeros((side, side), dtype=np.float32)), aux)
+        self.forward(self.preprocess(np.zeros((side, side), dtype=np.float32)), self.reference_aux)
         return (time.perf_counter() - started) * 1000.0
 
     def explain(
@@ -270,5 +277,7 @@ class Explainer:
             mapping=mapping,
             units=units,
             timings_ms=MappingProxyType({**clock.laps, "total": sum(clock.laps.values())}),
-            aux=None if aux is None or self.aux_weight is None else explain_aux(aux, self.aux_features, self.aux_weight),
+            aux=None
+            if aux is None or self.aux_weight is None
+            else explain_aux(aux, self.aux_features, self.aux_weight),
         )

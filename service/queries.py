@@ -29,9 +29,9 @@ from typing import Final
 import numpy as np
 from PIL import Image
 
+from deepminer import imaging
 from deepminer.formulas import binarise, iou, unit_max_activations
 from deepminer.grid import GridMapping, upsample
-from service.decoding import sniff_format
 from service.errors import (
     CorruptImageError,
     ImageTooLargeError,
@@ -123,9 +123,7 @@ def _pixel_centres(image_shape: tuple[int, int], out_shape: tuple[int, int]) -> 
     return rows, cols
 
 
-def rasterise_polygon(
-    vertices: np.ndarray, image_shape: tuple[int, int], out_shape: tuple[int, int]
-) -> np.ndarray:
+def rasterise_polygon(vertices: np.ndarray, image_shape: tuple[int, int], out_shape: tuple[int, int]) -> np.ndarray:
     """Query pixels whose centre lies inside the polygon (even-odd rule), shape ``out_shape``."""
     rows, cols = _pixel_centres(image_shape, out_shape)
     inside = np.zeros(out_shape, dtype=bool)
@@ -146,8 +144,6 @@ def rasterise_mask(
     png: bytes, image_shape: tuple[int, int], out_shape: tuple[int, int], *, max_pixels: int
 ) -> np.ndarray:
     """A mask PNG of the image's size at the query resolution: a query pixel is inside when half its area is."""
-    from deepminer import imaging
-
     try:
         decoded = imaging.decode_image(png, max_pixels=max_pixels)
     except imaging.ImageTooLargeError as exc:
@@ -171,7 +167,8 @@ def contributing_cells(mapping: GridMapping, region: np.ndarray) -> np.ndarray:
     Pixels outside the outermost cell centres hold the edge values, as upsample does.
     """
     rows, cols = _pixel_centres(mapping.image_shape, region.shape)
-    gy, gx = mapping.to_cell(rows, cols)
+    # to_cell is affine, so it maps arrays of coordinates as upsample uses it.
+    gy, gx = (np.asarray(v) for v in mapping.to_cell(rows, cols))  # type: ignore[arg-type]
     h, w = mapping.grid_shape
     used_rows = np.zeros(h, dtype=bool)
     used_cols = np.zeros(w, dtype=bool)
@@ -179,8 +176,8 @@ def contributing_cells(mapping: GridMapping, region: np.ndarray) -> np.ndarray:
     for r in np.flatnonzero(region.any(axis=1)):
         used_rows[:] = False
         used_cols[:] = False
-        y = float(np.clip(gy[r], 0, h - 1))
-        used_rows[int(math.floor(y)) : min(int(math.floor(y)) + 2, h)] = True
+        y = math.floor(float(np.clip(gy[r], 0, h - 1)))
+        used_rows[y : min(y + 2, h)] = True
         x = np.clip(gx[region[r]], 0, w - 1)
         lo = np.floor(x).astype(np.int64)
         used_cols[lo] = True
@@ -267,7 +264,9 @@ class RegionQueries:
         lap("decode")
         x = self.explainer.preprocess(image.pixels)
         lap("preprocess")
-        _, features = self.explainer.forward(x)
+        # The auxiliary term is the same at every location, so it changes no unit map;
+        # the training means stand in for a bundle that takes auxiliary features.
+        _, features = self.explainer.forward(x, self.explainer.reference_aux)
         lap("inference")
 
         image_shape = (int(image.pixels.shape[0]), int(image.pixels.shape[1]))

@@ -307,7 +307,9 @@ class AuxiliaryOut(BaseModel):
     """The auxiliary features used (bundles trained with them) and their per-class term on the logits."""
 
     values: dict[str, float] = Field(description="The raw values given in the `aux` form field, by name.")
-    normalised: dict[str, float] = Field(description="z_j = (a_j - mean_j) / std_j, with the training cases' statistics.")
+    normalised: dict[str, float] = Field(
+        description="z_j = (a_j - mean_j) / std_j, with the training cases' statistics."
+    )
     contribution: dict[str, float] = Field(
         description=(
             "Per class, Σ_j v_cj z_j: added to every location of the class's logit map, so logit map = CAM + bias + "

@@ -32,6 +32,13 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> Non
     g.add_argument("--imagenet-weights", type=Path, default=defaults.imagenet_weights,
                    help="local torchvision ImageNet state-dict file to start from (never downloaded)")
     g.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
+    g.add_argument("--aux-features", type=_names, default=defaults.aux_features, metavar="NAME[,NAME...]",
+                   help="auxiliary per-case features to train with, from the manifest's aux:<name> columns "
+                   "(default: %(default)s = none)")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _config_from(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
@@ -47,6 +54,7 @@ def _config_from(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig
         seed=args.seed,
         imagenet_weights=args.imagenet_weights,
         device=args.device,
+        aux_features=args.aux_features,
     )
 
 

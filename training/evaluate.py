@@ -29,7 +29,10 @@ def predict(
     device: torch.device | None = None,
     aux: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class probabilities ``(N, C)`` of the patch classifier; ``aux``: the patches' raw auxiliary features ``(N, J)``."""
+    """Class probabilities ``(N, C)`` of the patch classifier.
+
+    ``aux``: the patches' raw auxiliary features ``(N, J)``, for a classifier that takes them.
+    """
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device

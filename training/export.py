@@ -34,7 +34,7 @@ def export_onnx(fcn: FullyConvolutional, path: Path, *, example_shape: tuple[int
             3: torch.export.Dim("width", min=32, max=16384)}
     args: tuple[torch.Tensor, ...] = (x,)
     input_names = [INPUT_NAME]
-    dynamic_shapes: dict[str, dict[int, object]] = {"x": dims}
+    dynamic_shapes: dict[str, dict[int, torch.export.Dim]] = {"x": dims}
     if fcn.aux is not None:
         args = (x, _example_aux(fcn, 1))
         input_names.append(AUX_INPUT_NAME)

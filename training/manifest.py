@@ -186,7 +186,9 @@ def read_manifest(path: Path, *, check_files: bool = True) -> list[ImageRecord]:
         aux_columns = [c for c in header if c.startswith(AUX_PREFIX)]
         for column in aux_columns:
             if not column[len(AUX_PREFIX) :].strip() or aux_columns.count(column) > 1:
-                raise ManifestError("auxiliary columns need a unique name after 'aux:'", path=path, line=1, column=column)
+                raise ManifestError(
+                    "auxiliary columns need a unique name after 'aux:'", path=path, line=1, column=column
+                )
         images: dict[str, _ImageEntry] = {}
         cases: dict[str, tuple[dict[str, float], int]] = {}
         for row in reader:
@@ -243,7 +245,9 @@ def _aux_values(
     for column in columns:
         text = str(row.get(column) or "").strip()
         if not text:
-            raise _RowError("empty auxiliary value; every row needs its case's value (a missing value is not 0)", column)
+            raise _RowError(
+                "empty auxiliary value; every row needs its case's value (a missing value is not 0)", column
+            )
         try:
             value = float(text)
         except ValueError:

@@ -104,8 +104,8 @@ def build_bundle(
 
     patches = {
         part: cut_patches(
-            parts[part], rule=config.patch_rule, patch_size=config.patch_size, desc=f"{part} patches", progress=progress,
-            aux_features=config.aux_features,
+            parts[part], rule=config.patch_rule, patch_size=config.patch_size, desc=f"{part} patches",
+            progress=progress, aux_features=config.aux_features,
         )
         for part in PARTS
     }
@@ -162,7 +162,7 @@ def build_bundle(
     head: dict[str, np.ndarray] = {"weight": weight, "bias": bias}
     if fcn.aux is not None:
         head["aux_weight"] = fcn.aux.weight.detach().float().cpu().numpy()
-    np.savez(staging / HEAD_FILE, **head)
+    np.savez(staging / HEAD_FILE, **head)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
     export_onnx(to_fcn(model_cpu).eval(), staging / ONNX_FILE, example_shape=(short_side, short_side + short_side // 2))
     (staging / RANKINGS_FILE).write_text(json.dumps(ranking.to_json(), indent=1) + "\n")
     plot_roc(test.labels, test_probs, CLASSES, staging / "plots" / "roc.png", title=f"{config.name}: test patches")

@@ -182,7 +182,8 @@ def fine_tune(
                 x = batch_input(np.ascontiguousarray(pixels), mean, std).to(device)
                 y = torch.from_numpy(train.labels[idx[mine]]).to(device)
                 aux = None if train.aux is None else torch.from_numpy(train.aux[idx[mine]]).to(device)
-                loss_total += train_step(net, optimiser, x, y, global_batch=len(idx), world_size=ctx.world_size, aux=aux)
+                loss_total += train_step(net, optimiser, x, y, global_batch=len(idx), world_size=ctx.world_size,
+                                         aux=aux)
                 batches_done += 1
                 patches_done += len(idx)
                 bar.set_postfix(loss=f"{loss_total * ctx.world_size / batches_done:.3f}")

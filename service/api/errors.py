@@ -74,8 +74,14 @@ async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "store_unavailable", "the unit-label store is unavailable", None, **{"Retry-After": "5"})
 
 
+# FastAPI's words when a JSON body cannot even be decoded (not UTF-8); a JSON syntax error is already a 422.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        return error_response(422, "validation_error", "body: not a UTF-8 JSON document", "body")
     try:
         phrase = HTTPStatus(exc.status_code).phrase
     except ValueError:

@@ -43,7 +43,7 @@ def _burn_caption(rgb: np.ndarray, lines: tuple[str, ...]) -> np.ndarray:
     while True:
         font = ImageFont.load_default(size=size)
         margin = max(2, size // 3)
-        left, top, right, bottom = draw.multiline_textbbox((margin, margin), text, font=font)
+        _, _, right, bottom = draw.multiline_textbbox((margin, margin), text, font=font)
         if right + margin <= image.width or size == 8:
             break
         size -= 1
@@ -88,9 +88,9 @@ def build_capture(
         software_versions=equipment.software_versions,
         device_serial_number=equipment.serial_number,
     )
-    capture.PatientOrientation = source.get("PatientOrientation") or None
+    capture.PatientOrientation = list(source.PatientOrientation) if source.get("PatientOrientation") else []
     if "Laterality" not in capture:
-        capture.Laterality = None  # Type 2C, required for a paired organ: unknown here
+        capture.Laterality = ""  # Type 2C, required for a paired organ: empty for unknown
     capture.BurnedInAnnotation = "NO"
     capture.ImageComments = "; ".join(caption(result, equipment))
     capture.DerivationDescription = (

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
+from typing_extensions import Self
 
 from service.errors import (
     InstanceNotFoundError,
@@ -103,7 +104,7 @@ class DicomWebClient:
             timeout=httpx.Timeout(timeout_s), headers=headers, transport=transport, follow_redirects=False
         )
 
-    async def __aenter__(self) -> DicomWebClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -120,7 +121,10 @@ class DicomWebClient:
         """The instance as a DICOM Part 10 file, in the transfer syntax the PACS holds it in (WADO-RS)."""
         url = f"{self.base_url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
         answer = await self._call(
-            "GET", url, what="retrieving the instance (WADO-RS)", headers={"Accept": RETRIEVE_ACCEPT},
+            "GET",
+            url,
+            what="retrieving the instance (WADO-RS)",
+            headers={"Accept": RETRIEVE_ACCEPT},
             limit=self.max_instance_bytes,
         )
         if answer.status == 404:
@@ -142,8 +146,11 @@ class DicomWebClient:
         """
         body, content_type = join(list(instances), media_type=DICOM)
         answer = await self._call(
-            "POST", f"{self.base_url}/studies/{study_uid}", what="storing the results (STOW-RS)",
-            headers={"Content-Type": content_type, "Accept": "application/dicom+json"}, content=body,
+            "POST",
+            f"{self.base_url}/studies/{study_uid}",
+            what="storing the results (STOW-RS)",
+            headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+            content=body,
             limit=_STOW_ANSWER_BYTES,
         )
         if answer.status in (401, 403):

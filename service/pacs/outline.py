@@ -42,10 +42,11 @@ def high_cam_outlines(
     lines = contourpy.contour_generator(z=normalised, line_type=contourpy.LineType.Separate).lines(level)
     outlines = []
     for line in lines:
+        xy = np.asarray(line, dtype=np.float64)
         # contourpy gives (x, y) on the padded grid; back to (row, column) on the downscaled copy, kept within
         # its outer pixel edges, then to the image's pixel coordinates (as deepminer.grid.upsample samples).
-        rows = np.clip(line[:, 1] - 1.0, -0.5, out_h - 0.5)
-        cols = np.clip(line[:, 0] - 1.0, -0.5, out_w - 0.5)
+        rows = np.clip(xy[:, 1] - 1.0, -0.5, out_h - 0.5)
+        cols = np.clip(xy[:, 0] - 1.0, -0.5, out_w - 0.5)
         points = np.stack([(rows + 0.5) * height / out_h - 0.5, (cols + 0.5) * width / out_w - 0.5], axis=1)
         if len(points) >= 3:
             if not np.array_equal(points[0], points[-1]):

@@ -80,7 +80,7 @@ def build_presentation(
         instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=equipment.model_label,
-        software_versions=equipment.software_versions,
+        software_versions=equipment.software_versions,  # type: ignore[arg-type]  # a list: pydicom refuses tuples
         device_serial_number=equipment.serial_number,
         content_label=CONTENT_LABEL,
         content_description=label(result)[:64],
@@ -93,5 +93,5 @@ def build_presentation(
     )
     laterality = str(source.get("ImageLaterality") or source.get("Laterality") or "")
     # General Series Laterality, Type 2C (a paired organ): the source's side, else empty for unknown.
-    presentation.Laterality = laterality if laterality in ("L", "R") else None
+    presentation.Laterality = laterality if laterality in ("L", "R") else ""
     return presentation

@@ -59,9 +59,7 @@ def build_results(
 ) -> tuple[DicomResult, ...]:
     """The SR, the Secondary Capture and the GSPS of ``result`` for the source image whose header is ``source``."""
     report = build_report(result, source, equipment, series_uid=hd.UID(), sop_uid=hd.UID())
-    capture = build_capture(
-        result, source, equipment, series_uid=hd.UID(), sop_uid=hd.UID(), max_side=capture_max_side
-    )
+    capture = build_capture(result, source, equipment, series_uid=hd.UID(), sop_uid=hd.UID(), max_side=capture_max_side)
     presentation = build_presentation(result, source, equipment, series_uid=hd.UID(), sop_uid=hd.UID())
     return (
         DicomResult("sr", report, encode(report)),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from service.errors import InferenceCancelledError, PacsNotConfiguredError, ServiceError
-from service.explainer import ExplanationResult, Explainer
+from service.explainer import Explainer, ExplanationResult
 from service.pacs.dicomweb import DicomWebClient
 from service.pacs.equipment import Equipment
 from service.pacs.results import DicomResult, ResultKind, build_results

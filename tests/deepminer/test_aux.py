@@ -96,7 +96,11 @@ def test_no_aux_path_is_the_plain_resnet():
     assert isinstance(with_aux, AuxiliaryClassifier)
     for key, value in plain.state_dict().items():
         torch.testing.assert_close(with_aux.state_dict()[f"resnet.{key}"], value)
-    assert set(with_aux.state_dict()) - {f"resnet.{k}" for k in plain.state_dict()} == {"aux.weight", "aux.mean", "aux.std"}
+    assert set(with_aux.state_dict()) - {f"resnet.{k}" for k in plain.state_dict()} == {
+        "aux.weight",
+        "aux.mean",
+        "aux.std",
+    }
     assert num_units(plain) == num_units(with_aux) == 512
 
     fcn = to_fcn(plain.eval())

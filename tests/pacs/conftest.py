@@ -134,9 +134,9 @@ def dciodvfy(data: bytes, tmp_path: Path) -> list[str]:
     assert tool is not None
     path = tmp_path / f"object-{time.monotonic_ns()}.dcm"
     path.write_bytes(data)
-    run = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([tool, str(path)], check=False, capture_output=True, text=True, timeout=120)
     lines = (run.stdout + run.stderr).splitlines()
-    return [line for line in lines if line.startswith("Error") or line.startswith("Abort")]
+    return [line for line in lines if line.startswith(("Error", "Abort"))]
 
 
 # -- a scriptable DICOMweb server ---------------------------------------------
@@ -175,7 +175,9 @@ def _handler(pacs: FakePacs) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *_: Any) -> None:
             pass
 
-        def _answer(self, status: int, body: bytes = b"", content_type: str = "application/json", **headers: str) -> None:
+        def _answer(
+            self, status: int, body: bytes = b"", content_type: str = "application/json", **headers: str
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -198,7 +200,7 @@ def _handler(pacs: FakePacs) -> type[BaseHTTPRequestHandler]:
                 self._answer(int(failure), b'{"error": "scripted"}', Retry_After="0")
             return True
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             pacs.requests.append(("GET", self.path, dict(self.headers)))
             if self._failure():
                 return
@@ -210,7 +212,7 @@ def _handler(pacs: FakePacs) -> type[BaseHTTPRequestHandler]:
             body, content_type = join([data], media_type="application/dicom")
             self._answer(200, body, content_type)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             pacs.requests.append(("POST", self.path, dict(self.headers)))
@@ -224,7 +226,9 @@ def _handler(pacs: FakePacs) -> type[BaseHTTPRequestHandler]:
                 part_study, _, sop = uids_of(part)
                 item = {"00081155": {"vr": "UI", "Value": [sop]}}
                 if pacs.refuse_store or part_study != study:
-                    failed.append({**item, "00081197": {"vr": "US", "Value": [0xA900 if part_study != study else 0xA700]}})
+                    failed.append(
+                        {**item, "00081197": {"vr": "US", "Value": [0xA900 if part_study != study else 0xA700]}}
+                    )
                 else:
                     pacs.instances[sop] = part
                     referenced.append({**item, "00081190": {"vr": "UR", "Value": [f"{pacs.url}/studies/{study}"]}})

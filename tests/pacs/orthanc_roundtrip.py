@@ -26,12 +26,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from service.logging import configure_logging  # noqa: E402
-from service.main import create_app  # noqa: E402
-from service.pacs.multipart import boundary_of, split  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.logging import configure_logging
+from service.main import create_app
+from service.pacs.multipart import boundary_of, split
+from service.settings import Settings
 
 SOP_CLASS_UID = "00080016"
 SERIES_INSTANCE_UID = "0020000E"

@@ -85,7 +85,9 @@ def test_pacs_down_is_502_pacs_unavailable(make_client: ClientFactory, closed_po
     assert response.headers["Retry-After"] == "5"
 
 
-def test_pacs_failing_after_the_retries_is_502(make_client: ClientFactory, fake_pacs: FakePacs, mammogram: bytes) -> None:
+def test_pacs_failing_after_the_retries_is_502(
+    make_client: ClientFactory, fake_pacs: FakePacs, mammogram: bytes
+) -> None:
     uids = fake_pacs.add(mammogram)
     fake_pacs.fail_next(500, 500, 500)
     with make_client(dicomweb_url=fake_pacs.url, dicomweb_retries=2) as client:
@@ -113,7 +115,9 @@ def test_slow_pacs_is_504_pacs_timeout(make_client: ClientFactory, fake_pacs: Fa
     assert_error(response, 504, "pacs_timeout")
 
 
-def test_refused_store_is_502_pacs_store_failed(make_client: ClientFactory, fake_pacs: FakePacs, mammogram: bytes) -> None:
+def test_refused_store_is_502_pacs_store_failed(
+    make_client: ClientFactory, fake_pacs: FakePacs, mammogram: bytes
+) -> None:
     uids = fake_pacs.add(mammogram)
     fake_pacs.refuse_store = True
     with make_client(dicomweb_url=fake_pacs.url) as client:
@@ -138,9 +142,21 @@ def test_an_instance_without_pixels_is_422_no_pixel_data(
     make_client: ClientFactory, fake_pacs: FakePacs, mammogram: bytes
 ) -> None:
     ds = pydicom.dcmread(io.BytesIO(mammogram))
-    for keyword in ("PixelData", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
-                    "BitsStored", "HighBit", "PixelRepresentation"):
+    for keyword in (
+        "PixelData",
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+    ):
         delattr(ds, keyword)
+    # A structured report in the image's series: UIDs an integrator may well pass by mistake.
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    ds.Modality = "SR"
     fake_pacs.add(encode(ds))
     with make_client(dicomweb_url=fake_pacs.url) as client:
         response = client.post(

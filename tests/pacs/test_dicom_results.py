@@ -88,8 +88,11 @@ def meaning(item: Dataset) -> str:
 def test_every_result_joins_the_source_study_in_a_series_of_its_own(explained: Explained) -> None:
     source = explained.header
     series = set()
-    for kind, sop_class in (("sr", SR_COMPREHENSIVE), ("secondary_capture", SECONDARY_CAPTURE),
-                            ("presentation_state", GSPS)):
+    for kind, sop_class in (
+        ("sr", SR_COMPREHENSIVE),
+        ("secondary_capture", SECONDARY_CAPTURE),
+        ("presentation_state", GSPS),
+    ):
         ds = read(explained.results[kind])
         assert ds.SOPClassUID == sop_class
         assert ds.StudyInstanceUID == source.StudyInstanceUID

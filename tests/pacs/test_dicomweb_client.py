@@ -44,7 +44,7 @@ def test_retrieve_returns_the_part10_file(fake_pacs: FakePacs, instance: bytes) 
     study, series, sop = fake_pacs.add(instance)
     data = call(fake_pacs.url, lambda c: c.retrieve_instance(study, series, sop))
     assert data == instance
-    method, path, headers = fake_pacs.requests[0]
+    _, path, headers = fake_pacs.requests[0]
     assert path == f"/dicom-web/studies/{study}/series/{series}/instances/{sop}"
     assert headers["Accept"] == 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -131,7 +131,7 @@ def test_an_instance_over_the_limit_is_cut_off(fake_pacs: FakePacs, instance: by
 
 def test_store_returns_retrieve_urls(fake_pacs: FakePacs, new_mammogram: Callable[..., bytes]) -> None:
     first = new_mammogram()
-    study, _, sop = fake_pacs.add(first)
+    study, _, _ = fake_pacs.add(first)
     # A second instance of the same study, as the results are.
     ds = pydicom.dcmread(io.BytesIO(first))
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()

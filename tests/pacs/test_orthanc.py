@@ -35,7 +35,7 @@ SOP_CLASSES = {
 def _plugin() -> str | None:
     """The DICOMweb plugin's shared object, as the Debian package lists it."""
     if shutil.which("dpkg"):
-        listing = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True)
+        listing = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], check=False, capture_output=True, text=True)
         for line in listing.stdout.splitlines():
             if "libOrthancDicomWeb.so" in line and Path(line).is_file():
                 return line
@@ -49,7 +49,9 @@ def _missing() -> str | None:
             return f"{tool} not found (Debian package {package})"
     if _plugin() is None:
         return "the Orthanc DICOMweb plugin is not installed (Debian package orthanc-dicomweb)"
-    probe = subprocess.run(["unshare", "-n", "--", "ip", "link", "set", "lo", "up"], capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "-n", "--", "ip", "link", "set", "lo", "up"], check=False, capture_output=True, text=True
+    )
     if probe.returncode != 0:
         return f"cannot create a network namespace (unshare -n needs root or CAP_SYS_ADMIN): {probe.stderr.strip()}"
     return None
@@ -84,11 +86,10 @@ def roundtrip(
         sys.executable, str(SCRIPT), "--bundle", str(tiny_bundle), "--mammogram", str(out / "mammogram.dcm"),
         "--plugin", plugin, "--out", str(out),
     ]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, timeout=480)
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=480)
     orthanc_log = out / "orthanc.log"
-    assert run.returncode == 0, (
-        f"round trip failed ({run.returncode}):\n{run.stderr[-4000:]}\n--- Orthanc ---\n"
-        + (orthanc_log.read_text()[-3000:] if orthanc_log.exists() else "(no log)")
+    assert run.returncode == 0, f"round trip failed ({run.returncode}):\n{run.stderr[-4000:]}\n--- Orthanc ---\n" + (
+        orthanc_log.read_text()[-3000:] if orthanc_log.exists() else "(no log)"
     )
     return json.loads((out / "report.json").read_text()), out, run.stderr
 
@@ -128,7 +129,7 @@ def test_the_fetched_results_carry_the_explanation_and_pass_dciodvfy(
     sr = pydicom.dcmread(out / "sr.dcm")
     text = str(sr)
     assert body["model"]["hash"] in text
-    for name, probability in body["probabilities"].items():
+    for name in body["probabilities"]:
         assert f"Probability of {name}" in text
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert evidence.ReferencedSOPInstanceUID == request["sop_uid"]

@@ -69,7 +69,9 @@ def test_tokens_are_compared_by_hash_and_roles_are_ordered() -> None:
     assert authenticator.identify(TOKENS["annotator"]) == Principal(name="dr_a", role="annotator")
     with pytest.raises(AuthenticationError):
         authenticator.identify(hash_token(TOKENS["annotator"]))  # the stored hash is not a token
-    assert Principal(name="x", role="admin").may("annotator") and not Principal(name="x", role="reader").may("annotator")
+    assert Principal(name="x", role="admin").may("annotator") and not Principal(name="x", role="reader").may(
+        "annotator"
+    )
     assert authenticator.authorize(None, write=False) is None
     with pytest.raises(AuthenticationError):
         authenticator.authorize(None, write=True)
@@ -182,13 +184,18 @@ def test_write_without_or_with_a_bad_token_is_401(writes_client: TestClient) -> 
         ({}, 'Bearer realm="deepminer"'),
         ({"Authorization": "Basic ZHI6cHc="}, 'Bearer realm="deepminer"'),
         ({"Authorization": "Bearer not-a-token"}, 'Bearer realm="deepminer", error="invalid_token"'),
-        ({"Authorization": f"Bearer {hash_token(TOKENS['annotator'])}"}, 'Bearer realm="deepminer", error="invalid_token"'),
+        (
+            {"Authorization": f"Bearer {hash_token(TOKENS['annotator'])}"},
+            'Bearer realm="deepminer", error="invalid_token"',
+        ),
     ):
         response = writes_client.put("/units/4", json=LABEL, headers=headers)
         assert_error(response, 401, "unauthorized", "authorization")
         assert response.headers["www-authenticate"] == challenge
     # A presented token is checked even where none is needed.
-    assert_error(writes_client.get("/units", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized", "authorization")
+    assert_error(
+        writes_client.get("/units", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized", "authorization"
+    )
     assert writes_client.get("/units/4/history").json()["versions"] == []
 
 
@@ -291,7 +298,12 @@ def test_openapi_declares_the_bearer_scheme(client: TestClient) -> None:
         "scheme": "bearer",
         "description": spec["components"]["securitySchemes"]["bearer"]["description"],
     }
-    for path, method in (("/units", "get"), ("/units/{unit_id}", "put"), ("/explain", "post"), ("/query/region", "post")):
+    for path, method in (
+        ("/units", "get"),
+        ("/units/{unit_id}", "put"),
+        ("/explain", "post"),
+        ("/query/region", "post"),
+    ):
         operation = spec["paths"][path][method]
         assert {"bearer": []} in operation["security"], path
         assert {"401", "403"} <= set(operation["responses"]), path

@@ -6,7 +6,6 @@ import io
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,7 +131,9 @@ def test_pruning_is_exact_at_a_reduced_query_resolution(client: TestClient, imag
     result = queries.query(image, PolygonRegion(vertices=polygon), min_iou=1e-9)
     ious, _, _ = brute_force(client, image, region)
     assert result.query_shape == shape
-    assert {u.unit_id: u.iou for u in result.units} == pytest.approx({int(k): ious[k] for k in np.flatnonzero(ious > 0)})
+    assert {u.unit_id: u.iou for u in result.units} == pytest.approx(
+        {int(k): ious[k] for k in np.flatnonzero(ious > 0)}
+    )
 
 
 def test_label_reports_use_the_loaded_bundles_labels(
@@ -283,7 +284,3 @@ def test_query_shape_caps_the_long_side() -> None:
     assert query_shape((183, 128)) == (183, 128)
     assert query_shape((1211, 908)) == (384, 288)
     assert query_shape((908, 1211), 100) == (75, 100)
-
-
-def test_unused_fixture_free_helpers_are_consistent(tiny_bundle: Path) -> None:
-    assert json.loads(box_polygon(*BOX))[0] == [2 * BOX[2] - 0.5, 2 * BOX[0] - 0.5]

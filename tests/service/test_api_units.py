@@ -122,13 +122,14 @@ def test_annotations_are_versioned_and_listed(
         assert client.get("/units/8/history").json() == {"unit_id": 8, "versions": []}
 
 
-def test_labels_of_another_bundle_show_only_in_history(make_client: Callable[..., Any], database_url: str) -> None:
+def test_labels_of_another_bundle_are_shown_flagged(make_client: Callable[..., Any], database_url: str) -> None:
     store = AnnotationStore(database_url)
     store.init_schema()
     store.add(unit_id=3, annotator="dr-old", label="Old model's unit 3", category="Other", bundle_hash="ab" * 32)
     store.close()
     with make_client(database_url=database_url) as client:
-        assert client.get("/units/3").json()["annotations"] == []
+        shown = client.get("/units/3").json()["annotations"]
+        assert [(a["annotator"], a["current_bundle"]) for a in shown] == [("dr-old", False)]
         assert [v["annotator"] for v in client.get("/units/3/history").json()["versions"]] == ["dr-old"]
 
 

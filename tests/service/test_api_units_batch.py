@@ -67,7 +67,12 @@ def test_a_bad_item_stores_nothing_and_is_named(
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"annotations": []}, "annotations"), ({}, "annotations"), ([LABEL], "body"), ({"annotations": [], "x": 1}, "annotations")],
+    [
+        ({"annotations": []}, "annotations"),
+        ({}, "annotations"),
+        ([LABEL], "body"),
+        ({"annotations": [], "x": 1}, "annotations"),
+    ],
 )
 def test_malformed_batch_bodies(make_client: Callable[..., Any], body: Any, field: str) -> None:
     with make_client() as client:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from annotations import AnnotationStore
@@ -48,14 +47,18 @@ def test_etag_follows_every_write_and_if_match_guards_it(make_client: Callable[.
         # Another annotator's label changes the unit too.
         other = client.put("/units/11", json={**LABEL, "annotator": "dr-b"}, headers={"If-Match": new_etag})
         assert other.status_code == 201
-        assert_error(client.put("/units/11", json=LABEL, headers={"If-Match": new_etag}), 412, "precondition_failed", "If-Match")
+        assert_error(
+            client.put("/units/11", json=LABEL, headers={"If-Match": new_etag}), 412, "precondition_failed", "If-Match"
+        )
 
         current = client.get("/units/11").headers["etag"]
         assert current == other.headers["etag"]
         for header in (f'"nope", {current}', "*"):
             assert client.put("/units/11", json=LABEL, headers={"If-Match": header}).status_code == 201
         weak = "W/" + client.get("/units/11").headers["etag"]
-        assert_error(client.put("/units/11", json=LABEL, headers={"If-Match": weak}), 412, "precondition_failed", "If-Match")
+        assert_error(
+            client.put("/units/11", json=LABEL, headers={"If-Match": weak}), 412, "precondition_failed", "If-Match"
+        )
 
         # Without If-Match the write is allowed (require_if_match is off by default).
         assert client.put("/units/11", json=LABEL).status_code == 201
@@ -75,7 +78,9 @@ def test_etag_changes_when_another_bundle_labels_the_unit(make_client: Callable[
         store.add(unit_id=13, annotator="dr-old", label="Old unit 13", category="Other", bundle_hash="ab" * 32)
         store.close()
         assert client.get("/units/13").headers["etag"] != etag
-        assert_error(client.put("/units/13", json=LABEL, headers={"If-Match": etag}), 412, "precondition_failed", "If-Match")
+        assert_error(
+            client.put("/units/13", json=LABEL, headers={"If-Match": etag}), 412, "precondition_failed", "If-Match"
+        )
 
 
 def test_require_if_match_refuses_blind_writes(make_client: Callable[..., Any]) -> None:
@@ -125,7 +130,7 @@ def test_racing_conditional_writers_one_wins_per_etag(make_client: Callable[...,
             etag = client.get("/units/22").headers["etag"]
             start = threading.Barrier(WRITERS)
 
-            def writer(index: int) -> int:
+            def writer(index: int, start: threading.Barrier = start, etag: str = etag, round_: int = round_) -> int:
                 start.wait()
                 body = {**LABEL, "annotator": f"dr-{index}", "label": f"round {round_}"}
                 return client.put("/units/22", json=body, headers={"If-Match": etag}).status_code

@@ -31,11 +31,17 @@ def test_visualisation_is_the_index_entry_with_urls(client: TestClient, tiny_bun
     unit_id, entry = next(iter(entries.items()))
     body = client.get(f"/units/{unit_id}/visualisation").json()
     assert body["unit_id"] == int(unit_id)
-    assert body["threshold"] == pytest.approx(entry["threshold"]) and body["threshold_source"] == entry["threshold_source"]
+    assert (
+        body["threshold"] == pytest.approx(entry["threshold"]) and body["threshold_source"] == entry["threshold_source"]
+    )
     assert body["classes"] == entry["classes"] and body["thresholds"] == pytest.approx(entry["thresholds"])
     assert len(body["patches"]) == len(entry["patches"]) > 0
     for served, stored in zip(body["patches"], entry["patches"]):
-        assert (served["rank"], served["image_id"], served["box"]) == (stored["rank"], stored["image_id"], stored["box"])
+        assert (served["rank"], served["image_id"], served["box"]) == (
+            stored["rank"],
+            stored["image_id"],
+            stored["box"],
+        )
         for kind in ("patch", "masked", "context"):
             path = urlsplit(served[kind]).path
             assert path == f"/bundle-files/{stored[kind]}"
@@ -101,7 +107,10 @@ def test_embedding_carries_every_unit_with_its_labels(make_client: Callable[...,
     stored = json.loads((tiny_bundle / EMBEDDING_FILE).read_text())
     bundle = load_bundle(tiny_bundle)
     with make_client() as client:
-        client.put("/units/3", json={"annotator": "dr-a", "label": "Round mass", "category": "Mass", "cancer_association": "no"})
+        client.put(
+            "/units/3",
+            json={"annotator": "dr-a", "label": "Round mass", "category": "Mass", "cancer_association": "no"},
+        )
         body = client.get("/units/embedding").json()
     assert body["model_id"] == bundle.id and body["bundle_hash"] == bundle.hash
     assert body["method"] == stored["method"] and body["num_images"] == stored["num_images"]

@@ -57,7 +57,7 @@ def test_apps_on_either_backend_explain_alike(make_client: Callable[..., Any], p
     bodies = {}
     for backend in ("onnx", "torch"):
         with make_client(backend=backend, device="cpu") as client:
-            bodies[backend] = client.post("/explain", files=files, params={"top_k": 8}).json()
+            bodies[backend] = client.post("/explain", files=files, params={"top_k": 8, "maps": "json"}).json()
             assert bodies[backend]["model"]["backend"] == backend
     onnx, torch_body = bodies["onnx"], bodies["torch"]
     assert onnx["predicted_class"] == torch_body["predicted_class"]

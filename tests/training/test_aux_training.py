@@ -137,6 +137,15 @@ def test_config_aux_features_round_trip(tmp_path):
             TrainConfig.from_dict({"aux_features": bad})
 
 
+def test_cli_aux_features_flag():
+    from training.cli import _config_from, build_parser
+
+    args = build_parser().parse_args(["build", "--manifest", "m.csv", "--out", "b", "--aux-features", "age, prs"])
+    assert _config_from(args, TrainConfig()).aux_features == ("age", "prs")
+    args = build_parser().parse_args(["build", "--manifest", "m.csv", "--out", "b"])
+    assert _config_from(args, TrainConfig()).aux_features == ()
+
+
 def test_build_names_a_missing_aux_column(phantom_manifest, tmp_path):
     from training.pipeline import build_bundle
 

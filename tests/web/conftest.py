@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -146,6 +147,10 @@ def browser() -> Iterator[Any]:
         _skip_or_fail("Playwright for Python is not installed (pip install -e '.[test]')")
     if not CHROMIUM.is_file():
         _skip_or_fail(f"{CHROMIUM} is missing (apt-get install chromium; never `playwright install`)")
+    from playwright.sync_api import expect
+
+    # Explanations run on the CPU in CI: give assertions the time an inference may take.
+    expect.set_options(timeout=20_000)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
@@ -178,7 +183,8 @@ def page(browser: Any, service: Service, request: pytest.FixtureRequest) -> Iter
     finally:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         try:
-            tab.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")[:120]
+            tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         finally:
             context.close()
     assert not problems.errors, f"uncaught errors in the page: {problems.errors}"
@@ -188,7 +194,9 @@ def page(browser: Any, service: Service, request: pytest.FixtureRequest) -> Iter
 def _use_token(page: Any, token: str) -> None:
     # Only where the tab has none yet: a token typed in later (then a reload) must win.
     key = "'deepminer.token'"
-    page.context.add_init_script(f"if (!sessionStorage.getItem({key})) sessionStorage.setItem({key}, {json.dumps(token)})")
+    page.context.add_init_script(
+        f"if (!sessionStorage.getItem({key})) sessionStorage.setItem({key}, {json.dumps(token)})"
+    )
 
 
 def _sign_in(page: Any, token: str) -> None:

@@ -24,7 +24,10 @@ PacsDep = Annotated[PacsService, Depends(get_pacs)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "`instance_not_found`: the PACS holds no such instance"},
     413: {"model": ErrorResponse, "description": "`instance_too_large` (max_upload_bytes) or `image_too_large`"},
-    415: {"model": ErrorResponse, "description": "`unsupported_dicom`: a transfer syntax without decoder, multi-frame…"},
+    415: {
+        "model": ErrorResponse,
+        "description": "`unsupported_dicom`: a transfer syntax without decoder, multi-frame…",
+    },
     422: {
         "model": ErrorResponse,
         "description": "`validation_error`, `invalid_parameter`, `corrupt_image` or `no_pixel_data` (not an image)",

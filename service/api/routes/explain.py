@@ -10,7 +10,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import ExplainerDep, MetricsDep, PoolDep, SettingsDep
-from service.api.upload import read_upload
+from service.api.upload import read_form
+from service.auxiliary import FIELD as AUX_FIELD
+from service.auxiliary import FIELD_DESCRIPTION as AUX_DESCRIPTION
+from service.auxiliary import parse_aux
 from service.errors import InferenceCancelledError
 from service.responses import render_explanation
 from service.schemas import ErrorResponse, ExplainResponse, MapEncoding
@@ -32,7 +35,8 @@ _UPLOAD_BODY: dict[str, Any] = {
                             "type": "string",
                             "format": "binary",
                             "description": "A mammogram as PNG (8 or 16 bit), TIFF, JPEG or DICOM.",
-                        }
+                        },
+                        AUX_FIELD: {"type": "string", "description": AUX_DESCRIPTION},
                     },
                 }
             }
@@ -56,7 +60,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorResponse,
         "description": (
             "`corrupt_image` (truncated or corrupt, the message says which), `no_pixel_data` (a DICOM that holds "
-            "no image), `invalid_parameter` or `validation_error`"
+            "no image), `invalid_parameter` (its `field` names the parameter, e.g. `top_k` or `aux.age`) or "
+            "`validation_error`"
         ),
     },
     503: {"model": ErrorResponse, "description": "`not_ready`, or `busy` when the waiting line is full"},
@@ -91,11 +96,15 @@ async def explain(
     explainer.validate(class_name=class_name, top_k=k)
     overlay_max_side = settings.overlay_max_side if overlays == "png" else None
     async with pool.admit():
-        data = await read_upload(request, max_bytes=settings.max_upload_bytes)
+        form = await read_form(request, max_bytes=settings.max_upload_bytes, fields=(AUX_FIELD,))
+        data = form.files["file"]
+        aux = parse_aux(form.fields.get(AUX_FIELD), explainer.aux_features)
         submitted = time.perf_counter()
 
         def job(cancel: threading.Event) -> tuple[bytes, Mapping[str, float]]:
-            result = explainer.explain(data, class_name=class_name, top_k=k, cancel=cancel, submitted_at=submitted)
+            result = explainer.explain(
+                data, class_name=class_name, top_k=k, cancel=cancel, submitted_at=submitted, aux=aux
+            )
             if cancel.is_set():
                 raise InferenceCancelledError("explanation abandoned before encoding")
             return render_explanation(result, maps=maps, overlay_max_side=overlay_max_side)

@@ -33,7 +33,10 @@ router = APIRouter(prefix="/ui", tags=["pages"], include_in_schema=False)
 
 
 def _page(name: str) -> FileResponse:
-    return FileResponse(WEB_DIR / name, media_type="text/html", headers=_NO_STALE)
+    path = WEB_DIR / name
+    if not path.is_file():  # an install without the package data, rather than a 500 from FileResponse
+        raise HTTPException(status_code=404, detail=f"the web pages are not installed: {path} is missing")
+    return FileResponse(path, media_type="text/html", headers=_NO_STALE)
 
 
 @router.get("")

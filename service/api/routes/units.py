@@ -174,7 +174,9 @@ def unit_visualisation(unit_id: UnitId, catalog: CatalogDep, request: Request) -
     },
 )
 def bundle_file(
-    path: Annotated[str, Path(description="A file path from GET /units/{unit_id}/visualisation, e.g. units/7/patch_1.png.")],
+    path: Annotated[
+        str, Path(description="A file path from GET /units/{unit_id}/visualisation, e.g. units/7/patch_1.png.")
+    ],
     catalog: CatalogDep,
 ) -> FileResponse:
     """Send a unit-visualisation PNG of the loaded bundle; only files its meta.json lists under units/."""

@@ -14,6 +14,19 @@ import { RegionDrawer } from "./region.js";
 import { announce, clearAlert, el, initSession, loadFailed, showAlert, showError } from "./session.js";
 import { labelText, status, STATUS_TEXT } from "./units.js";
 
+// What to do about the upload errors /explain names; the service's own message follows.
+const UPLOAD_HINTS = {
+  unsupported_media_type: "choose a DICOM, PNG, JPEG or TIFF mammogram",
+  unsupported_dicom: "this kind of DICOM is not explained: export a single-frame grayscale image",
+  no_pixel_data: "this DICOM file holds no image",
+  corrupt_image: "the file is damaged or incomplete",
+  empty_upload: "the file is empty",
+  upload_too_large: "the file is larger than the service accepts",
+  image_too_large: "the image has more pixels than the service accepts",
+  busy: "the service is busy; try again in a moment",
+  inference_timeout: "the service took too long; try again",
+};
+
 const DISPLAY_MAX_SIDE = 1024; // canvas pixels on the image's longer side
 const $ = (id) => document.getElementById(id);
 
@@ -248,7 +261,8 @@ async function explain(event) {
     const t = result.timings_ms?.total;
     announce(`Explained ${file.name}: ${result.predicted_class} (${(100 * result.probabilities[result.predicted_class]).toFixed(1)}%)${t ? ` in ${t.toFixed(0)} ms` : ""}.`);
   } catch (error) {
-    showError(error, `Upload failed for “${file.name}”`);
+    const hint = error instanceof ApiError ? UPLOAD_HINTS[error.code] : null;
+    showError(error, `Upload failed for “${file.name}”${hint ? ` (${hint})` : ""}`);
     announce("");
   } finally {
     $("explain-button").disabled = false;
@@ -361,6 +375,7 @@ async function main() {
   $("overlay-select").addEventListener("change", (e) => select(e.target.value));
   $("opacity").addEventListener("input", () => {
     $("opacity-value").textContent = `${$("opacity").value}%`;
+    $("opacity").setAttribute("aria-valuetext", `${$("opacity").value}%`);
     $("overlay-canvas").style.opacity = String($("opacity").value / 100);
   });
   for (const radio of document.querySelectorAll('input[name="tool"]')) radio.addEventListener("change", (e) => state.drawer.setTool(e.target.value));

@@ -1,0 +1,235 @@
+"""The explanation viewer in Chromium: overlays, DICOM and TIFF uploads, upload errors, region query, group labels."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+UPLOAD = "Mammogram (DICOM, PNG, JPEG or TIFF)"
+
+# Mean red level of the image canvas: > 0 once the mammogram is drawn.
+CANVAS_MEAN = """() => {
+  const c = document.getElementById('image-canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let s = 0;
+  for (let i = 0; i < d.length; i += 4) s += d[i];
+  return s / (d.length / 4);
+}"""
+
+
+def upload(page, path: Path) -> None:
+    page.get_by_label(UPLOAD).set_input_files(path)
+    page.get_by_role("button", name="Explain", exact=True).click()
+
+
+def phantom_pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)), dtype=np.uint16)
+
+
+def uncompressed_dicom(png: bytes) -> bytes:
+    """The phantom as a 16-bit MONOCHROME2 MG DICOM, Explicit VR Little Endian, with no patient data."""
+    from pydicom import uid
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = uid.UID("1.2.840.10008.5.1.4.1.1.1.2")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid.UID("1.2.3.4.5.6.3")
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4.5.6.1", "1.2.3.4.5.6.2"
+    ds.Modality, ds.ImageLaterality, ds.ViewPosition = "MG", "L", "CC"
+    ds.set_pixel_data(phantom_pixels(png), "MONOCHROME2", 16, generate_instance_uid=False)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_the_viewer_shows_image_overlay_probabilities_and_units(
+    page, service, use_token, phantom_png, tmp_path
+) -> None:
+    image = tmp_path / "phantom.png"
+    image.write_bytes(phantom_png)
+    use_token(page, service.tokens["viewer"])
+    page.goto("/ui/explain")
+    upload(page, image)
+
+    expect(page.get_by_role("status")).to_contain_text("Explained phantom.png")
+    assert page.evaluate(CANVAS_MEAN) > 5
+    expect(page.get_by_role("list", name="Class probabilities").get_by_role("listitem")).to_have_count(3)
+    expect(page.locator("#prob-maps canvas")).to_have_count(3)
+    expect(page.locator("#units > li")).to_have_count(8)
+    expect(page.locator("#units > li").first).to_contain_text("influence")
+    expect(page.get_by_role("combobox", name="Overlay")).to_have_value("cam")
+
+    # Opacity is the overlay canvas's; choosing a unit draws its map and marks its card.
+    page.get_by_label("Opacity").fill("25")
+    expect(page.locator("#opacity-value")).to_have_text("25%")
+    assert page.locator("#overlay-canvas").evaluate("c => c.style.opacity") == "0.25"
+    second = page.locator("#units > li").nth(1)
+    second.get_by_role("button").click()
+    expect(second).to_have_class(re.compile("selected"))
+    expect(page.get_by_role("combobox", name="Overlay")).to_have_value(f"unit:{second.get_attribute('data-unit')}")
+
+
+def test_an_uncompressed_dicom_is_drawn_in_the_browser(page, service, use_token, phantom_png, tmp_path) -> None:
+    image = tmp_path / "phantom.dcm"
+    image.write_bytes(uncompressed_dicom(phantom_png))
+    use_token(page, service.tokens["viewer"])
+    page.goto("/ui/explain")
+    upload(page, image)
+    expect(page.locator("#image-line")).to_contain_text("DICOM")
+    expect(page.locator("#image-line")).to_contain_text("L CC")
+    expect(page.locator("#image-line")).not_to_contain_text("server's CAM overlay")
+    assert page.evaluate(CANVAS_MEAN) > 5
+
+
+def test_a_tiff_is_shown_through_the_servers_overlay(page, service, use_token, phantom_png, tmp_path) -> None:
+    # Chromium cannot decode TIFF, so the page asks for ?overlays=png and draws the server's CAM overlay.
+    buf = io.BytesIO()
+    Image.fromarray(phantom_pixels(phantom_png)).save(buf, format="TIFF")
+    image = tmp_path / "phantom.tif"
+    image.write_bytes(buf.getvalue())
+    use_token(page, service.tokens["viewer"])
+    page.goto("/ui/explain")
+    upload(page, image)
+    expect(page.locator("#image-line")).to_contain_text("server's CAM overlay")
+    assert page.evaluate(CANVAS_MEAN) > 5
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("notes.txt", b"these are notes, not a mammogram\n", "not a PNG, TIFF, JPEG or DICOM image"),
+        ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt_image"),
+    ],
+    ids=["text-file", "corrupt-png"],
+)
+def test_a_failed_upload_says_why(page, service, use_token, tmp_path, name: str, content: bytes, message: str) -> None:
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    use_token(page, service.tokens["viewer"])
+    page.goto("/ui/explain")
+    upload(page, bad)
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text(f"Upload failed for “{name}”")
+    expect(alert).to_contain_text(message)
+    expect(page.locator("#result")).to_be_hidden()
+
+
+def test_an_upload_without_a_token_says_so(page, service, tmp_path, phantom_png) -> None:
+    image = tmp_path / "phantom.png"
+    image.write_bytes(phantom_png)
+    page.goto("/ui/explain")
+    upload(page, image)
+    expect(page.get_by_role("alert")).to_contain_text("This needs a token")
+
+
+def best_region(service, png: bytes) -> tuple[list[float], dict[str, float], set[int]]:
+    """A rectangle, one layer4 cell in size, that some unit's map matches best: (edges, box, matching units).
+
+    Edges are [left, top, right, bottom] in image pixels (pixel edges at whole numbers), as the page draws.
+    """
+    with service.client("viewer") as client:
+        explained = client.post("/explain", files={"file": ("p.png", png, "image/png")}).json()
+        g = explained["cam"]["grid_to_image"]
+        rows, cols = explained["cam"]["shape"]
+        height, width = explained["image"]["shape"]
+        best: tuple[float, list[float], set[int]] = (0.0, [], set())
+        for i in range(rows):
+            for j in range(cols):
+                cy, cx = g["offset"][0] + g["scale"][0] * i + 0.5, g["offset"][1] + g["scale"][1] * j + 0.5
+                half_h, half_w = g["scale"][0] / 2, g["scale"][1] / 2
+                # One pixel clear of the image's border, where a pointer would leave the drawing surface.
+                edges = [
+                    max(1, cx - half_w),
+                    max(1, cy - half_h),
+                    min(width - 1, cx + half_w),
+                    min(height - 1, cy + half_h),
+                ]
+                x0, y0, x1, y1 = (v - 0.5 for v in edges)
+                polygon = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+                found = client.post(
+                    "/query/region", files={"file": ("p.png", png, "image/png")}, data={"polygon": json.dumps(polygon)}
+                ).json()["units"]
+                if found and found[0]["iou"] > best[0]:
+                    best = (found[0]["iou"], edges, {u["unit_id"] for u in found if u["iou"] >= 0.25})
+    assert best[2], "no cell-sized region of the phantom matches any unit by IoU >= 0.25"
+    return best[1], {"height": height, "width": width}, best[2]
+
+
+def test_region_query_highlights_units_and_labels_them_as_a_group(
+    page, service, use_token, phantom_png, tmp_path
+) -> None:
+    edges, size, expected = best_region(service, phantom_png)
+    image = tmp_path / "phantom.png"
+    image.write_bytes(phantom_png)
+    use_token(page, service.tokens["dr_a"])
+    page.goto("/ui/explain")
+    upload(page, image)
+    expect(page.locator("#units > li")).to_have_count(8)
+
+    # Drag the rectangle on the drawing surface, which spans the image.
+    box = page.locator("#region-svg").bounding_box()
+    sx, sy = box["width"] / size["width"], box["height"] / size["height"]
+    page.mouse.move(box["x"] + edges[0] * sx, box["y"] + edges[1] * sy)
+    page.mouse.down()
+    page.mouse.move(box["x"] + edges[2] * sx, box["y"] + edges[3] * sy, steps=6)
+    page.mouse.up()
+    expect(page.locator("#region-svg polygon")).to_have_count(1)
+    page.get_by_role("button", name="Find units in region").click()
+
+    results = page.locator("#region-rows tr[data-unit]")
+    expect(results.first).to_be_visible()
+    found = {int(u) for u in results.evaluate_all("rows => rows.map(r => r.dataset.unit)")}
+    assert expected <= found, f"the API matched {expected}, the page listed {found}"
+    for unit in found:
+        card = page.locator(f'#units > li[data-unit="{unit}"]')
+        if card.count():
+            expect(card).to_have_class(re.compile("match"))
+
+    label = "Grouped finding (web test)"
+    page.get_by_label("Short label").fill(label)
+    page.get_by_label("BI-RADS category").select_option("Calcification")
+    page.get_by_label("Associated with cancer?").select_option("unsure")
+    page.get_by_role("button", name="Label selected units").click()
+    expect(page.get_by_role("status")).to_contain_text(f"as “{label}”")
+    expect(results.first.locator("td").last).to_have_text(label)
+    with service.client("viewer") as client:
+        for unit in found:
+            labels = {a["annotator"]: a["label"] for a in client.get(f"/units/{unit}").json()["annotations"]}
+            assert labels.get("dr_a") == label
+
+
+def test_a_polygon_can_be_drawn_and_cleared_with_the_keyboard(page, service, use_token, phantom_png, tmp_path) -> None:
+    image = tmp_path / "phantom.png"
+    image.write_bytes(phantom_png)
+    use_token(page, service.tokens["viewer"])
+    page.goto("/ui/explain")
+    upload(page, image)
+    expect(page.locator("#units > li")).to_have_count(8)
+    surface = page.get_by_role("application", name="Region drawing area over the mammogram")
+
+    surface.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Shift+ArrowDown")
+    expect(page.locator("#region-svg polygon")).to_have_count(1)
+    expect(page.get_by_role("button", name="Find units in region")).to_be_enabled()
+    page.keyboard.press("Escape")
+    expect(page.locator("#region-svg polygon")).to_have_count(0)
+
+    page.get_by_label("polygon").check()
+    box = surface.bounding_box()
+    for fx, fy in [(0.3, 0.3), (0.7, 0.35), (0.5, 0.7)]:
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    surface.press("Enter")
+    expect(page.locator("#region-svg polygon")).to_have_count(1)
+    page.get_by_role("button", name="Find units in region").click()
+    expect(page.locator("#region-results")).to_be_visible()
+    expect(page.locator("#region-summary")).to_contain_text("of the image")
