@@ -102,7 +102,7 @@ class MicroBatcher:
             stacked = batch.inputs[0] if len(batch.inputs) == 1 else np.concatenate(batch.inputs, axis=0)
             aux = np.concatenate(batch.aux, axis=0) if batch.aux else None
             batch.outputs = self.inner.run_batch(stacked, aux)
-        except BaseException as exc:  # handed to every caller of the batch, which re-raises it
+        except BaseException as exc:  # noqa: BLE001  (handed to every caller of the batch, which re-raises it)
             batch.error = exc
         finally:
             batch.done.set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 from PIL import Image
@@ -19,7 +20,7 @@ from PIL import Image
 from deepminer.grid import GridMapping, upsample
 from deepminer.imaging import resize
 
-COLORMAP = "jet"
+COLORMAP: Final = "jet"
 MAX_ALPHA = 0.6
 # MATLAB's jet as (position, RGB) anchors: dark blue, blue, cyan, yellow, red, dark red.
 _JET_ANCHORS = np.array(

@@ -216,5 +216,5 @@ def test_response_sizes_at_the_papers_input_size(full_size_png: bytes, capsys: p
     }
     with capsys.disabled():
         print(f"\nresponse bytes, 3328x2560 upload, paper geometry (grid 37x29): {sizes}")
-    assert sizes["uint16"] < 32_000 < 80_000 < sizes["json"] < 100_000
+    assert sizes["uint16"] < 32_000 and 80_000 < sizes["json"] < 100_000
     assert sizes["uint16+png"] < 1_600_000

@@ -22,7 +22,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 hypothesis = pytest.importorskip("hypothesis")
 
-from schemathesis.checks import (  # noqa: E402  (after the importorskip above)
+from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
     response_headers_conformance,
@@ -30,9 +30,9 @@ from schemathesis.checks import (  # noqa: E402  (after the importorskip above)
     status_code_conformance,
 )
 
-from service.main import create_app  # noqa: E402
-from service.openapi import document  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.main import create_app
+from service.openapi import document
+from service.settings import Settings
 
 CHECKS = [
     not_a_server_error,

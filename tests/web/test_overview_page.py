@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the `browser` fixture then skips these tests, or fails them under CI=true
+    expect = None
 
 
 def test_overview_lists_ranked_units_and_the_embedding_opens_a_survey(page, service, sign_in) -> None:

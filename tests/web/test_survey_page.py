@@ -6,7 +6,11 @@ import re
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import expect
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the `browser` fixture then skips these tests, or fails them under CI=true
+    expect = None
 
 QUESTION_RECOGNIZABLE = "Do these images show recognizable phenomena?"
 QUESTION_CANCER = "Are they associated with breast cancer?"
