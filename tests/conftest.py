@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 from training.config import TrainConfig
 from training.manifest import ImageRecord, read_manifest
 from training.phantoms import PhantomConfig, generate_phantoms
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 TINY_CONFIG = TrainConfig(
     name="tiny-resnet18",
@@ -69,3 +76,25 @@ def phantom_png8(phantom_png: bytes) -> bytes:
     buf = io.BytesIO()
     Image.fromarray((arr >> 8).astype(np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[tuple[str, Engine]]:
+    """The PostgreSQL base URL and an engine on it; skipped (failed under CI=true) when unreachable."""
+    base_url = os.environ.get("DEEPMINER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    url = make_url(base_url).set(drivername="postgresql+psycopg")
+    engine = create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        engine.dispose()
+        reason = (
+            f"PostgreSQL at {url.render_as_string(hide_password=True)} is unreachable ({exc.orig}); "
+            "set DEEPMINER_TEST_POSTGRES_URL"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true requires PostgreSQL: {reason}", pytrace=False)
+        pytest.skip(reason)
+    yield base_url, engine
+    engine.dispose()

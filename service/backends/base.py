@@ -35,6 +35,23 @@ class Backend(Protocol):
         ...
 
 
+class FcnBackend:
+    """What both engines share: ``run`` and ``run_batch`` check the input and call ``_forward`` on a batch."""
+
+    def run(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Forward one image; see :class:`Backend`."""
+        logits, features = self._forward(check_input(x), aux)
+        return logits[0], features[0]
+
+    def run_batch(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Forward a batch of same-shape images; see :class:`Backend`."""
+        return self._forward(check_input(x, batch=True), aux)
+
+    def _forward(self, x: np.ndarray, aux: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The engine's forward pass on a checked ``(N, 3, H, W)`` batch."""
+        raise NotImplementedError
+
+
 def check_input(x: np.ndarray, *, batch: bool = False) -> np.ndarray:
     """``x`` as a contiguous float32 ``(1, 3, H, W)`` array (``(N, 3, H, W)`` with ``batch``), or ``ValueError``."""
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] < 1 or (not batch and x.shape[0] != 1):

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from deepminer.bundle import ONNX_FILE, Bundle
-from service.backends.base import check_aux, check_input
+from service.backends.base import FcnBackend, check_aux
 from service.errors import BackendUnavailableError
 
 INPUT_NAME = "image"
@@ -18,7 +18,7 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-class OnnxBackend:
+class OnnxBackend(FcnBackend):
     """The bundle's ``fcn.onnx`` in an ONNX Runtime session (CUDA when asked for or available, else CPU)."""
 
     name = "onnx"
@@ -62,15 +62,6 @@ class OnnxBackend:
                 f"features; an input {AUX_INPUT_NAME!r} must exist exactly when there are some. Re-export the bundle"
             )
         self._session: ort.InferenceSession | None = session
-
-    def run(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Forward one image; see :class:`service.backends.base.Backend`."""
-        logits, features = self._forward(check_input(x), aux)
-        return logits[0], features[0]
-
-    def run_batch(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Forward a batch (the exported graph has a dynamic batch axis); see :class:`~service.backends.base.Backend`."""
-        return self._forward(check_input(x, batch=True), aux)
 
     def _forward(self, x: np.ndarray, aux: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if self._session is None:

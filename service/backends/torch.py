@@ -13,11 +13,11 @@ import torch
 
 from deepminer.bundle import WEIGHTS_FILE, Bundle
 from deepminer.fcn import FullyConvolutional, build_classifier, select_device, to_fcn
-from service.backends.base import check_aux, check_input
+from service.backends.base import FcnBackend, check_aux
 from service.errors import BackendUnavailableError
 
 
-class TorchBackend:
+class TorchBackend(FcnBackend):
     """``to_fcn(build_classifier(...))`` with ``weights.pt``, in eval mode, on CUDA when asked for or available."""
 
     name = "torch"
@@ -51,15 +51,6 @@ class TorchBackend:
         self._fcn: FullyConvolutional | None = to_fcn(classifier).eval().to(self._device)
         self._num_aux = len(bundle.aux_features)
         self.provider: str = str(self._device)
-
-    def run(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Forward one image; see :class:`service.backends.base.Backend`."""
-        logits, features = self._forward(check_input(x), aux)
-        return logits[0], features[0]
-
-    def run_batch(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Forward a batch of same-shape images; see :class:`service.backends.base.Backend`."""
-        return self._forward(check_input(x, batch=True), aux)
 
     def _forward(self, x: np.ndarray, aux: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if self._fcn is None:

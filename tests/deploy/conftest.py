@@ -21,12 +21,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 READY_TIMEOUT_S = 180.0
 
 DatabaseFactory = Callable[[], str]
@@ -40,25 +37,6 @@ def require_or_skip(reason: str) -> None:
 
 
 # -- databases --------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_admin() -> Iterator[tuple[str, Engine]]:
-    """The PostgreSQL base URL and an engine on it; skipped (failed under CI=true) when unreachable."""
-    base_url = os.environ.get("DEEPMINER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    url = make_url(base_url).set(drivername="postgresql+psycopg")
-    engine = create_engine(url, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        engine.dispose()
-        require_or_skip(
-            f"PostgreSQL at {url.render_as_string(hide_password=True)} is unreachable ({exc.orig}); "
-            "set DEEPMINER_TEST_POSTGRES_URL"
-        )
-    yield base_url, engine
-    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

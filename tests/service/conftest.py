@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -23,42 +22,18 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from deepminer.bundle import META_FILE, finalise_bundle
 from service.main import create_app
 from service.settings import Settings
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 ClientFactory = Callable[..., AbstractContextManager[TestClient]]
 
 
 # -- databases --------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_admin() -> Iterator[tuple[str, Engine]]:
-    """The PostgreSQL base URL and an engine on it; skipped (failed under CI=true) when unreachable."""
-    base_url = os.environ.get("DEEPMINER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    url = make_url(base_url).set(drivername="postgresql+psycopg")
-    engine = create_engine(url, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        engine.dispose()
-        reason = (
-            f"PostgreSQL at {url.render_as_string(hide_password=True)} is unreachable ({exc.orig}); "
-            "set DEEPMINER_TEST_POSTGRES_URL"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true requires PostgreSQL: {reason}", pytrace=False)
-        pytest.skip(reason)
-    yield base_url, engine
-    engine.dispose()
 
 
 @pytest.fixture
