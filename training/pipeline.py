@@ -7,6 +7,7 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,35 @@ def auxiliary_features(
     features = fit_normalisation(names, list(cases.values()))
     log.info("auxiliary features (train normalisation): %s", [f.to_json() for f in features])
     return features
+
+
+def model_meta(depth: int, units: int) -> dict[str, Any]:
+    """``meta.json`` ``model``: the ResNet, its classes and the FCN's ONNX interface."""
+    return {
+        "architecture": f"resnet{depth}",
+        "depth": depth,
+        "classes": list(CLASSES),
+        "layer": "layer4",
+        "num_units": units,
+        "stride": 32,
+        "onnx": {"input": "image", "outputs": ["logits", "features"], "layout": "NCHW float32"},
+    }
+
+
+def preprocessing_meta(
+    mean: Sequence[float], std: Sequence[float], *, patch_size: int, short_side: int
+) -> dict[str, Any]:
+    """``meta.json`` ``preprocessing``: how an upload becomes the network input (:mod:`deepminer.imaging`)."""
+    return {
+        "grayscale": "replicated to 3 channels",
+        "intensity": "PNG/TIFF/JPEG: 16-bit / 65535, 8-bit / 255; DICOM: modality LUT, VOI LUT or window, "
+        "MONOCHROME1 inverted (deepminer/dicom.py); all into [0, 1]",
+        "mean": list(mean),
+        "std": list(std),
+        "patch_size": patch_size,
+        "input_short_side": short_side,
+        "resize": "Pillow bilinear (antialiased)",
+    }
 
 
 def build_bundle(
@@ -185,24 +215,8 @@ def build_bundle(
     meta: dict[str, Any] = {
         "name": config.name,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {
-            "architecture": f"resnet{config.depth}",
-            "depth": config.depth,
-            "classes": list(CLASSES),
-            "layer": "layer4",
-            "num_units": num_units(model_cpu),
-            "stride": 32,
-            "onnx": {"input": "image", "outputs": ["logits", "features"], "layout": "NCHW float32"},
-        },
-        "preprocessing": {
-            "grayscale": "replicated to 3 channels",
-            "intensity": "PNG/TIFF/JPEG: 16-bit / 65535, 8-bit / 255; DICOM: modality LUT, VOI LUT or window, MONOCHROME1 inverted (deepminer/dicom.py); all into [0, 1]",
-            "mean": list(mean),
-            "std": list(std),
-            "patch_size": config.patch_size,
-            "input_short_side": short_side,
-            "resize": "Pillow bilinear (antialiased)",
-        },
+        "model": model_meta(config.depth, num_units(model_cpu)),
+        "preprocessing": preprocessing_meta(mean, std, patch_size=config.patch_size, short_side=short_side),
         "patch_rule": config.patch_rule.to_dict(),
         "split": {
             "seed": config.seed,

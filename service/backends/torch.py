@@ -17,13 +17,26 @@ from service.backends.base import FcnBackend, check_aux
 from service.errors import BackendUnavailableError
 
 
+MemoryFormat = Literal["channels_last", "contiguous"]
+
+
 class TorchBackend(FcnBackend):
-    """``to_fcn(build_classifier(...))`` with ``weights.pt``, in eval mode, on CUDA when asked for or available."""
+    """``to_fcn(build_classifier(...))`` with ``weights.pt``, in eval mode, on CUDA when asked for or available.
+
+    ``memory_format``: ``channels_last`` (NHWC, the default) lets oneDNN and cuDNN run the
+    convolutions without reordering every activation; ``contiguous`` (NCHW) is torch's default layout.
+    BENCHMARKS.md has both timed.
+    """
 
     name = "torch"
 
     def __init__(
-        self, bundle: Bundle, *, device: Literal["auto", "cpu", "cuda"] = "auto", intra_op_threads: int = 0
+        self,
+        bundle: Bundle,
+        *,
+        device: Literal["auto", "cpu", "cuda"] = "auto",
+        intra_op_threads: int = 0,
+        memory_format: MemoryFormat = "channels_last",
     ) -> None:
         try:
             self._device = select_device(device)
@@ -48,7 +61,10 @@ class TorchBackend(FcnBackend):
                 f"{bundle.path(WEIGHTS_FILE)} does not fit a {model_meta['architecture']} with "
                 f"{len(bundle.classes)} classes: {exc}"
             ) from exc
-        self._fcn: FullyConvolutional | None = to_fcn(classifier).eval().to(self._device)
+        self._layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+        self._fcn: FullyConvolutional | None = (
+            to_fcn(classifier).eval().to(self._device, memory_format=self._layout)  # type: ignore[call-overload]
+        )
         self._num_aux = len(bundle.aux_features)
         self.provider: str = str(self._device)
 
@@ -58,8 +74,11 @@ class TorchBackend(FcnBackend):
         aux = check_aux(aux, x, self._num_aux)
         with torch.inference_mode():
             aux_t = None if aux is None else torch.from_numpy(aux).to(self._device)
-            logits, features = self._fcn(torch.from_numpy(x).to(self._device), aux_t)
-        return logits.float().cpu().numpy(), features.float().cpu().numpy()
+            image = torch.from_numpy(x).to(self._device).contiguous(memory_format=self._layout)
+            logits, features = self._fcn(image, aux_t)
+            # NCHW on the way out, as the Backend contract has it (one copy of the features in channels_last).
+            logits, features = (t.float().contiguous().cpu() for t in (logits, features))
+        return logits.numpy(), features.numpy()
 
     def close(self) -> None:
         """Free the model (and its GPU memory)."""

@@ -1,0 +1,494 @@
+"""Performance suite: the bare FCN forward, /explain end to end, a Grad-CAM peer, load, memory, cold start, scaling.
+
+Everything runs at real mammogram scale by default: a ResNet-152 with random
+weights (:mod:`perf_bundle`) whose uploads are scaled to a short side of
+4 × 227 = 908 px, and 16-bit phantom mammograms of 3328 × 2560 px (the
+paper's full-field geometry). Phases, in order:
+
+- ``peak``: the machine's measured fp32 peak, the best of square SGEMMs in torch and NumPy.
+- ``forward``: the bare FCN forward on the network input of one upload, ONNX Runtime and torch
+  (contiguous and channels_last): median seconds, FLOPs / time, and that as a share of the peak.
+- ``peer``: our forward-only CAM plus top-k units against pytorch-grad-cam's GradCAM, same model, same input.
+- ``service``: ``python -m service`` on loopback: time until ready (cold start), /explain one at a time
+  (ratio to the bare ONNX forward, server stage timings), response sizes, then 1, 2, 4 and 8 concurrent
+  clients (throughput, p50/p95/p99), then more cold starts.
+- ``memory``: server RSS over ``--memory-requests`` requests from 4 clients, on a copy of the bundle that
+  scales uploads to ``--memory-short-side`` (so 500 requests take minutes, not half an hour).
+- ``scaling``: the bare ONNX forward at several input sizes.
+
+Prints a table per phase and writes ``perf.json`` (and with ``--plots`` PNG figures) to ``--out``.
+
+    .venv/bin/python benchmarks/perf.py --out benchmarks/results            # the whole suite (~25 min, 2 cores)
+    .venv/bin/python benchmarks/perf.py --phases forward peer --repeats 3
+    .venv/bin/python benchmarks/perf.py --depth 18 --short-side 227 --image-size 832 640 --memory-requests 40
+
+Measure on a quiet machine: every phase uses all cores, and the figures are
+medians of one run, compared as ratios within that run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from serving import REPO, percentile, rss_kib, start_server, stop_server, wait_ready
+
+from deepminer import imaging
+from deepminer.bundle import Bundle
+from deepminer.formulas import class_activation_map, influence, top_units, unit_max_activations
+
+PHASES = ("peak", "forward", "peer", "service", "memory", "scaling")
+CLIENTS = (1, 2, 4, 8)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": len(times)}
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    """Print a plain aligned table."""
+    cells = [header] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for n, row in enumerate(cells):
+        print("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        if n == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def fcn_flops(depth: int, shape: tuple[int, int]) -> int:
+    """FLOPs (2 per multiply-add) of one FCN forward on a ``(1, 3, H, W)`` input, counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from deepminer.fcn import build_classifier, to_fcn
+
+    with torch.device("meta"):
+        fcn = to_fcn(build_classifier(depth=depth, num_classes=3)).eval()
+        x = torch.empty(1, 3, *shape)
+    with FlopCounterMode(display=False) as counter:
+        fcn(x)
+    return int(counter.get_total_flops())
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+
+
+# ---------------------------------------------------------------- phases
+
+
+def measure_peak(repeats: int) -> dict[str, Any]:
+    """fp32 GFLOP/s of an n × n SGEMM (2n³ FLOPs), best of ``repeats``, in torch and NumPy; the peak is the higher."""
+    n = 3072
+    a32 = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b32 = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
+    flops = 2 * n**3
+    results = {
+        "torch.mm": flops / min(timed(lambda: torch.mm(ta, tb), repeats)) / 1e9,
+        "numpy.matmul": flops / min(timed(lambda: a32 @ b32, repeats)) / 1e9,
+    }
+    table("fp32 peak (SGEMM 3072x3072, best of %d)" % repeats, ["library", "GFLOP/s"],
+          [[k, v] for k, v in results.items()])
+    return {"n": n, "gflops": results, "peak_gflops": max(results.values())}
+
+
+def network_input(bundle: Bundle, upload: bytes) -> np.ndarray:
+    """The upload decoded and preprocessed exactly as the service does (``Explainer.preprocess``)."""
+    pixels = imaging.decode_image(upload).pixels
+    return imaging.network_input(pixels, short_side=bundle.input_short_side, mean=bundle.mean, std=bundle.std)
+
+
+def measure_forward(bundle: Bundle, x: np.ndarray, *, repeats: int, peak: float | None, threads: int) -> dict[str, Any]:
+    """Median wall time of the bare FCN forward (backend ``run``: input in, logits and features out as NumPy)."""
+    from service.backends.onnx import OnnxBackend
+    from service.backends.torch import TorchBackend
+
+    flops = fcn_flops(int(bundle.meta["model"]["depth"]), (x.shape[2], x.shape[3]))
+    engines: dict[str, Callable[[], object]] = {}
+    onnx = OnnxBackend(bundle, device="cpu", intra_op_threads=threads)
+    engines["onnxruntime"] = lambda: onnx.run(x)
+    results: dict[str, Any] = {}
+    for name, layout in (("torch", "contiguous"), ("torch channels_last", "channels_last")):
+        backend = TorchBackend(bundle, device="cpu", intra_op_threads=threads, memory_format=layout)
+        engines[name] = lambda b=backend: b.run(x)  # type: ignore[misc]
+    for name, fn in engines.items():
+        s = summary(timed(fn, repeats))
+        s["gflops"] = flops / s["median_s"] / 1e9
+        s["share_of_peak"] = s["gflops"] / peak if peak else None
+        results[name] = s
+    onnx.close()
+    table(f"bare FCN forward, input {tuple(x.shape)}, {flops / 1e9:.1f} GFLOP, median of {repeats}",
+          ["engine", "median s", "min s", "GFLOP/s", "share of peak"],
+          [[k, v["median_s"], v["min_s"], v["gflops"], "-" if v["share_of_peak"] is None else f"{v['share_of_peak']:.0%}"]
+           for k, v in results.items()])
+    return {"input_shape": list(x.shape), "gflop": flops / 1e9, "engines": results}
+
+
+def measure_peer(bundle: Bundle, x: np.ndarray, *, repeats: int, top_k: int, threads: int) -> dict[str, Any]:
+    """Forward-only CAM + top-k units (torch backend) against pytorch-grad-cam's GradCAM on the same model and input."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from deepminer.bundle import WEIGHTS_FILE
+    from deepminer.fcn import build_classifier
+    from service.backends.torch import TorchBackend
+
+    backend = TorchBackend(bundle, device="cpu", intra_op_threads=threads, memory_format="channels_last")
+    weight, _ = bundle.head
+
+    def ours() -> None:
+        logits, features = backend.run(x)
+        explained = int(np.argmax(logits.mean(axis=(1, 2))))
+        class_activation_map(features, weight, explained)
+        scores = influence(features, weight)[explained]
+        unit_max_activations(features[top_units(scores, top_k)])
+
+    classifier = build_classifier(depth=int(bundle.meta["model"]["depth"]), num_classes=len(bundle.classes))
+    classifier.load_state_dict(torch.load(bundle.path(WEIGHTS_FILE), map_location="cpu", weights_only=True))
+    classifier.eval()
+    tensor = torch.from_numpy(x)
+    targets = [ClassifierOutputTarget(0)]
+    with GradCAM(model=classifier, target_layers=[classifier.layer4[-1]]) as gradcam:
+        gradcam_times = timed(lambda: gradcam(input_tensor=tensor, targets=targets), repeats)
+    ours_times = timed(ours, repeats)
+    ratio = statistics.median(gradcam_times) / statistics.median(ours_times)
+    table(f"peer: GradCAM (one class) vs forward-only CAM + top-{top_k} (every class), torch, median of {repeats}",
+          ["method", "median s", "min s"],
+          [["pytorch-grad-cam GradCAM", statistics.median(gradcam_times), min(gradcam_times)],
+           ["DeepMiner forward-only", statistics.median(ours_times), min(ours_times)],
+           ["ratio (GradCAM / ours)", ratio, ""]])
+    return {"gradcam": summary(gradcam_times), "ours": summary(ours_times), "ratio": ratio, "top_k": top_k}
+
+
+async def load(base: str, upload: bytes, *, clients: int, per_client: int, params: dict[str, str],
+               timeout_s: float, on_answer: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """``clients`` closed-loop clients, each sending ``per_client`` uploads one after another."""
+    latencies: list[float] = []
+    outcomes: Counter[str] = Counter()
+    sizes: list[int] = []
+    server_ms: list[dict[str, float]] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=timeout_s, limits=limits) as client:
+
+        async def one_client() -> None:
+            for _ in range(per_client):
+                started = time.perf_counter()
+                try:
+                    response = await client.post(
+                        "/explain", files={"file": ("mammogram.png", upload, "image/png")}, params=params
+                    )
+                except httpx.TransportError as exc:
+                    outcomes[f"transport:{type(exc).__name__}"] += 1
+                    continue
+                elapsed = time.perf_counter() - started
+                if response.status_code == 200:
+                    latencies.append(elapsed)
+                    sizes.append(len(response.content))
+                    server_ms.append(response.json()["timings_ms"])
+                    outcomes["200"] += 1
+                else:
+                    outcomes[f"{response.status_code}"] += 1
+                if on_answer is not None:
+                    on_answer(sum(outcomes.values()))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "requests": sum(outcomes.values()),
+        "outcomes": dict(outcomes),
+        "wall_s": wall,
+        "throughput_per_s": outcomes["200"] / wall,
+        "p50_s": percentile(latencies, 50),
+        "p95_s": percentile(latencies, 95),
+        "p99_s": percentile(latencies, 99),
+        "latencies_s": latencies,
+        "response_bytes": sizes,
+        "server_ms": {stage: statistics.median(t[stage] for t in server_ms) for stage in server_ms[0]}
+        if server_ms else {},
+    }
+
+
+def serve(bundle: Bundle, workdir: Path, env: dict[str, str]) -> tuple[Any, str, Path, float]:
+    """Start the service on ``bundle``; return the process, its base URL, log and seconds until /readyz said ready."""
+    started = time.perf_counter()
+    process, base, log = start_server(bundle.root, workdir, env)
+    wait_ready(process, base, log, timeout_s=600.0, poll_s=0.05)
+    return process, base, log, time.perf_counter() - started
+
+
+def measure_service(bundle: Bundle, upload: bytes, *, repeats: int, bare_s: float | None, per_level: int,
+                    cold_starts: int, env: dict[str, str], top_k: int) -> dict[str, Any]:
+    """Cold start, /explain one at a time against the bare forward, response sizes, and 1-8 concurrent clients."""
+    params = {"top_k": str(top_k)}
+    out: dict[str, Any] = {"env": env, "upload_bytes": len(upload), "top_k": top_k}
+    with tempfile.TemporaryDirectory(prefix="deepminer-perf-") as tmp:
+        process, base, _, ready_s = serve(bundle, Path(tmp), env)
+        cold = [ready_s]
+        try:
+            out["rss_ready_mib"] = rss_kib(process.pid) / 1024
+            sequential = asyncio.run(load(base, upload, clients=1, per_client=repeats + 1, params=params,
+                                          timeout_s=600.0))
+            latencies = sequential["latencies_s"][1:]  # the first request warms caches
+            out["sequential"] = {**summary(latencies), "server_ms": sequential["server_ms"]}
+            if bare_s:
+                out["overhead_ratio"] = statistics.median(latencies) / bare_s
+            sizes = {}
+            for name, extra in (("uint16 (default)", {}), ("maps=json", {"maps": "json"}),
+                                ("overlays=png", {"overlays": "png"})):
+                answer = httpx.post(f"{base}/explain", files={"file": ("m.png", upload, "image/png")},
+                                    params={**params, **extra}, timeout=600.0)
+                answer.raise_for_status()
+                sizes[name] = len(answer.content)
+            out["response_bytes"] = sizes
+            levels = []
+            for clients in CLIENTS:
+                per_client = max(2, -(-per_level // clients))
+                result = asyncio.run(load(base, upload, clients=clients, per_client=per_client, params=params,
+                                          timeout_s=600.0))
+                levels.append(result)
+            out["concurrency"] = levels
+            out["rss_after_mib"] = rss_kib(process.pid) / 1024
+        finally:
+            stop_server(process)
+        for _ in range(cold_starts):
+            process, _, _, ready_s = serve(bundle, Path(tmp), env)
+            stop_server(process)
+            cold.append(ready_s)
+    out["cold_start_s"] = cold
+    single = levels[0]["throughput_per_s"]
+    for level in levels:
+        level["vs_single_client"] = level["throughput_per_s"] / single if single else None
+    seq = out["sequential"]
+    table(f"/explain over loopback, one at a time, upload {len(upload) / 1e6:.1f} MB, median of {repeats}",
+          ["", "seconds"],
+          [["end to end (client)", seq["median_s"]], ["bare ONNX forward", bare_s or "-"],
+           ["ratio", out.get("overhead_ratio", "-")]]
+          + [[f"server {stage}", ms / 1000] for stage, ms in seq["server_ms"].items()])
+    table("response size, top-%d" % top_k, ["encoding", "bytes"], [[k, v] for k, v in sizes.items()])
+    table("concurrent closed-loop clients", ["clients", "requests", "outcomes", "req/s", "vs 1 client",
+                                             "p50 s", "p95 s", "p99 s"],
+          [[r["clients"], r["requests"], r["outcomes"], r["throughput_per_s"], r["vs_single_client"],
+            r["p50_s"], r["p95_s"], r["p99_s"]] for r in levels])
+    table("cold start: process start until /readyz is 200", ["start", "seconds"],
+          [[n + 1, s] for n, s in enumerate(cold)])
+    return out
+
+
+def measure_memory(bundle: Bundle, upload: bytes, *, requests: int, env: dict[str, str], every: int) -> dict[str, Any]:
+    """Server RSS (process and children) after every ``every`` answers of ``requests`` from 4 clients."""
+    clients = 4
+    samples: list[tuple[int, float]] = []
+    with tempfile.TemporaryDirectory(prefix="deepminer-perf-") as tmp:
+        process, base, _, _ = serve(bundle, Path(tmp), env)
+        try:
+            samples.append((0, rss_kib(process.pid) / 1024))
+
+            def sample(answered: int) -> None:
+                if answered % every == 0:
+                    samples.append((answered, rss_kib(process.pid) / 1024))
+
+            result = asyncio.run(load(base, upload, clients=clients, per_client=-(-requests // clients),
+                                      params={}, timeout_s=600.0, on_answer=sample))
+        finally:
+            stop_server(process)
+    warm = [rss for n, rss in samples if n >= max(every, requests // 5)]
+    growth = warm[-1] - warm[0] if len(warm) > 1 else 0.0
+    out = {
+        "short_side": bundle.input_short_side,
+        "requests": result["requests"],
+        "outcomes": result["outcomes"],
+        "samples": samples,
+        "rss_ready_mib": samples[0][1],
+        "rss_peak_mib": max(r for _, r in samples),
+        "growth_after_warmup_mib": growth,
+        "warmup_requests": max(every, requests // 5),
+        "p50_s": result["p50_s"],
+    }
+    table(f"server RSS over {result['requests']} requests (4 clients, short side {bundle.input_short_side})",
+          ["after requests", "RSS MiB"], [[n, r] for n, r in samples[:: max(1, len(samples) // 10)]] + [list(samples[-1])])
+    print(f"  outcomes {result['outcomes']}; growth from request {out['warmup_requests']} to the end: {growth:+.1f} MiB")
+    return out
+
+
+def measure_scaling(bundle: Bundle, pixels: np.ndarray, *, sides: list[int], repeats: int, threads: int,
+                    peak: float | None) -> dict[str, Any]:
+    """The bare ONNX forward with the upload scaled to each short side."""
+    from service.backends.onnx import OnnxBackend
+
+    onnx = OnnxBackend(bundle, device="cpu", intra_op_threads=threads)
+    depth = int(bundle.meta["model"]["depth"])
+    rows = []
+    for side in sides:
+        x = imaging.network_input(pixels, short_side=side, mean=bundle.mean, std=bundle.std)
+        flops = fcn_flops(depth, (x.shape[2], x.shape[3]))
+        s = summary(timed(lambda x=x: onnx.run(x), repeats))
+        rows.append({"short_side": side, "input_hw": [x.shape[2], x.shape[3]],
+                     "megapixels": x.shape[2] * x.shape[3] / 1e6, "gflop": flops / 1e9, **s,
+                     "gflops": flops / s["median_s"] / 1e9,
+                     "share_of_peak": flops / s["median_s"] / 1e9 / peak if peak else None})
+    onnx.close()
+    table(f"bare ONNX forward by input size, median of {repeats}",
+          ["short side", "input H x W", "GFLOP", "median s", "GFLOP/s"],
+          [[r["short_side"], "x".join(map(str, r["input_hw"])), r["gflop"], r["median_s"], r["gflops"]] for r in rows])
+    return {"rows": rows}
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results",
+                        help="where perf.json and the figures go (default %(default)s)")
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), help="phases to run")
+    parser.add_argument("--depth", type=int, default=152, help="ResNet depth (default %(default)s)")
+    parser.add_argument("--short-side", type=int, default=908, help="network input short side (default %(default)s)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(3328, 2560), metavar=("ROWS", "COLS"),
+                        help="uploaded phantom mammogram size (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement (default %(default)s)")
+    parser.add_argument("--per-level", type=int, default=6,
+                        help="requests per concurrency level, at least 2 per client (default %(default)s)")
+    parser.add_argument("--cold-starts", type=int, default=2, help="extra cold starts after the load (default %(default)s)")
+    parser.add_argument("--memory-requests", type=int, default=500, help="requests of the memory phase")
+    parser.add_argument("--memory-short-side", type=int, default=227,
+                        help="input short side of the memory phase's bundle copy (default %(default)s)")
+    parser.add_argument("--scaling", type=int, nargs="+", default=[227, 454, 681, 908, 1135],
+                        help="short sides of the scaling phase (default %(default)s)")
+    parser.add_argument("--top-k", type=int, default=5, help="units per explanation (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per inference; 0: the engines' default")
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "deepminer-bench", help="where bundles and phantoms are kept between runs")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the service (repeatable)")
+    parser.add_argument("--plots", action="store_true", help="also write PNG figures next to perf.json")
+    args = parser.parse_args(argv)
+
+    from perf_bundle import random_bundle, resized_bundle
+
+    from training.manifest import read_manifest
+    from training.phantoms import PhantomConfig, generate_phantoms
+
+    rows, cols = args.image_size
+    if not 0.6 <= cols / rows <= 0.8:
+        parser.error(f"--image-size {rows} {cols}: columns / rows must be in [0.6, 0.8] (portrait mammogram)")
+    args.cache.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"preparing phantoms and the resnet{args.depth} bundle in {args.cache} (first run only)")
+    phantom_dir = args.cache / f"phantoms-{rows}x{cols}"
+    manifest = phantom_dir / "manifest.csv"
+    if not manifest.is_file():
+        generate_phantoms(phantom_dir, config=PhantomConfig(n_cases=1, height=rows, aspect=cols / rows,
+                                                            normal_fraction=0.0, seed=7), workers=1)
+    records = read_manifest(manifest)
+    bundle = random_bundle(args.cache, depth=args.depth, short_side=args.short_side, ranking_images=records)
+    upload = records[0].image_path.read_bytes()
+    pixels = imaging.decode_image(upload).pixels
+    x = network_input(bundle, upload)
+    env = dict(item.split("=", 1) for item in args.env)
+    if args.threads:
+        env.setdefault("DEEPMINER_INTRA_OP_THREADS", str(args.threads))
+
+    report: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "model": {"architecture": f"resnet{args.depth}", "weights": "random", "bundle": bundle.id,
+                  "short_side": args.short_side, "upload": {"rows": int(pixels.shape[0]), "cols": int(pixels.shape[1]),
+                                                            "bytes": len(upload), "format": "16-bit PNG phantom"}},
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    out_file = args.out / "perf.json"
+
+    def save() -> None:
+        out_file.write_text(json.dumps(report, indent=1, default=float) + "\n")
+
+    peak = bare = None
+    if "peak" in args.phases:
+        report["peak"] = measure_peak(args.repeats)
+        peak = report["peak"]["peak_gflops"]
+        save()
+    if "forward" in args.phases:
+        report["forward"] = measure_forward(bundle, x, repeats=args.repeats, peak=peak, threads=args.threads)
+        bare = report["forward"]["engines"]["onnxruntime"]["median_s"]
+        save()
+    if "peer" in args.phases:
+        report["peer"] = measure_peer(bundle, x, repeats=max(3, args.repeats // 2 + 1), top_k=args.top_k,
+                                      threads=args.threads)
+        save()
+    if "service" in args.phases:
+        report["service"] = measure_service(bundle, upload, repeats=args.repeats, bare_s=bare,
+                                            per_level=args.per_level, cold_starts=args.cold_starts, env=env,
+                                            top_k=args.top_k)
+        save()
+    if "memory" in args.phases:
+        small = resized_bundle(bundle, args.cache, short_side=args.memory_short_side)
+        report["memory"] = measure_memory(small, upload, requests=args.memory_requests, env=env,
+                                          every=max(1, args.memory_requests // 20))
+        save()
+    if "scaling" in args.phases:
+        report["scaling"] = measure_scaling(bundle, pixels, sides=args.scaling, repeats=max(2, args.repeats // 2),
+                                            threads=args.threads, peak=peak)
+        save()
+    print(f"\nwrote {out_file}")
+    if args.plots:
+        from perf_plots import write_plots
+
+        for path in write_plots(report, args.out):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
