@@ -8,10 +8,11 @@ paper's full-field geometry). Phases, in order:
 - ``peak``: the machine's measured fp32 peak, the best of square SGEMMs in torch and NumPy.
 - ``forward``: the bare FCN forward on the network input of one upload, ONNX Runtime and torch
   (contiguous and channels_last): median seconds, FLOPs / time, and that as a share of the peak.
+- ``onnx-options``: ONNX Runtime session options (threads, spinning, layout optimisation), round-robin.
 - ``peer``: our forward-only CAM plus top-k units against pytorch-grad-cam's GradCAM, same model, same input.
 - ``service``: ``python -m service`` on loopback: time until ready (cold start), /explain one at a time
-  (ratio to the bare ONNX forward, server stage timings), response sizes, then 1, 2, 4 and 8 concurrent
-  clients (throughput, p50/p95/p99), then more cold starts.
+  alternating with the bare ONNX forward in this process (their ratio, server stage timings), response
+  sizes, then 1, 2, 4 and 8 concurrent closed-loop clients (throughput, p50/p95/p99), then more cold starts.
 - ``memory``: server RSS over ``--memory-requests`` requests from 4 clients, on a copy of the bundle that
   scales uploads to ``--memory-short-side`` (so 500 requests take minutes, not half an hour).
 - ``scaling``: the bare ONNX forward at several input sizes.
@@ -51,7 +52,7 @@ from deepminer import imaging
 from deepminer.bundle import Bundle
 from deepminer.formulas import class_activation_map, influence, top_units, unit_max_activations
 
-PHASES = ("peak", "forward", "peer", "service", "memory", "scaling")
+PHASES = ("peak", "forward", "onnx-options", "peer", "service", "memory", "scaling")
 CLIENTS = (1, 2, 4, 8)
 
 
@@ -124,18 +125,41 @@ def machine() -> dict[str, Any]:
 # ---------------------------------------------------------------- phases
 
 
+def onnx_matmul(n: int) -> Callable[[np.ndarray, np.ndarray], object]:
+    """``a @ b`` as a one-node ONNX Runtime graph (MLAS, the GEMM behind ONNX Runtime's convolutions)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])], "sgemm",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = min(model.ir_version, 10)
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return lambda a, b: session.run(None, {"a": a, "b": b})
+
+
 def measure_peak(repeats: int) -> dict[str, Any]:
-    """fp32 GFLOP/s of an n × n SGEMM (2n³ FLOPs), best of ``repeats``, in torch and NumPy; the peak is the higher."""
+    """The measured fp32 peak: GFLOP/s of an n × n SGEMM (2n³ FLOPs), best of ``repeats``, in each library.
+
+    The peak is the highest of them: the most the cores were seen to deliver to a dense fp32 kernel.
+    """
     n = 3072
     a32 = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     b32 = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
     ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
+    onnx_mm = onnx_matmul(n)
     flops = 2 * n**3
     results = {
+        "onnxruntime MatMul (MLAS)": flops / min(timed(lambda: onnx_mm(a32, b32), repeats)) / 1e9,
         "torch.mm": flops / min(timed(lambda: torch.mm(ta, tb), repeats)) / 1e9,
         "numpy.matmul": flops / min(timed(lambda: a32 @ b32, repeats)) / 1e9,
     }
-    table("fp32 peak (SGEMM 3072x3072, best of %d)" % repeats, ["library", "GFLOP/s"],
+    table(f"fp32 peak (SGEMM {n}x{n}, best of {repeats})", ["library", "GFLOP/s"],
           [[k, v] for k, v in results.items()])
     return {"n": n, "gflops": results, "peak_gflops": max(results.values())}
 
@@ -170,6 +194,46 @@ def measure_forward(bundle: Bundle, x: np.ndarray, *, repeats: int, peak: float 
           [[k, v["median_s"], v["min_s"], v["gflops"], "-" if v["share_of_peak"] is None else f"{v['share_of_peak']:.0%}"]
            for k, v in results.items()])
     return {"input_shape": list(x.shape), "gflop": flops / 1e9, "engines": results}
+
+
+def measure_onnx_options(bundle: Bundle, x: np.ndarray, *, repeats: int) -> dict[str, Any]:
+    """The bare ONNX Runtime forward under session options that could matter, run round-robin."""
+    import onnxruntime as ort
+
+    from deepminer.bundle import ONNX_FILE
+
+    def session(**config: Any) -> Callable[[], object]:
+        options = ort.SessionOptions()
+        for key, value in config.get("attrs", {}).items():
+            setattr(options, key, value)
+        for key, value in config.get("entries", {}).items():
+            options.add_session_config_entry(key, value)
+        s = ort.InferenceSession(str(bundle.path(ONNX_FILE)), sess_options=options, providers=["CPUExecutionProvider"])
+        return lambda: s.run(None, {"image": x})
+
+    cores = os.cpu_count() or 1
+    variants = {
+        "default (the service's)": session(),
+        "intra_op_num_threads=1": session(attrs={"intra_op_num_threads": 1}),
+        f"intra_op_num_threads={cores}, no spinning": session(
+            attrs={"intra_op_num_threads": cores}, entries={"session.intra_op.allow_spinning": "0"}),
+        "graph optimisation EXTENDED (no NCHWc layout)": session(
+            attrs={"graph_optimization_level": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times[name].extend(timed(fn, 1, warmup=0))
+    results = {name: summary(t) for name, t in times.items()}
+    reference = results["default (the service's)"]["median_s"]
+    for r in results.values():
+        r["vs_default"] = r["median_s"] / reference
+    table(f"ONNX Runtime session options, bare forward {tuple(x.shape)}, round-robin, median of {repeats}",
+          ["options", "median s", "min s", "vs default"],
+          [[k, v["median_s"], v["min_s"], v["vs_default"]] for k, v in results.items()])
+    return results
 
 
 def measure_peer(bundle: Bundle, x: np.ndarray, *, repeats: int, top_k: int, threads: int) -> dict[str, Any]:
@@ -266,8 +330,57 @@ def serve(bundle: Bundle, workdir: Path, env: dict[str, str]) -> tuple[Any, str,
     return process, base, log, time.perf_counter() - started
 
 
-def measure_service(bundle: Bundle, upload: bytes, *, repeats: int, bare_s: float | None, per_level: int,
-                    cold_starts: int, env: dict[str, str], top_k: int) -> dict[str, Any]:
+def interleaved(bundle: Bundle, base: str, upload: bytes, *, repeats: int, params: dict[str, str],
+                threads: int) -> dict[str, Any]:
+    """/explain one at a time against the bare ONNX forward on the same upload, the two alternating.
+
+    Alternating pairs cancel the drift of a shared machine between two separate series; each pair is run in
+    alternating order. The bare forward runs in this process while the server idles, and the other way round.
+    """
+    from service.backends.onnx import OnnxBackend
+
+    bare_backend = OnnxBackend(bundle, device="cpu", intra_op_threads=threads)
+    x = network_input(bundle, upload)
+    pairs = []
+    with httpx.Client(base_url=base, timeout=600.0) as client:
+
+        def bare() -> float:
+            started = time.perf_counter()
+            bare_backend.run(x)
+            return time.perf_counter() - started
+
+        def explain() -> tuple[float, dict[str, float]]:
+            started = time.perf_counter()
+            response = client.post("/explain", files={"file": ("mammogram.png", upload, "image/png")}, params=params)
+            elapsed = time.perf_counter() - started
+            response.raise_for_status()
+            return elapsed, response.json()["timings_ms"]
+
+        bare(), explain()  # warm both
+        for n in range(repeats):
+            if n % 2:
+                (e2e, server), forward = explain(), bare()
+            else:
+                forward, (e2e, server) = bare(), explain()
+            pairs.append({"bare_s": forward, "explain_s": e2e, "server_ms": server,
+                          "http_ms": e2e * 1000 - server["total"]})
+    bare_backend.close()
+    bare_s = statistics.median(p["bare_s"] for p in pairs)
+    explain_s = statistics.median(p["explain_s"] for p in pairs)
+    stages = {stage: statistics.median(p["server_ms"][stage] for p in pairs) for stage in pairs[0]["server_ms"]}
+    return {
+        "bare_forward": summary([p["bare_s"] for p in pairs]),
+        "explain": summary([p["explain_s"] for p in pairs]),
+        "overhead_ratio": explain_s / bare_s,
+        "pair_ratios_median": statistics.median(p["explain_s"] / p["bare_s"] for p in pairs),
+        "server_ms": stages,
+        "http_ms": statistics.median(p["http_ms"] for p in pairs),
+        "pairs": pairs,
+    }
+
+
+def measure_service(bundle: Bundle, upload: bytes, *, repeats: int, clients: list[int], per_level: int,
+                    cold_starts: int, env: dict[str, str], top_k: int, threads: int) -> dict[str, Any]:
     """Cold start, /explain one at a time against the bare forward, response sizes, and 1-8 concurrent clients."""
     params = {"top_k": str(top_k)}
     out: dict[str, Any] = {"env": env, "upload_bytes": len(upload), "top_k": top_k}
@@ -276,12 +389,7 @@ def measure_service(bundle: Bundle, upload: bytes, *, repeats: int, bare_s: floa
         cold = [ready_s]
         try:
             out["rss_ready_mib"] = rss_kib(process.pid) / 1024
-            sequential = asyncio.run(load(base, upload, clients=1, per_client=repeats + 1, params=params,
-                                          timeout_s=600.0))
-            latencies = sequential["latencies_s"][1:]  # the first request warms caches
-            out["sequential"] = {**summary(latencies), "server_ms": sequential["server_ms"]}
-            if bare_s:
-                out["overhead_ratio"] = statistics.median(latencies) / bare_s
+            out["sequential"] = interleaved(bundle, base, upload, repeats=repeats, params=params, threads=threads)
             sizes = {}
             for name, extra in (("uint16 (default)", {}), ("maps=json", {"maps": "json"}),
                                 ("overlays=png", {"overlays": "png"})):
@@ -291,9 +399,9 @@ def measure_service(bundle: Bundle, upload: bytes, *, repeats: int, bare_s: floa
                 sizes[name] = len(answer.content)
             out["response_bytes"] = sizes
             levels = []
-            for clients in CLIENTS:
-                per_client = max(2, -(-per_level // clients))
-                result = asyncio.run(load(base, upload, clients=clients, per_client=per_client, params=params,
+            for n in clients:
+                per_client = max(2, -(-per_level // n))
+                result = asyncio.run(load(base, upload, clients=n, per_client=per_client, params=params,
                                           timeout_s=600.0))
                 levels.append(result)
             out["concurrency"] = levels
@@ -309,12 +417,14 @@ def measure_service(bundle: Bundle, upload: bytes, *, repeats: int, bare_s: floa
     for level in levels:
         level["vs_single_client"] = level["throughput_per_s"] / single if single else None
     seq = out["sequential"]
-    table(f"/explain over loopback, one at a time, upload {len(upload) / 1e6:.1f} MB, median of {repeats}",
-          ["", "seconds"],
-          [["end to end (client)", seq["median_s"]], ["bare ONNX forward", bare_s or "-"],
-           ["ratio", out.get("overhead_ratio", "-")]]
+    table(f"/explain over loopback vs the bare ONNX forward, alternating, upload {len(upload) / 1e6:.1f} MB, "
+          f"median of {repeats}", ["", "seconds"],
+          [["/explain end to end (client)", seq["explain"]["median_s"]],
+           ["bare ONNX forward (in process)", seq["bare_forward"]["median_s"]],
+           ["ratio of the medians", seq["overhead_ratio"]], ["median of the pair ratios", seq["pair_ratios_median"]],
+           ["HTTP (client - server total)", seq["http_ms"] / 1000]]
           + [[f"server {stage}", ms / 1000] for stage, ms in seq["server_ms"].items()])
-    table("response size, top-%d" % top_k, ["encoding", "bytes"], [[k, v] for k, v in sizes.items()])
+    table(f"response size, top-{top_k}", ["encoding", "bytes"], [[k, v] for k, v in sizes.items()])
     table("concurrent closed-loop clients", ["clients", "requests", "outcomes", "req/s", "vs 1 client",
                                              "p50 s", "p95 s", "p99 s"],
           [[r["clients"], r["requests"], r["outcomes"], r["throughput_per_s"], r["vs_single_client"],
@@ -341,8 +451,9 @@ def measure_memory(bundle: Bundle, upload: bytes, *, requests: int, env: dict[st
                                       params={}, timeout_s=600.0, on_answer=sample))
         finally:
             stop_server(process)
-    warm = [rss for n, rss in samples if n >= max(every, requests // 5)]
-    growth = warm[-1] - warm[0] if len(warm) > 1 else 0.0
+    warmup = max(every, requests // 5)
+    warm = [(n, rss) for n, rss in samples if n >= warmup]
+    slope = float(np.polyfit(*zip(*warm), 1)[0]) * 100 if len(warm) > 2 else float("nan")
     out = {
         "short_side": bundle.input_short_side,
         "requests": result["requests"],
@@ -350,13 +461,16 @@ def measure_memory(bundle: Bundle, upload: bytes, *, requests: int, env: dict[st
         "samples": samples,
         "rss_ready_mib": samples[0][1],
         "rss_peak_mib": max(r for _, r in samples),
-        "growth_after_warmup_mib": growth,
-        "warmup_requests": max(every, requests // 5),
+        "warmup_requests": warmup,
+        "warm_min_mib": min(r for _, r in warm),
+        "warm_max_mib": max(r for _, r in warm),
+        "slope_mib_per_100_requests": slope,
         "p50_s": result["p50_s"],
     }
     table(f"server RSS over {result['requests']} requests (4 clients, short side {bundle.input_short_side})",
-          ["after requests", "RSS MiB"], [[n, r] for n, r in samples[:: max(1, len(samples) // 10)]] + [list(samples[-1])])
-    print(f"  outcomes {result['outcomes']}; growth from request {out['warmup_requests']} to the end: {growth:+.1f} MiB")
+          ["after requests", "RSS MiB"], [[n, r] for n, r in samples[:: max(1, len(samples) // 10)]])
+    print(f"  outcomes {result['outcomes']}; after request {warmup}: RSS {out['warm_min_mib']:.1f} to "
+          f"{out['warm_max_mib']:.1f} MiB, trend {slope:+.2f} MiB per 100 requests (least squares)")
     return out
 
 
@@ -397,7 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, nargs=2, default=(3328, 2560), metavar=("ROWS", "COLS"),
                         help="uploaded phantom mammogram size (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement (default %(default)s)")
-    parser.add_argument("--per-level", type=int, default=6,
+    parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS),
+                        help="concurrency levels of the service phase; the first is the reference (default %(default)s)")
+    parser.add_argument("--pairs", type=int, default=11,
+                        help="alternating bare-forward / explain pairs of the service phase (default %(default)s)")
+    parser.add_argument("--per-level", type=int, default=12,
                         help="requests per concurrency level, at least 2 per client (default %(default)s)")
     parser.add_argument("--cold-starts", type=int, default=2, help="extra cold starts after the load (default %(default)s)")
     parser.add_argument("--memory-requests", type=int, default=500, help="requests of the memory phase")
@@ -454,23 +572,26 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         out_file.write_text(json.dumps(report, indent=1, default=float) + "\n")
 
-    peak = bare = None
+    peak = None
     if "peak" in args.phases:
         report["peak"] = measure_peak(args.repeats)
         peak = report["peak"]["peak_gflops"]
         save()
     if "forward" in args.phases:
         report["forward"] = measure_forward(bundle, x, repeats=args.repeats, peak=peak, threads=args.threads)
-        bare = report["forward"]["engines"]["onnxruntime"]["median_s"]
+        save()
+    if "onnx-options" in args.phases:
+        report["onnx_options"] = measure_onnx_options(bundle, x, repeats=max(3, args.repeats // 2 + 1))
         save()
     if "peer" in args.phases:
         report["peer"] = measure_peer(bundle, x, repeats=max(3, args.repeats // 2 + 1), top_k=args.top_k,
                                       threads=args.threads)
         save()
     if "service" in args.phases:
-        report["service"] = measure_service(bundle, upload, repeats=args.repeats, bare_s=bare,
-                                            per_level=args.per_level, cold_starts=args.cold_starts, env=env,
-                                            top_k=args.top_k)
+        report["service"] = measure_service(bundle, upload, repeats=args.pairs, clients=args.clients,
+                                            per_level=args.per_level,
+                                            cold_starts=args.cold_starts, env=env, top_k=args.top_k,
+                                            threads=args.threads)
         save()
     if "memory" in args.phases:
         small = resized_bundle(bundle, args.cache, short_side=args.memory_short_side)

@@ -3,7 +3,7 @@
 # e.g. `scripts/test.sh -m "not slow"` to skip the end-to-end tests that build the demo bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=all,deploy-test bash scripts/setup.sh
+EXTRAS=all,deploy-test,bench bash scripts/setup.sh
 
 # Debian tools the tests drive for real: promtool (from the prometheus package).
 if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

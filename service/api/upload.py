@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Message
 
 from service.errors import InvalidParameterError, UnsupportedMediaTypeError, UploadTooLargeError
@@ -76,7 +78,16 @@ async def read_form(
         return message
 
     limited = Request(request.scope, limited_receive)
-    form = await limited.form(max_files=1 + len(optional_files), max_fields=8 + len(fields))
+    parser = MultiPartParser(
+        limited.headers, limited.stream(), max_files=1 + len(optional_files), max_fields=8 + len(fields)
+    )
+    # The body is already held to body_limit, so keep the file in memory: Starlette's default spools
+    # anything over 1 MiB to a temporary file, a disk round trip for every mammogram (BENCHMARKS.md).
+    parser.spool_max_size = body_limit
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:  # what Request.form() would raise: 400 with the parser's message
+        raise HTTPException(status_code=400, detail=exc.message) from None
     try:
         files: dict[str, bytes] = {}
         size = 0

@@ -16,7 +16,6 @@ from deepminer.fcn import FullyConvolutional, build_classifier, select_device, t
 from service.backends.base import FcnBackend, check_aux
 from service.errors import BackendUnavailableError
 
-
 MemoryFormat = Literal["channels_last", "contiguous"]
 
 

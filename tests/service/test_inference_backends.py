@@ -52,6 +52,18 @@ def test_onnx_and_torch_agree(tiny_bundle: Path, phantom_png: bytes, extra_colum
     assert_same(torch_backend.run(x), (logits, features))
 
 
+def test_torch_layouts_agree_and_return_nchw(tiny_bundle: Path, phantom_png: bytes) -> None:
+    from service.backends.torch import TorchBackend
+
+    bundle = load_bundle(tiny_bundle)
+    x = phantom_input(tiny_bundle, phantom_png, extra_columns=45)
+    channels_last = TorchBackend(bundle, device="cpu", memory_format="channels_last").run(x)
+    contiguous = TorchBackend(bundle, device="cpu", memory_format="contiguous").run(x)
+    assert_same(channels_last, contiguous)
+    for array in channels_last:
+        assert array.flags.c_contiguous  # (C, h, w) row-major, whatever layout the convolutions used
+
+
 def test_apps_on_either_backend_explain_alike(make_client: Callable[..., Any], phantom_png: bytes) -> None:
     files = {"file": ("m.png", phantom_png, "image/png")}
     bodies = {}
