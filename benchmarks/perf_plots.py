@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-STAGES = ("queue", "decode", "preprocess", "inference", "explain", "annotations", "encode")
+STAGES = ("upload", "queue", "decode", "preprocess", "inference", "explain", "annotations", "encode")
 
 
 def _save(fig: Any, path: Path) -> Path:

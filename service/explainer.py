@@ -96,8 +96,9 @@ class _Stopwatch:
         self._last = time.perf_counter() if started is None else started
         self.laps: dict[str, float] = {}
 
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
+    def lap(self, stage: str, at: float | None = None) -> None:
+        """Close ``stage`` now, or at ``at`` (a ``time.perf_counter()`` reading taken earlier)."""
+        now = time.perf_counter() if at is None else at
         self.laps[stage] = (now - self._last) * 1000.0
         self._last = now
         if self._cancel is not None and self._cancel.is_set():
@@ -208,17 +209,21 @@ class Explainer:
         top_k: int = 5,
         cancel: threading.Event | None = None,
         submitted_at: float | None = None,
+        received_at: float | None = None,
         aux: np.ndarray | None = None,
     ) -> ExplanationResult:
         """Explain the image in ``data`` for ``class_name`` (default: the predicted class) with ``top_k`` units.
 
         ``cancel``, once set, stops the work at the next stage boundary with
         :class:`InferenceCancelledError`. ``submitted_at`` (``time.perf_counter()``
-        when the request was queued) adds a ``queue`` stage to the timings.
+        when the request was queued) adds a ``queue`` stage to the timings; ``received_at`` (when its
+        upload began to be read) adds an ``upload`` stage before it.
         ``aux``: the raw auxiliary features ``(J,)``, required when the bundle has them.
         """
         self.validate(class_name=class_name, top_k=top_k)
-        clock = _Stopwatch(cancel, started=submitted_at)
+        clock = _Stopwatch(cancel, started=received_at if received_at is not None else submitted_at)
+        if received_at is not None and submitted_at is not None:
+            clock.lap("upload", at=submitted_at)
         if submitted_at is not None:
             clock.lap("queue")
         image = self.decode(data)

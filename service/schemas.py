@@ -349,8 +349,9 @@ class ExplainResponse(BaseModel):
     overlays: Overlays | None = Field(default=None, description="PNG overlays with `?overlays=png`; else null.")
     timings_ms: dict[str, float] = Field(
         description=(
-            "Milliseconds per stage: queue (waiting for a worker), decode, preprocess, inference (the FCN forward "
-            "pass), explain (formulas), annotations (label look-up), encode (maps and overlays), and their total."
+            "Milliseconds per stage: upload (reading the multipart body), queue (waiting for a worker), decode, "
+            "preprocess, inference (the FCN forward pass), explain (formulas), annotations (label look-up), encode "
+            "(maps and overlays), and their total."
         )
     )
 

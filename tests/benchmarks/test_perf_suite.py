@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,8 @@ def test_suite_runs_every_phase_at_toy_scale(tmp_path: Path) -> None:
         sys.executable, str(REPO / "benchmarks" / "perf.py"), "--depth", "18", "--short-side", "128",
         "--image-size", "400", "300", "--repeats", "2", "--pairs", "2", "--per-level", "2", "--cold-starts", "1",
         "--memory-requests", "12", "--memory-short-side", "96", "--scaling", "96", "128",
-        "--cache", str(tmp_path / "cache"), "--out", str(out), "--plots",
+        "--batch-sizes", "1", "2", "--cache", str(tmp_path / "cache"), "--out", str(out), "--plots",
+        "--phases", "peak", "forward", "onnx-options", "peer", "service", "memory", "scaling", "batch",
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -54,14 +56,21 @@ def test_suite_runs_every_phase_at_toy_scale(tmp_path: Path) -> None:
     sequential = service["sequential"]
     assert len(sequential["pairs"]) == 2
     assert sequential["overhead_ratio"] == pytest.approx(
+        statistics.median(p["explain_s"] * 1000 / p["server_ms"]["inference"] for p in sequential["pairs"])
+    )
+    assert sequential["overhead_ratio"] > 1  # end to end includes the forward and more
+    assert sequential["vs_in_process_forward"] == pytest.approx(
         sequential["explain"]["median_s"] / sequential["bare_forward"]["median_s"]
     )
-    assert {"decode", "preprocess", "inference", "explain", "encode"} <= set(sequential["server_ms"])
+    assert {"upload", "decode", "preprocess", "inference", "explain", "encode"} <= set(sequential["server_ms"])
+    dicom = service["sequential_dicom"]
+    assert service["dicom_bytes"] > 2 * 400 * 300 and dicom["overhead_ratio"] > 1
     sizes = service["response_bytes"]
     assert sizes["uint16 (default)"] < sizes["maps=json"] < sizes["overlays=png"]
     assert [level["clients"] for level in service["concurrency"]] == [1, 2, 4, 8]
     for level in service["concurrency"]:
         assert level["outcomes"] == {"200": level["requests"]}  # no errors at any level
+        assert 0 < level["busy_share"] <= 1.0
         assert level["p50_s"] <= level["p95_s"] <= level["p99_s"]
     assert len(service["cold_start_s"]) == 2 and all(s > 0 for s in service["cold_start_s"])
 
@@ -71,5 +80,8 @@ def test_suite_runs_every_phase_at_toy_scale(tmp_path: Path) -> None:
     assert memory["warm_min_mib"] <= memory["warm_max_mib"] <= memory["rss_peak_mib"]
 
     assert [row["short_side"] for row in report["scaling"]["rows"]] == [96, 128]
+    assert set(report["onnx_options"]) >= {"default (the service's)", "intra_op_num_threads=1"}
+    assert [row["batch"] for row in report["batch"]["rows"]] == [1, 2]
+    assert report["batch"]["provider"] == "CPUExecutionProvider"
     for figure in ("forward", "explain", "concurrency", "memory", "scaling"):
         assert (out / f"{figure}.png").stat().st_size > 1000

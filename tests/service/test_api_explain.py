@@ -14,7 +14,7 @@ from deepminer.bundle import load_bundle
 from deepminer.imaging import decode_image, network_input
 from service.backends.onnx import OnnxBackend
 
-TIMING_STAGES = {"queue", "decode", "preprocess", "inference", "explain", "annotations", "encode", "total"}
+TIMING_STAGES = {"upload", "queue", "decode", "preprocess", "inference", "explain", "annotations", "encode", "total"}
 
 
 def upload(data: bytes) -> dict[str, Any]:

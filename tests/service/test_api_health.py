@@ -60,7 +60,7 @@ def test_metrics_expose_every_family(client: TestClient, phantom_png: bytes, tin
     assert re.search(r'deepminer_http_requests_total\{method="POST",route="/explain",status="200"\} [1-9]', text)
     assert 'deepminer_http_requests_total{method="GET",route="/units/{unit_id}",status="404"}' in text
     assert 'deepminer_http_request_duration_seconds_bucket{le="0.5",method="POST",route="/explain"}' in text
-    for stage in ("queue", "decode", "preprocess", "inference", "explain", "annotations", "encode", "total"):
+    for stage in ("upload", "queue", "decode", "preprocess", "inference", "explain", "annotations", "encode", "total"):
         assert f'deepminer_inference_stage_seconds_count{{stage="{stage}"}}' in text
     assert "deepminer_http_requests_in_flight " in text
     info = re.search(r"deepminer_model_info\{([^}]*)\} 1\.0", text)

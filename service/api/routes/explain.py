@@ -96,6 +96,7 @@ async def explain(
     explainer.validate(class_name=class_name, top_k=k)
     overlay_max_side = settings.overlay_max_side if overlays == "png" else None
     async with pool.admit():
+        received = time.perf_counter()
         form = await read_form(request, max_bytes=settings.max_upload_bytes, fields=(AUX_FIELD,))
         data = form.files["file"]
         aux = parse_aux(form.fields.get(AUX_FIELD), explainer.aux_features)
@@ -103,7 +104,8 @@ async def explain(
 
         def job(cancel: threading.Event) -> tuple[bytes, Mapping[str, float]]:
             result = explainer.explain(
-                data, class_name=class_name, top_k=k, cancel=cancel, submitted_at=submitted, aux=aux
+                data, class_name=class_name, top_k=k, cancel=cancel, submitted_at=submitted, received_at=received,
+                aux=aux,
             )
             if cancel.is_set():
                 raise InferenceCancelledError("explanation abandoned before encoding")
