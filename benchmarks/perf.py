@@ -312,11 +312,17 @@ def measure_peer(bundle: Bundle, x: np.ndarray, *, repeats: int, top_k: int, thr
     classifier.eval().to(device)
     tensor = torch.from_numpy(x).to(device)
     targets = [ClassifierOutputTarget(0)]
+    gradcam_times: list[float] = []
+    ours_times: list[float] = []
     with GradCAM(model=classifier, target_layers=[classifier.layer4[-1]]) as gradcam:
-        gradcam_times = timed(lambda: gradcam(input_tensor=tensor, targets=targets), repeats)
-    ours_times = timed(ours, repeats)
+        run_gradcam = lambda: gradcam(input_tensor=tensor, targets=targets)
+        run_gradcam(), ours()  # warm-up
+        for _ in range(repeats):  # alternating, so drift of a shared machine hits both alike
+            gradcam_times.extend(timed(run_gradcam, 1, warmup=0))
+            ours_times.extend(timed(ours, 1, warmup=0))
     ratio = statistics.median(gradcam_times) / statistics.median(ours_times)
-    table(f"peer: GradCAM (one class) vs forward-only CAM + top-{top_k} (every class), torch, median of {repeats}",
+    table(f"peer: GradCAM (one class) vs forward-only CAM + top-{top_k} (every class), torch, alternating, "
+          f"median of {repeats}",
           ["method", "median s", "min s"],
           [["pytorch-grad-cam GradCAM", statistics.median(gradcam_times), min(gradcam_times)],
            ["DeepMiner forward-only", statistics.median(ours_times), min(ours_times)],
@@ -732,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
                                             device=args.device)
         save()
     if "onnx-options" in args.phases and args.device == "cpu":
-        report["onnx_options"] = measure_onnx_options(bundle, x, repeats=max(3, args.repeats // 2 + 1))
+        report["onnx_options"] = measure_onnx_options(bundle, x, repeats=args.repeats)
         save()
     if "peer" in args.phases:
         report["peer"] = measure_peer(bundle, x, repeats=max(3, args.repeats // 2 + 1), top_k=args.top_k,
