@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from perf import fcn_flops
+from perf_plots import markdown_tables
 
 pytest.importorskip("pytorch_grad_cam", reason="the peer phase needs the bench extra (grad-cam)")
 
@@ -85,3 +86,6 @@ def test_suite_runs_every_phase_at_toy_scale(tmp_path: Path) -> None:
     assert report["batch"]["provider"] == "CPUExecutionProvider"
     for figure in ("forward", "explain", "concurrency", "memory", "scaling"):
         assert (out / f"{figure}.png").stat().st_size > 1000
+    tables = markdown_tables(report)
+    for heading in ("Bare forward", "Peer", "/explain, DICOM upload", "Concurrent clients", "Memory", "Batches"):
+        assert f"### {heading}" in tables
