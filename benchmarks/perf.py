@@ -47,7 +47,7 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from serving import REPO, percentile, rss_kib, start_server, stop_server, wait_ready
+from serving import REPO, percentile, post_explain, rss_kib, start_server, stop_server, wait_ready
 
 from deepminer import imaging
 from deepminer.bundle import Bundle
@@ -342,22 +342,11 @@ async def load(base: str, upload: bytes, *, clients: int, per_client: int, param
 
         async def one_client() -> None:
             for _ in range(per_client):
-                started = time.perf_counter()
-                try:
-                    response = await client.post(
-                        "/explain", files={"file": ("mammogram.png", upload, "image/png")}, params=params
-                    )
-                except httpx.TransportError as exc:
-                    outcomes[f"transport:{type(exc).__name__}"] += 1
-                    continue
-                elapsed = time.perf_counter() - started
-                if response.status_code == 200:
-                    latencies.append(elapsed)
-                    sizes.append(len(response.content))
-                    server_ms.append(response.json()["timings_ms"])
-                    outcomes["200"] += 1
-                else:
-                    outcomes[f"{response.status_code}"] += 1
+                answer = await post_explain(client, upload, params=params, outcomes=outcomes)
+                if answer is not None and answer[0].status_code == 200:
+                    latencies.append(answer[1])
+                    sizes.append(len(answer[0].content))
+                    server_ms.append(answer[0].json()["timings_ms"])
                 if on_answer is not None:
                     on_answer(sum(outcomes.values()))
 

@@ -28,12 +28,14 @@ def _save(fig: Any, path: Path) -> Path:
 
 def forward_plot(report: dict[str, Any], path: Path) -> Path:
     engines = report["forward"]["engines"]
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     names = list(engines)
     ax.barh(names, [engines[n]["gflops"] for n in names], color="#4477aa")
-    if "peak" in report:
-        ax.axvline(report["peak"]["peak_gflops"], color="#cc6677", linestyle="--", label="measured fp32 peak")
-        ax.legend(loc="lower right")
+    forward = report["forward"]
+    ax.axvline(forward["best_gemm_gflops"], color="#cc6677", linestyle="--", label="best SGEMM of the run")
+    probes = sorted(forward["gemm_probes_gflops"])
+    ax.axvline(probes[len(probes) // 2], color="#ddaa33", linestyle=":", label="SGEMM probes beside the forwards, median")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=8, frameon=False)
     ax.set_xlabel("GFLOP/s (FLOPs of the FCN / median forward time)")
     ax.set_title(f"Bare FCN forward, {report['model']['architecture']}, input "
                  f"{report['forward']['input_shape'][2]}x{report['forward']['input_shape'][3]}")

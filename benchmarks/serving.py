@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,33 @@ def wait_ready(
             pass
         time.sleep(poll_s)
     raise SystemExit(f"the service was not ready within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+async def post_explain(
+    client: httpx.AsyncClient, upload: bytes, *, params: dict[str, str], outcomes: Counter[str],
+    filename: str = "mammogram.png",
+) -> tuple[httpx.Response, float] | None:
+    """POST one upload to /explain and count its outcome in ``outcomes``.
+
+    Outcomes: ``"200"``, ``"<status> <error code>"``, or ``"transport:<exception>"`` (then None is returned);
+    otherwise the response and its seconds.
+    """
+    started = time.perf_counter()
+    try:
+        response = await client.post("/explain", files={"file": (filename, upload)}, params=params)
+    except httpx.TransportError as exc:
+        outcomes[f"transport:{type(exc).__name__}"] += 1
+        return None
+    elapsed = time.perf_counter() - started
+    if response.status_code == 200:
+        outcomes["200"] += 1
+    else:
+        try:
+            code = response.json()["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            code = "?"
+        outcomes[f"{response.status_code} {code}"] += 1
+    return response, elapsed
 
 
 def percentile(values: list[float], q: float) -> float:

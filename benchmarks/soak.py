@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from serving import percentile, rss_kib, start_server, stop_server, synthetic_png, wait_ready
+from serving import percentile, post_explain, rss_kib, start_server, stop_server, synthetic_png, wait_ready
 
 
 async def one_round(base: str, image: bytes, *, requests: int, concurrency: int, timeout_s: float,
@@ -46,23 +46,9 @@ async def one_round(base: str, image: bytes, *, requests: int, concurrency: int,
 
         async def one() -> None:
             async with gate:
-                started = time.perf_counter()
-                try:
-                    response = await client.post(
-                        "/explain", files={"file": ("soak.png", image, "image/png")}, params=params
-                    )
-                except httpx.TransportError as exc:
-                    outcomes[f"transport:{type(exc).__name__}"] += 1
-                    return
-                if response.status_code == 200:
-                    latencies.append(time.perf_counter() - started)
-                    outcomes["200"] += 1
-                else:
-                    try:
-                        code = response.json()["error"]["code"]
-                    except (ValueError, KeyError, TypeError):
-                        code = "?"
-                    outcomes[f"{response.status_code} {code}"] += 1
+                answer = await post_explain(client, image, params=params, outcomes=outcomes, filename="soak.png")
+                if answer is not None and answer[0].status_code == 200:
+                    latencies.append(answer[1])
 
         started = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(requests)))
