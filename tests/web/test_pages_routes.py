@@ -17,6 +17,13 @@ def test_pages_are_served_without_a_token(service, path: str) -> None:
     assert '<script type="module" src="/ui/static/' in response.text
 
 
+def test_the_explain_button_waits_for_its_script(service) -> None:
+    # Module scripts run after the page is interactive; an enabled button clicked before explain.js attaches
+    # its handler would send the form as a plain GET and reload the page (seen once in a browser test).
+    html = httpx.get(f"{service.url}/ui/explain").text
+    assert '<button type="submit" class="primary" id="explain-button" disabled>' in html
+
+
 def test_ui_without_slash_redirects_to_the_overview(service) -> None:
     response = httpx.get(f"{service.url}/ui")
     assert response.status_code in (307, 308)

@@ -371,6 +371,7 @@ async function main() {
   initSession();
   state.drawer = new RegionDrawer($("region-svg"), (points) => ($("run-region").disabled = !points));
   $("upload-form").addEventListener("submit", explain);
+  $("explain-button").disabled = false; // the HTML ships it disabled until this handler is in place
   window.addEventListener("resize", fitStage);
   $("overlay-select").addEventListener("change", (e) => select(e.target.value));
   $("opacity").addEventListener("input", () => {
