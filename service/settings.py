@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` uses CUDA when the backend can, else CPU; `cuda` without a usable GPU stops start-up."""
 
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    """Arithmetic of the forward pass. `fp16` and `bf16` need `backend=torch`, which runs the network under
+    autocast and returns float32 as always. `fp16` is for GPUs (slower than fp32 on CPU); `bf16` for Ampere or
+    newer GPUs and CPUs with AMX or AVX-512 BF16. The ONNX backend refuses both at start-up."""
+
     intra_op_threads: int = Field(default=0, ge=0)
     """Threads one inference may use; 0 keeps the library default (all cores)."""
 

@@ -14,7 +14,7 @@ __all__ = ["Backend", "create_backend"]
 
 
 def create_backend(settings: Settings, bundle: Bundle, *, on_batch: Callable[[int], None] | None = None) -> Backend:
-    """The backend ``settings.backend`` names, loaded from ``bundle`` on ``settings.device``.
+    """The backend ``settings.backend`` names, loaded from ``bundle`` on ``settings.device`` at ``settings.precision``.
 
     With ``settings.batch_max_size > 1`` it comes wrapped in a
     :class:`~service.batching.MicroBatcher`, which reports each batch's size to ``on_batch``.
@@ -29,7 +29,9 @@ def create_backend(settings: Settings, bundle: Bundle, *, on_batch: Callable[[in
             "install the matching extra (pip install 'deepminer-service[torch]') or set DEEPMINER_BACKEND=onnx"
         ) from exc
     cls = module.OnnxBackend if settings.backend == "onnx" else module.TorchBackend
-    backend: Backend = cls(bundle, device=settings.device, intra_op_threads=settings.intra_op_threads)
+    backend: Backend = cls(
+        bundle, device=settings.device, intra_op_threads=settings.intra_op_threads, precision=settings.precision
+    )
     if settings.batch_max_size > 1:
         from service.batching import MicroBatcher
 

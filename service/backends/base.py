@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+Precision = Literal["fp32", "fp16", "bf16"]
+"""Arithmetic of the forward pass (``DEEPMINER_PRECISION``); every backend still returns float32."""
 
 
 @runtime_checkable
@@ -36,7 +39,12 @@ class Backend(Protocol):
 
 
 class FcnBackend:
-    """What both engines share: ``run`` and ``run_batch`` check the input and call ``_forward`` on a batch."""
+    """What both engines share: ``run`` and ``run_batch`` check the input and call ``_forward`` on a batch.
+
+    ``precision`` is the arithmetic the engine runs the FCN in, for logs and reports.
+    """
+
+    precision: Precision = "fp32"
 
     def run(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Forward one image; see :class:`Backend`."""

@@ -6,6 +6,8 @@ deployment does not need it.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -13,10 +15,11 @@ import torch
 
 from deepminer.bundle import WEIGHTS_FILE, Bundle
 from deepminer.fcn import FullyConvolutional, build_classifier, select_device, to_fcn
-from service.backends.base import FcnBackend, check_aux
+from service.backends.base import FcnBackend, Precision, check_aux
 from service.errors import BackendUnavailableError
 
 MemoryFormat = Literal["channels_last", "contiguous"]
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TorchBackend(FcnBackend):
@@ -25,6 +28,10 @@ class TorchBackend(FcnBackend):
     ``memory_format``: ``channels_last`` (NHWC, the default) lets oneDNN and cuDNN run the
     convolutions without reordering every activation; ``contiguous`` (NCHW) is torch's default layout.
     BENCHMARKS.md has both timed.
+
+    ``precision``: ``fp16`` or ``bf16`` run the FCN under :func:`torch.autocast` (convolutions and the
+    1×1 head in that type, the weights kept in float32); the outputs come back as float32 either way.
+    A device that cannot autocast to that type stops construction with :class:`BackendUnavailableError`.
     """
 
     name = "torch"
@@ -36,11 +43,18 @@ class TorchBackend(FcnBackend):
         device: Literal["auto", "cpu", "cuda"] = "auto",
         intra_op_threads: int = 0,
         memory_format: MemoryFormat = "channels_last",
+        precision: Precision = "fp32",
     ) -> None:
+        if precision != "fp32" and precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
         try:
             self._device = select_device(device)
         except RuntimeError as exc:
             raise BackendUnavailableError(f"{exc}; set DEEPMINER_DEVICE=cpu or auto") from exc
+        self._autocast_dtype = AUTOCAST_DTYPES.get(precision)
+        if self._autocast_dtype is not None:
+            check_autocast(self._device, self._autocast_dtype, precision)
+        self.precision: Precision = precision
         if intra_op_threads > 0:
             # Process-wide in torch; the torch backend is one per process anyway.
             torch.set_num_threads(intra_op_threads)
@@ -74,13 +88,53 @@ class TorchBackend(FcnBackend):
         with torch.inference_mode():
             aux_t = None if aux is None else torch.from_numpy(aux).to(self._device)
             image = torch.from_numpy(x).to(self._device).contiguous(memory_format=self._layout)
-            logits, features = self._fcn(image, aux_t)
-            # NCHW on the way out, as the Backend contract has it (one copy of the features in channels_last).
+            with self._autocast():
+                logits, features = self._fcn(image, aux_t)
+            # float32 NCHW on the way out, as the Backend contract has it (one copy of the features in
+            # channels_last; the cast to float32 on the device, so half as many bytes cross to the host).
             logits, features = (t.float().contiguous().cpu() for t in (logits, features))
         return logits.numpy(), features.numpy()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self._device.type, dtype=self._autocast_dtype)
 
     def close(self) -> None:
         """Free the model (and its GPU memory)."""
         self._fcn = None
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def check_autocast(device: torch.device, dtype: torch.dtype, precision: str) -> None:
+    """Refuse, with :class:`BackendUnavailableError`, a ``precision`` that ``device`` cannot autocast to.
+
+    A convolution is tried under autocast: a torch or device without support for the type either fails
+    or warns and runs in float32, which would serve float32 under another name.
+    """
+    advice = "set DEEPMINER_PRECISION=fp32" + (" or fp16" if device.type == "cuda" and precision == "bf16" else "")
+    if (
+        device.type == "cuda"
+        and dtype == torch.bfloat16
+        and not torch.cuda.is_bf16_supported(including_emulation=False)
+    ):
+        raise BackendUnavailableError(
+            f"precision={precision} needs a GPU with native bfloat16 (Ampere or newer), "
+            f"got {torch.cuda.get_device_name(device)}; {advice}"
+        )
+    probe = torch.ones(1, 1, 1, 1, device=device)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unsupported case warns; the dtype check below says it better
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype):
+                got = torch.nn.functional.conv2d(probe, probe).dtype
+    except (RuntimeError, ValueError) as exc:
+        raise BackendUnavailableError(
+            f"precision={precision} fails on {device} with torch {torch.__version__}: {exc}; {advice}"
+        ) from exc
+    if got != dtype:
+        raise BackendUnavailableError(
+            f"precision={precision}: torch {torch.__version__} does not autocast convolutions on {device} "
+            f"to {dtype} (they ran in {got}); {advice}"
+        )

@@ -234,6 +234,7 @@ def test_schema_rejects_misspelt_and_out_of_range_values(chart: Any) -> None:
     for bad in (
         {"replicas": 2},
         {"config": {"device": "gpu"}},
+        {"config": {"precision": "fp8"}},
         {"gpu": {"count": 0}},
         {"database": {"url": "mysql://x"}},
         {"config": {"extraEnv": {"NOT A NAME": "x"}}},
