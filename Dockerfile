@@ -71,6 +71,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 FROM base AS app
 LABEL org.opencontainers.image.title="deepminer-service" \
       org.opencontainers.image.description="Explained mammogram classifications through expert-named CNN units (DeepMiner)"
+# NUMBA_CACHE_DIR: the PNG decoder's compiled loop (deepminer/png.py) is cached in /tmp, writable under
+# the chart's read-only root, so a restarted container skips the compile.
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can check it; /data holds the SQLite store if one is used.
 RUN groupadd --system --gid 10001 deepminer \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
@@ -84,7 +86,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     DEEPMINER_HOST=0.0.0.0 \
     DEEPMINER_PORT=8000 \
     DEEPMINER_BUNDLE=/models/bundle \
-    DEEPMINER_DATABASE_URL=sqlite:////data/deepminer.db
+    DEEPMINER_DATABASE_URL=sqlite:////data/deepminer.db \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
 WORKDIR /data
 USER 10001:10001
 EXPOSE 8000

@@ -15,7 +15,7 @@ from types import MappingProxyType
 import numpy as np
 
 from annotations import AnnotationRecord
-from deepminer import imaging
+from deepminer import imaging, png
 from deepminer.bundle import Bundle, BundleError
 from deepminer.dicom import DicomInfo
 from deepminer.formulas import class_activation_map, influence, softmax, top_units, unit_max_activations
@@ -195,9 +195,10 @@ class Explainer:
         return logits, features
 
     def warm_up(self) -> float:
-        """Run preprocessing and one forward pass on a blank image; return its wall time in ms."""
+        """Compile the PNG decoder, run preprocessing and one forward pass on a blank image; return the wall time in ms."""
         side = self.bundle.input_short_side
         started = time.perf_counter()
+        png.compile_decoder()  # else the first PNG upload waits seconds for numba
         self.forward(self.preprocess(np.zeros((side, side), dtype=np.float32)), self.reference_aux)
         return (time.perf_counter() - started) * 1000.0
 

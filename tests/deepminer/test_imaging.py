@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepminer import imaging
 from deepminer.imaging import (
     ImageDecodeError,
     ImageTooLargeError,
@@ -94,3 +95,21 @@ def test_network_input_scales_short_side_and_normalises():
     np.testing.assert_allclose(x[0, :, 0, 0], (0.5 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]), rtol=1e-5)
     assert normalise(np.zeros((5, 4, 4))).shape == (5, 3, 4, 4)
     assert resize(pixels, (300, 200)) is not None
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [((700, 500), (300, 214)), ((333, 257), (101, 78)), ((40, 30), (100, 75)), ((64, 48), (3, 2)), ((64, 48), (1, 1))],
+)
+def test_resize_in_strips_matches_one_pillow_resize(source, target):
+    pixels = np.random.default_rng(0).random(source, dtype=np.float32)
+    whole = Image.fromarray(pixels, mode="F").resize((target[1], target[0]), Image.Resampling.BILINEAR)
+    # Each strip's box starts at a rounded row offset, so values may differ in the last bit, never more.
+    np.testing.assert_allclose(resize(pixels, target), np.asarray(whole), rtol=0, atol=2e-7)
+
+
+def test_resize_result_does_not_depend_on_threads(monkeypatch):
+    pixels = np.random.default_rng(1).random((1900, 1400), dtype=np.float32)
+    parallel = resize(pixels, (1000, 737))  # 737k pixels: its strips run on the resize threads
+    monkeypatch.setattr(imaging, "_PARALLEL_RESIZE_PIXELS", 10**9)
+    assert np.array_equal(resize(pixels, (1000, 737)), parallel)
