@@ -54,6 +54,7 @@ class MicroBatcher:
         self.inner = inner
         self.name = inner.name
         self.provider = inner.provider
+        self.precision = inner.precision
         self.max_size = max_size
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch

@@ -39,6 +39,7 @@ class ModelInfo:
     layer: str
     backend: str
     provider: str
+    precision: str  # fp32, fp16 or bf16 (DEEPMINER_PRECISION)
 
     @property
     def device(self) -> str:
@@ -147,6 +148,7 @@ class Explainer:
             layer=str(model.get("layer", "layer4")),
             backend=backend.name,
             provider=backend.provider,
+            precision=backend.precision,
         )
 
     def validate(self, *, class_name: str | None, top_k: int) -> None:

@@ -99,6 +99,7 @@ def _start(app: FastAPI, settings: Settings) -> None:
                 "model_id": bundle.id,
                 "backend": backend.name,
                 "provider": backend.provider,
+                "precision": backend.precision,
                 "device": explainer.model.device,
                 "batch_max_size": settings.batch_max_size,
                 "warm_up_ms": round(warm_ms, 1),

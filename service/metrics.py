@@ -89,7 +89,7 @@ class Metrics:
         self.model_info = Gauge(
             "deepminer_model_info",
             "The loaded model bundle and inference engine (value 1).",
-            ["model_id", "hash", "backend", "provider", "device"],
+            ["model_id", "hash", "backend", "provider", "device", "precision"],
             registry=self.registry,
             multiprocess_mode="livemax",
         )
@@ -116,7 +116,12 @@ class Metrics:
     def set_model(self, model: ModelInfo) -> None:
         self.model_info.clear()
         self.model_info.labels(
-            model_id=model.id, hash=model.hash, backend=model.backend, provider=model.provider, device=model.device
+            model_id=model.id,
+            hash=model.hash,
+            backend=model.backend,
+            provider=model.provider,
+            device=model.device,
+            precision=model.precision,
         ).set(1)
 
     def render(self) -> bytes:

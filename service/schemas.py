@@ -140,6 +140,9 @@ class ModelOut(BaseModel):
         )
     )
     device: Literal["cuda", "cpu"] = Field(description="Whether the model runs on a GPU, derived from `provider`.")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        description="Arithmetic of the forward pass (`DEEPMINER_PRECISION`); every map is returned as float32."
+    )
 
     @classmethod
     def from_info(cls, info: ModelInfo) -> ModelOut:
@@ -151,6 +154,7 @@ class ModelOut(BaseModel):
             backend=info.backend,  # type: ignore[arg-type]
             provider=info.provider,
             device=info.device,  # type: ignore[arg-type]
+            precision=info.precision,  # type: ignore[arg-type]
         )
 
 

@@ -24,6 +24,7 @@ class Backend(Protocol):
 
     name: str
     provider: str
+    precision: str
 
     def run(self, x: np.ndarray, aux: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Forward ``x`` ``(1, 3, H, W)`` float32; return float32 ``(logits (C, h, w), features (K, h, w))``."""

@@ -119,6 +119,7 @@ def test_service_explains_in_bf16(
         response = client.post("/explain", files=files, params=params)
     assert response.status_code == 200, response.text
     bf16 = response.json()
+    assert (fp32["model"]["precision"], bf16["model"]["precision"]) == ("fp32", "bf16")
     assert bf16["predicted_class"] == fp32["predicted_class"]
     for c in fp32["classes"]:
         assert bf16["probabilities"][c] == pytest.approx(fp32["probabilities"][c], abs=0.01)

@@ -25,7 +25,7 @@ class CountingBackend:
 
     def __init__(self, inner: OnnxBackend) -> None:
         self.inner = inner
-        self.name, self.provider = inner.name, inner.provider
+        self.name, self.provider, self.precision = inner.name, inner.provider, inner.precision
         self.calls: list[int] = []
         self._lock = threading.Lock()
 

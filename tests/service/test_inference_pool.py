@@ -25,6 +25,7 @@ class SlowBackend:
         self.delay_s = delay_s
         self.name = inner.name
         self.provider = inner.provider
+        self.precision = inner.precision
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         time.sleep(self.delay_s)

@@ -51,9 +51,9 @@ def test_stage_histograms_and_model_info(client: TestClient, phantom_png: bytes)
     for gauge in ("deepminer_inference_queue_depth", "deepminer_inference_in_flight"):
         assert sample(page, gauge) == 0.0
     ready = client.get("/readyz").json()["model"]
-    assert ready["device"] == "cpu" and ready["provider"] == "CPUExecutionProvider"
+    assert ready["device"] == "cpu" and ready["provider"] == "CPUExecutionProvider" and ready["precision"] == "fp32"
     info = sample(page, "deepminer_model_info", model_id=ready["id"], hash=ready["hash"], backend="onnx",
-                  provider="CPUExecutionProvider", device="cpu")
+                  provider="CPUExecutionProvider", device="cpu", precision="fp32")
     assert info == 1.0
 
 
@@ -187,9 +187,14 @@ def test_onnx_reports_the_provider_the_session_runs_on(tiny_bundle: Path, monkey
     bundle = load_bundle(tiny_bundle)
     backend = OnnxBackend(bundle, device="auto")  # asks for CUDA first, gets a CPU session
     assert backend.provider == CPU
-    info = ModelInfo(id="m", hash="h", architecture="resnet18", layer="layer4", backend="onnx", provider=backend.provider)
+    info = ModelInfo(
+        id="m", hash="h", architecture="resnet18", layer="layer4", backend="onnx", provider=backend.provider,
+        precision="fp32",
+    )
     assert info.device == "cpu"
     with pytest.raises(BackendUnavailableError, match="fell back to CPUExecutionProvider"):
         OnnxBackend(bundle, device="cuda")
-    assert ModelInfo(id="m", hash="h", architecture="a", layer="l", backend="onnx", provider=CUDA).device == "cuda"
-    assert ModelInfo(id="m", hash="h", architecture="a", layer="l", backend="torch", provider="cuda:0").device == "cuda"
+    for backend_name, provider in (("onnx", CUDA), ("torch", "cuda:0")):
+        model = ModelInfo(id="m", hash="h", architecture="a", layer="l", backend=backend_name, provider=provider,
+                          precision="fp16")
+        assert model.device == "cuda"

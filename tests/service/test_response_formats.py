@@ -196,7 +196,7 @@ def test_response_sizes_at_the_papers_input_size(full_size_png: bytes, capsys: p
     result = ExplanationResult(
         method=METHOD,
         model=ModelInfo(id="paper@000000000000", hash="0" * 64, architecture="resnet152", layer="layer4",
-                        backend="onnx", provider="CPUExecutionProvider"),
+                        backend="onnx", provider="CPUExecutionProvider", precision="fp32"),
         image_shape=(3328, 2560), image_format="PNG", image_bits=16, dicom=None, pixels=pixels,
         input_shape=input_shape, classes=("normal", "benign", "malignant"),
         probabilities=maps.mean(axis=(1, 2)), peak_probabilities=maps.max(axis=(1, 2)),
