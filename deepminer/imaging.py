@@ -9,9 +9,7 @@ DICOM is recognised by its content and decoded by :mod:`deepminer.dicom`.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from deepminer import png
 from deepminer.grid import resized_shape
+from deepminer.threads import helper_pool, worth_splitting
 
 if TYPE_CHECKING:
     from deepminer.dicom import DicomInfo
@@ -155,16 +154,6 @@ def read_image_shape(path: Path) -> tuple[int, int]:
 RESIZE_STRIPS = 4
 """Output rows are resized in this many strips, each from the whole image (Pillow's ``box``), so the
 filter sees across strip edges; the result does not depend on how many threads run them."""
-_PARALLEL_RESIZE_PIXELS = 1 << 19  # below this, threads cost more than they save
-_resize_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _strip_pool() -> ThreadPoolExecutor:
-    """This process's threads for resize strips (a forked child, e.g. a DataLoader worker, makes its own)."""
-    global _resize_pool
-    if _resize_pool is None or _resize_pool[0] != os.getpid():
-        _resize_pool = (os.getpid(), ThreadPoolExecutor(max_workers=RESIZE_STRIPS, thread_name_prefix="resize"))
-    return _resize_pool[1]
 
 
 def resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -193,8 +182,8 @@ def resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         box = (0.0, top * scale - first, float(cols), bottom * scale - first)
         return np.asarray(band.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box), dtype=np.float32)
 
-    parallel = height * width >= _PARALLEL_RESIZE_PIXELS and (os.cpu_count() or 1) > 1
-    return np.concatenate(list(_strip_pool().map(strip, range(strips)) if parallel else map(strip, range(strips))))
+    parts = helper_pool().map(strip, range(strips)) if worth_splitting(height * width) else map(strip, range(strips))
+    return np.concatenate(list(parts))
 
 
 def normalise(pixels: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:

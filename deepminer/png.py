@@ -18,14 +18,18 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 from isal import isal_zlib
 
+from deepminer.threads import helper_pool, worth_splitting
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GRAYSCALE = 0  # PNG colour type 0: one sample per pixel
 _FAST_DEPTHS = (8, 16)
+_ROWS_PER_STEP = 256  # rows handed to the helper thread at a time
 
 
 class _Unsupported(Exception):
@@ -42,23 +46,25 @@ def _compile(function: Callable[..., Any]) -> Callable[..., Any]:
         return numba.njit(nogil=True)(function)
 
 
-def _unfilter_rows(raw: np.ndarray, out: np.ndarray, bits: int) -> int:
-    """Undo the PNG filters of ``raw`` row by row into ``out`` ``(h, w)`` float32, scaled to [0, 1].
+def _unfilter_rows(raw: np.ndarray, out: np.ndarray, bits: int, first: int, stop: int, previous: np.ndarray) -> int:
+    """Undo the PNG filters of rows ``first`` to ``stop`` of ``raw`` into ``out`` ``(h, w)`` float32, in [0, 1].
 
-    ``raw`` holds ``h`` rows of one filter-type byte then ``w * bits / 8`` bytes.
-    16-bit samples are big-endian and divided by 65535 as ``value * float32(1 / 65535)``,
-    8-bit ones as ``value / float32(255)``: the same float32 operations as
-    :func:`deepminer.imaging.decode_image` applies to Pillow's pixels.
+    ``raw`` holds ``h`` rows of one filter-type byte then ``w * bits / 8`` bytes;
+    ``previous`` holds the reconstructed row above ``first`` (zeros above the
+    first row) and, on return, row ``stop - 1``, so that the rows can be done in
+    consecutive calls as they are inflated. 16-bit samples are big-endian and
+    scaled as ``value * float32(1 / 65535)``, 8-bit ones as ``value / float32(255)``:
+    the float32 operations :func:`deepminer.imaging.decode_image` applies to Pillow's pixels.
     Returns -1, or the index of the first row with an unknown filter type.
     """
-    height, width = out.shape
+    width = out.shape[1]
     bpp = bits // 8
     row_bytes = width * bpp
-    previous = np.zeros(row_bytes, np.uint8)  # the row above the first counts as zeros
+    above = previous.copy()
     current = np.zeros(row_bytes, np.uint8)
     scale16 = np.float32(1.0 / 65535.0)
     scale8 = np.float32(255.0)
-    for y in range(height):
+    for y in range(first, stop):
         start = y * (row_bytes + 1)
         kind = raw[start]
         line = raw[start + 1 : start + 1 + row_bytes]
@@ -71,19 +77,19 @@ def _unfilter_rows(raw: np.ndarray, out: np.ndarray, bits: int) -> int:
                 current[x] = (line[x] + current[x - bpp]) & 0xFF
         elif kind == 2:  # Up: the byte above
             for x in range(row_bytes):
-                current[x] = (line[x] + previous[x]) & 0xFF
+                current[x] = (line[x] + above[x]) & 0xFF
         elif kind == 3:  # Average of left and above, rounded down
             for x in range(bpp):
-                current[x] = (line[x] + (previous[x] >> 1)) & 0xFF
+                current[x] = (line[x] + (above[x] >> 1)) & 0xFF
             for x in range(bpp, row_bytes):
-                current[x] = (line[x] + ((np.int32(current[x - bpp]) + np.int32(previous[x])) >> 1)) & 0xFF
+                current[x] = (line[x] + ((np.int32(current[x - bpp]) + np.int32(above[x])) >> 1)) & 0xFF
         elif kind == 4:  # Paeth: left, above or upper-left, whichever is nearest to left + above - upper-left
             for x in range(bpp):
-                current[x] = (line[x] + previous[x]) & 0xFF  # left and upper-left are zero: the predictor is above
+                current[x] = (line[x] + above[x]) & 0xFF  # left and upper-left are zero: the predictor is above
             for x in range(bpp, row_bytes):
                 a = np.int32(current[x - bpp])
-                b = np.int32(previous[x])
-                c = np.int32(previous[x - bpp])
+                b = np.int32(above[x])
+                c = np.int32(above[x - bpp])
                 pa = abs(b - c)
                 pb = abs(a - c)
                 pc = abs(a + b - 2 * c)
@@ -103,7 +109,8 @@ def _unfilter_rows(raw: np.ndarray, out: np.ndarray, bits: int) -> int:
         else:
             for x in range(width):
                 out[y, x] = np.float32(current[x]) / scale8
-        previous, current = current, previous
+        above, current = current, above
+    previous[:] = above
     return -1
 
 
@@ -145,23 +152,50 @@ def _chunks(data: bytes) -> tuple[bytes, list[memoryview]]:
     return header, idat
 
 
-def _inflate(idat: list[memoryview], expected: int) -> np.ndarray:
-    """The IDAT stream inflated: exactly ``expected`` bytes, a complete zlib stream, or :class:`_Unsupported`."""
+def _decode_rows(idat: list[memoryview], width: int, height: int, bits: int) -> np.ndarray:
+    """Inflate the IDAT stream and unfilter its rows into float32 pixels, or :class:`_Unsupported`.
+
+    For a large image the rows inflated so far are unfiltered on a helper
+    thread while the main one inflates the next chunk (ISA-L and the compiled
+    loop both release the GIL). The stream must inflate to exactly the
+    declared rows and end with a valid Adler-32.
+    """
+    stride = 1 + width * bits // 8
+    expected = height * stride
+    raw = np.empty(expected, dtype=np.uint8)
+    pixels = np.empty((height, width), dtype=np.float32)
+    above = np.zeros(stride - 1, dtype=np.uint8)
+    unfilter = _unfilter()
+    pool = helper_pool() if worth_splitting(height * width) else None
+    pending: Future[int] | None = None
     stream = isal_zlib.decompressobj()
-    pieces: list[bytes] = []
-    produced = 0
+    produced = done = 0
+
+    def finish(job: Future[int] | None) -> None:
+        if job is not None and job.result() != -1:
+            raise _Unsupported("unknown filter type")
+
     try:
         for chunk in idat:
             piece = stream.decompress(chunk, expected + 1 - produced)
-            pieces.append(piece)
-            produced += len(piece)
-            if produced > expected:
+            if produced + len(piece) > expected:
                 raise _Unsupported("more pixel data than the header declares")
+            raw[produced : produced + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+            produced += len(piece)
+            rows = produced // stride
+            if pool is not None and rows - done >= _ROWS_PER_STEP:
+                finish(pending)  # one step at a time: each continues from the row the last one ended on
+                pending = pool.submit(unfilter, raw, pixels, bits, done, rows, above)
+                done = rows
     except isal_zlib.error as exc:
         raise _Unsupported(str(exc)) from None
+    finally:
+        finish(pending)
     if produced != expected or not stream.eof:
         raise _Unsupported("truncated pixel data")
-    return np.frombuffer(b"".join(pieces), dtype=np.uint8)
+    if unfilter(raw, pixels, bits, done, height, above) != -1:
+        raise _Unsupported("unknown filter type")
+    return pixels
 
 
 def decode_grayscale(data: bytes, check_size: Callable[[int, int], None]) -> tuple[np.ndarray, int] | None:
@@ -181,18 +215,13 @@ def decode_grayscale(data: bytes, check_size: Callable[[int, int], None]) -> tup
         if width == 0 or height == 0:
             return None
         check_size(width, height)
-        raw = _inflate(idat, height * (1 + width * bits // 8))
+        return _decode_rows(idat, width, height, bits), bits
     except (_Unsupported, struct.error):
         return None
-    pixels = np.empty((height, width), dtype=np.float32)
-    if _unfilter()(raw, pixels, bits) != -1:
-        return None
-    return pixels, bits
 
 
 def compile_decoder() -> None:
     """Compile (or load from numba's cache) the unfiltering loop now, e.g. before a service reports ready."""
-    # Two rows of two bytes, filter type None; read-only like the inflated data, or numba compiles twice.
-    raw = np.frombuffer(bytes(2 * (1 + 2)), dtype=np.uint8)
+    raw = np.zeros(2 * (1 + 2), dtype=np.uint8)  # two rows of two bytes, filter type None
     for bits in _FAST_DEPTHS:
-        _unfilter()(raw, np.empty((2, 16 // bits), dtype=np.float32), bits)
+        _unfilter()(raw, np.empty((2, 16 // bits), dtype=np.float32), bits, 0, 2, np.zeros(2, dtype=np.uint8))

@@ -129,6 +129,16 @@ class BackendUnavailableError(ServiceError):
     status = 503
 
 
+class PrecisionOverflowError(ServiceError):
+    """The forward pass at reduced precision (``DEEPMINER_PRECISION=fp16``) gave non-finite numbers on this image.
+
+    Never answered as maps of NaN: the operator's setting cannot serve this image, so 503 with what to change.
+    """
+
+    code = "precision_overflow"
+    status = 503
+
+
 class AuthenticationError(ServiceError):
     """No bearer token, or one that matches no configured token (``DEEPMINER_AUTH``); sent with WWW-Authenticate."""
 

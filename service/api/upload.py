@@ -17,7 +17,6 @@ from starlette.types import Message
 from service.errors import InvalidParameterError, UnsupportedMediaTypeError, UploadTooLargeError
 
 FIELD = "file"
-CHUNK_BYTES = 1 << 20
 # Room for the multipart boundaries and part headers around the file itself.
 FRAMING_BYTES = 64 * 1024
 
@@ -100,13 +99,13 @@ async def read_form(
                 raise InvalidParameterError(
                     f"the multipart body must hold {what} as a file in the field {name!r}", field=name
                 )
-            chunks: list[bytes] = []
-            while chunk := await upload.read(CHUNK_BYTES):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise _too_large(max_bytes)
-                chunks.append(chunk)
-            files[name] = b"".join(chunks)
+            # One read of the whole (in-memory) file: reading it in pieces and joining them copied a
+            # mammogram twice more (12 ms for 13.8 MB, BENCHMARKS.md).
+            data = await upload.read()
+            size += len(data)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            files[name] = data
         texts: dict[str, str] = {}
         for name in fields:
             value = form.get(name)

@@ -16,7 +16,7 @@ import torch
 from deepminer.bundle import WEIGHTS_FILE, Bundle
 from deepminer.fcn import FullyConvolutional, build_classifier, select_device, to_fcn
 from service.backends.base import FcnBackend, Precision, check_aux
-from service.errors import BackendUnavailableError
+from service.errors import BackendUnavailableError, PrecisionOverflowError
 
 MemoryFormat = Literal["channels_last", "contiguous"]
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -90,6 +90,12 @@ class TorchBackend(FcnBackend):
             image = torch.from_numpy(x).to(self._device).contiguous(memory_format=self._layout)
             with self._autocast():
                 logits, features = self._fcn(image, aux_t)
+            if self._autocast_dtype is not None and not (logits.isfinite().all() and features.isfinite().all()):
+                # fp16 tops out at 65504: large activations become inf, and their CAM and influence NaN.
+                raise PrecisionOverflowError(
+                    f"the forward pass in precision={self.precision} gave non-finite logits or features on this "
+                    "image; set DEEPMINER_PRECISION=bf16 (float32's range) or fp32"
+                )
             # float32 NCHW on the way out, as the Backend contract has it (one copy of the features in
             # channels_last; the cast to float32 on the device, so half as many bytes cross to the host).
             logits, features = (t.float().contiguous().cpu() for t in (logits, features))

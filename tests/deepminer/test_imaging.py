@@ -111,5 +111,5 @@ def test_resize_in_strips_matches_one_pillow_resize(source, target):
 def test_resize_result_does_not_depend_on_threads(monkeypatch):
     pixels = np.random.default_rng(1).random((1900, 1400), dtype=np.float32)
     parallel = resize(pixels, (1000, 737))  # 737k pixels: its strips run on the resize threads
-    monkeypatch.setattr(imaging, "_PARALLEL_RESIZE_PIXELS", 10**9)
+    monkeypatch.setattr(imaging, "worth_splitting", lambda pixels: False)
     assert np.array_equal(resize(pixels, (1000, 737)), parallel)

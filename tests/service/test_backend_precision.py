@@ -107,6 +107,21 @@ def test_torch_reduced_precision_on_cpu_is_close_to_fp32(tiny_bundle: Path, phan
         assert_close_to_fp32(bundle, (batch[0][i], batch[1][i]), (batch32[0][i], batch32[1][i]), precision)
 
 
+def test_fp16_overflow_is_refused_not_returned_as_nan(tiny_bundle: Path, phantom_png: bytes) -> None:
+    """Activations past fp16's 65504 become inf, and CAM and influence NaN: an error, never such maps."""
+    from service.errors import PrecisionOverflowError
+
+    bundle = load_bundle(tiny_bundle)
+    settings = Settings(bundle=tiny_bundle, backend="torch", device="cpu")
+    huge = phantom_batch(bundle, phantom_png) * 1e6  # scales every activation of the ReLU network by 1e6
+    logits, features = create_backend(settings, bundle).run(huge)
+    assert np.isfinite(logits).all() and np.isfinite(features).all()  # fp32 has the range
+    fp16 = create_backend(settings.model_copy(update={"precision": "fp16"}), bundle)
+    with pytest.raises(PrecisionOverflowError, match="precision=fp16 gave non-finite"):
+        fp16.run(huge)
+    assert np.isfinite(fp16.run(phantom_batch(bundle, phantom_png))[0]).all()  # an ordinary image still works
+
+
 def test_service_explains_in_bf16(
     make_client: Callable[..., Any], phantom_png: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -64,7 +64,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
             "`validation_error`"
         ),
     },
-    503: {"model": ErrorResponse, "description": "`not_ready`, or `busy` when the waiting line is full"},
+    503: {
+        "model": ErrorResponse,
+        "description": "`not_ready`, `busy` when the waiting line is full, or `precision_overflow` (fp16 overflowed on this image)",
+    },
     504: {"model": ErrorResponse, "description": "`inference_timeout`"},
 }
 
