@@ -9,6 +9,9 @@ paper's full-field geometry). Phases, in order:
 - ``forward``: the bare FCN forward on the network input of one upload, ONNX Runtime and torch
   (contiguous and channels_last): median seconds, FLOPs / time, and that as a share of the peak.
 - ``onnx-options``: ONNX Runtime session options (threads, spinning, layout optimisation), round-robin.
+- ``decode``: decoding and resizing the upload, Pillow's way against the service's (deepminer/png.py, strips).
+- ``precision``: torch's forward in fp32, bf16 and fp16 (and ONNX fp32; with and without IO binding on CUDA),
+  its time and how far each explanation's numbers move from fp32.
 - ``peer``: our forward-only CAM plus top-k units against pytorch-grad-cam's GradCAM, same model, same input.
 - ``service``: ``python -m service`` on loopback: time until ready (cold start), /explain one at a time
   alternating with the bare ONNX forward in this process (their ratio, server stage timings), response
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -40,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +53,13 @@ import numpy as np
 import torch
 from serving import REPO, percentile, post_explain, rss_kib, start_server, stop_server, wait_ready
 
-from deepminer import imaging
+from deepminer import imaging, png
 from deepminer.bundle import Bundle
-from deepminer.formulas import class_activation_map, influence, top_units, unit_max_activations
+from deepminer.formulas import class_activation_map, influence, softmax, top_units, unit_max_activations
+from deepminer.grid import resized_shape
 
-PHASES = ("peak", "forward", "onnx-options", "peer", "service", "memory", "scaling", "batch")
-DEFAULT_PHASES = {"cpu": PHASES[:-1], "cuda": ("peak", "forward", "peer", "service", "memory", "scaling", "batch")}
+PHASES = ("peak", "forward", "onnx-options", "decode", "precision", "peer", "service", "memory", "scaling", "batch")
+DEFAULT_PHASES = {"cpu": PHASES[:-1], "cuda": tuple(phase for phase in PHASES if phase != "onnx-options")}
 CLIENTS = (1, 2, 4, 8)
 
 
@@ -284,6 +289,147 @@ def measure_onnx_options(bundle: Bundle, x: np.ndarray, *, repeats: int) -> dict
           ["options", "median s", "min s", "vs default"],
           [[k, v["median_s"], v["min_s"], v["vs_default"]] for k, v in results.items()])
     return results
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Decoding and resizing without the helper threads (:mod:`deepminer.threads`), as before they existed."""
+    saved = png.worth_splitting, imaging.worth_splitting
+    png.worth_splitting = imaging.worth_splitting = lambda pixels: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        png.worth_splitting, imaging.worth_splitting = saved
+
+
+def measure_decode(bundle: Bundle, upload: bytes, *, rounds: int) -> dict[str, Any]:
+    """The upload's decode and resize, Pillow's way (before) against the service's, round-robin."""
+    from PIL import Image
+
+    pixels = imaging.decode_image(upload).pixels
+    shape = resized_shape(pixels.shape[0], pixels.shape[1], bundle.input_short_side)
+
+    def pillow_decode() -> None:
+        with Image.open(io.BytesIO(upload)) as img:
+            img.load()
+            imaging._to_unit_range(img)
+
+    def fast_decode_one_thread() -> None:
+        with one_thread():
+            imaging.decode_image(upload)
+
+    def pillow_resize() -> None:
+        Image.fromarray(pixels, mode="F").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+
+    def strips_one_thread() -> None:
+        with one_thread():
+            imaging.resize(pixels, shape)
+
+    variants: dict[str, Callable[[], object]] = {
+        "decode: Pillow, then scale to float (before)": pillow_decode,
+        "decode: ISA-L + numba rows, one thread": fast_decode_one_thread,
+        "decode: ISA-L + numba rows on a helper thread (service)": lambda: imaging.decode_image(upload),
+        "resize: one Pillow resize (before)": pillow_resize,
+        "resize: 4 strips, one thread": strips_one_thread,
+        "resize: 4 strips on helper threads (service)": lambda: imaging.resize(pixels, shape),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()  # warm-up: numba's compile, the helper threads
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            started = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - started)
+    results = {name: summary(times) for name, times in samples.items()}
+    before = {"decode": results["decode: Pillow, then scale to float (before)"]["median_s"],
+              "resize": results["resize: one Pillow resize (before)"]["median_s"]}
+    title = (f"decode and resize of the {len(upload) / 1e6:.1f} MB upload ({pixels.shape[0]} x {pixels.shape[1]} px, "
+             f"to {shape[0]} x {shape[1]}), {rounds} rounds round-robin")
+    header = ["variant", "median ms", "min ms", "vs before"]
+    rows = [[name, r["median_s"] * 1000, r["min_s"] * 1000, r["median_s"] / before[name.split(":")[0]]]
+            for name, r in results.items()]
+    table(title, header, rows)
+    return {"rounds": rounds, "results": results, "samples": samples, "table": {"header": header, "rows": rows}}
+
+
+def measure_precision(bundle: Bundle, upload: bytes, *, repeats: int, top_k: int, device: str) -> dict[str, Any]:
+    """Torch's forward in fp32, bf16 and fp16 (DEEPMINER_PRECISION), round-robin: time, and agreement with fp32.
+
+    Agreement is over what /explain returns: logits (as a share of the fp32 logits' range), class
+    probabilities, the predicted class, each class's top-k units by influence, and the CAM.
+    """
+    from service.backends.onnx import OnnxBackend
+    from service.backends.torch import TorchBackend
+    from service.errors import ServiceError
+
+    x = network_input(bundle, upload)
+    engines: dict[str, Any] = {}
+    refused: dict[str, str] = {}
+    for precision in ("fp32", "bf16", "fp16"):
+        try:
+            engines[f"torch {precision}"] = TorchBackend(bundle, device=device, precision=precision)  # type: ignore[arg-type]
+        except ServiceError as exc:
+            refused[f"torch {precision}"] = exc.message
+    engines["onnx fp32"] = OnnxBackend(bundle, device=device)
+    if device == "cuda":
+        engines["onnx fp32, no IO binding"] = OnnxBackend(bundle, device=device, io_binding=False)
+    samples: dict[str, list[float]] = {name: [] for name in engines}
+    outputs: dict[str, tuple[np.ndarray, np.ndarray] | str] = {}
+    for round_ in range(repeats + 1):  # the first round warms up
+        for name, engine in engines.items():
+            started = time.perf_counter()
+            try:
+                outputs[name] = engine.run(x)
+            except ServiceError as exc:  # fp16 overflow: the service answers 503 precision_overflow
+                outputs[name] = exc.message
+            if round_:
+                samples[name].append(time.perf_counter() - started)
+    reference = outputs["torch fp32"]
+    assert not isinstance(reference, str)
+    agreement = {name: compare_outputs(bundle, out, reference, top_k) if not isinstance(out, str) else {"error": out}
+                 for name, out in outputs.items() if name != "torch fp32"}
+    base = statistics.median(samples["torch fp32"])
+    results = {name: summary(times) for name, times in samples.items()}
+    rows = []
+    for name in engines:
+        found = agreement.get(name)
+        if found is None:
+            figures: list[object] = ["(reference)"] + [""] * 4
+        elif "error" in found:
+            figures = [found["error"][:60]] + [""] * 4
+        else:
+            figures = [found[key] for key in ("logit_error", "probability_error", "same_class", "top_k_shared",
+                                              "cam_error")]
+        rows.append([name, results[name]["median_s"], results[name]["median_s"] / base, *figures])
+    header = ["engine", "median s", "vs torch fp32", "max |Δlogit| / range", "max |Δp|", "same class",
+              f"top-{top_k} shared (worst class)", "max |ΔCAM| / range"]
+    rows += [[name, "refused: " + why[:60], "", "", "", "", "", ""] for name, why in refused.items()]
+    table(f"forward by precision on {device}, input {x.shape[2]} x {x.shape[3]}, {repeats} rounds round-robin "
+          f"(agreement with torch fp32)", header, rows)
+    return {"repeats": repeats, "results": results, "samples": samples, "agreement": agreement, "refused": refused,
+            "table": {"header": header, "rows": rows}}
+
+
+def compare_outputs(bundle: Bundle, out: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray],
+                    top_k: int) -> dict[str, Any]:
+    """How far ``out`` is from ``reference`` in everything an explanation is made of."""
+    (logits, features), (logits32, features32) = out, reference
+    finite = bool(np.isfinite(logits).all() and np.isfinite(features).all())
+    p, p32 = softmax(logits.mean(axis=(1, 2)), axis=0), softmax(logits32.mean(axis=(1, 2)), axis=0)
+    weight, _ = bundle.head
+    shared = min(len(set(top_units(influence(features, weight)[c], top_k).tolist())
+                     & set(top_units(influence(features32, weight)[c], top_k).tolist())) for c in range(len(p)))
+    explained = int(np.argmax(p32))
+    cam, cam32 = (class_activation_map(f, weight, explained) for f in (features, features32))
+    return {
+        "finite": finite,
+        "logit_error": float(np.abs(logits - logits32).max() / np.ptp(logits32)),
+        "probability_error": float(np.abs(p - p32).max()),
+        "same_class": bool(np.argmax(p) == explained),
+        "top_k_shared": shared,
+        "cam_error": float(np.abs(cam - cam32).max() / np.ptp(cam32)),
+    }
 
 
 def measure_peer(bundle: Bundle, x: np.ndarray, *, repeats: int, top_k: int, threads: int,
@@ -728,6 +874,13 @@ def main(argv: list[str] | None = None) -> int:
         save()
     if "onnx-options" in args.phases and args.device == "cpu":
         report["onnx_options"] = measure_onnx_options(bundle, x, repeats=args.repeats)
+        save()
+    if "decode" in args.phases:
+        report["decode"] = measure_decode(bundle, upload, rounds=3 * args.repeats)
+        save()
+    if "precision" in args.phases:
+        report["precision"] = measure_precision(bundle, upload, repeats=args.repeats, top_k=args.top_k,
+                                                device=args.device)
         save()
     if "peer" in args.phases:
         report["peer"] = measure_peer(bundle, x, repeats=max(3, args.repeats // 2 + 1), top_k=args.top_k,

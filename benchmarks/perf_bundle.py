@@ -1,8 +1,10 @@
 """Model bundles for the performance suite: a ResNet of any depth with random weights, at any input size.
 
 Speed does not depend on what the weights learned, so the suite measures a
-randomly initialised ResNet (seeded) instead of training one for hours. The
-bundle is otherwise real: the FCN conversion, the ONNX export checked against
+randomly initialised ResNet (seeded) instead of training one for hours. Its
+BatchNorm statistics are set from phantom mammograms (:func:`calibrate_batchnorm`),
+so activations have a trained network's scale rather than growing through
+every block; reduced-precision arithmetic is compared on them. The bundle is otherwise real: the FCN conversion, the ONNX export checked against
 torch, and unit rankings and thresholds from a streamed ranking pass over
 phantom mammograms (:func:`training.ranking.rank_units`), so the service loads
 it like any other. Bundles are cached by depth, input size and seed.
@@ -29,6 +31,7 @@ from deepminer.bundle import (
     load_bundle,
 )
 from deepminer.fcn import build_classifier, num_units, to_fcn
+from deepminer import imaging
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
 from training.export import export_onnx
 from training.manifest import ImageRecord
@@ -37,22 +40,24 @@ from training.pipeline import model_meta, preprocessing_meta
 from training.ranking import rank_units
 
 RANKING_IMAGES = 4
+CALIBRATION_SIDE = 227
 
 
 def random_bundle(
     cache: Path, *, depth: int, short_side: int, ranking_images: list[ImageRecord], seed: int = 0
 ) -> Bundle:
-    """The cached bundle ``resnet{depth}-random{seed}-{short_side}`` under ``cache``, built first when missing."""
-    out = cache / f"resnet{depth}-random{seed}-{short_side}"
+    """The cached bundle ``resnet{depth}-random{seed}-calibrated-{short_side}`` under ``cache``, built first when missing."""
+    out = cache / f"resnet{depth}-random{seed}-calibrated-{short_side}"
     if (out / META_FILE).is_file():
         return load_bundle(out)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     torch.manual_seed(seed)
-    classifier = build_classifier(depth=depth, num_classes=len(CLASSES)).eval()
-    fcn = to_fcn(classifier).eval()
+    classifier = build_classifier(depth=depth, num_classes=len(CLASSES))
     records = ranking_images[:RANKING_IMAGES]
+    calibrate_batchnorm(classifier, records)
+    fcn = to_fcn(classifier).eval()
     ranking = rank_units(fcn, records, classes=CLASSES, short_side=short_side, mean=IMAGENET_MEAN,
                          std=IMAGENET_STD, device=torch.device("cpu"), progress=True)
     torch.save(classifier.state_dict(), staging / WEIGHTS_FILE)
@@ -66,7 +71,8 @@ def random_bundle(
         "model": model_meta(depth, num_units(classifier)),
         "preprocessing": preprocessing_meta(IMAGENET_MEAN, IMAGENET_STD, patch_size=227, short_side=short_side),
         "benchmark": {
-            "weights": f"random initialisation, torch.manual_seed({seed}); for speed measurements only",
+            "weights": f"random initialisation, torch.manual_seed({seed}), BatchNorm statistics from "
+                       f"{len(records)} phantoms; for speed measurements only",
             "ranking": f"{len(records)} phantom mammograms",
         },
     }
@@ -74,6 +80,26 @@ def random_bundle(
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return load_bundle(out)
+
+
+def calibrate_batchnorm(classifier: torch.nn.Module, records: list[ImageRecord]) -> None:
+    """Set every BatchNorm's running mean and variance to those of ``records`` at a short side of 227 px.
+
+    One pass in train mode with a cumulative average (``momentum=None``); the model is left in eval mode.
+    """
+    inputs = [imaging.network_input(imaging.read_image(r.image_path), short_side=CALIBRATION_SIDE)[0] for r in records]
+    rows, cols = min(x.shape[1] for x in inputs), min(x.shape[2] for x in inputs)
+    batch = torch.from_numpy(np.stack([x[:, :rows, :cols] for x in inputs]))
+    norms = [m for m in classifier.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    classifier.train()
+    with torch.no_grad():
+        classifier(batch)
+    for norm in norms:
+        norm.momentum = 0.1
+    classifier.eval()
 
 
 def resized_bundle(source: Bundle, cache: Path, *, short_side: int) -> Bundle:

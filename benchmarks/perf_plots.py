@@ -150,6 +150,9 @@ def markdown_tables(report: dict[str, Any]) -> str:
         out.append("### ONNX Runtime options\n\n" + _md(
             ["options", "median s", "vs default"],
             [[k, v["median_s"], v["vs_default"]] for k, v in report["onnx_options"].items()]))
+    for key, heading in (("decode", "Decode and resize (ms)"), ("precision", "Forward by precision")):
+        if key in report:
+            out.append(f"### {heading}\n\n" + _md(report[key]["table"]["header"], report[key]["table"]["rows"]))
     if "peer" in report:
         peer = report["peer"]
         out.append("### Peer\n\n" + _md(["method", "median s", "min s"], [

@@ -34,7 +34,8 @@ def test_suite_runs_every_phase_at_toy_scale(tmp_path: Path) -> None:
         "--image-size", "400", "300", "--repeats", "2", "--pairs", "2", "--per-level", "2", "--cold-starts", "1",
         "--memory-requests", "12", "--memory-short-side", "96", "--scaling", "96", "128",
         "--batch-sizes", "1", "2", "--cache", str(tmp_path / "cache"), "--out", str(out), "--plots",
-        "--phases", "peak", "forward", "onnx-options", "peer", "service", "memory", "scaling", "batch",
+        "--phases", "peak", "forward", "onnx-options", "decode", "precision", "peer", "service", "memory", "scaling",
+        "batch",
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -48,6 +49,15 @@ def test_suite_runs_every_phase_at_toy_scale(tmp_path: Path) -> None:
         timing = forward["engines"][engine]
         assert timing["n"] == 2 and timing["min_s"] <= timing["median_s"] <= timing["max_s"]
         assert timing["gflops"] == pytest.approx(forward["gflop"] / timing["median_s"])
+
+    decode = report["decode"]
+    assert len(decode["results"]) == 6 and all(r["n"] == 6 for r in decode["results"].values())  # 3 x --repeats
+    precision = report["precision"]
+    assert set(precision["results"]) == {"torch fp32", "torch bf16", "torch fp16", "onnx fp32"}
+    onnx = precision["agreement"]["onnx fp32"]
+    assert onnx["logit_error"] < 1e-4 and onnx["same_class"] and onnx["top_k_shared"] == 5  # same fp32 numbers
+    bf16 = precision["agreement"]["torch bf16"]
+    assert bf16["finite"] and bf16["logit_error"] < 0.05 and bf16["top_k_shared"] >= 3
 
     assert report["peer"]["ratio"] == pytest.approx(
         report["peer"]["gradcam"]["median_s"] / report["peer"]["ours"]["median_s"]
@@ -87,5 +97,5 @@ def test_suite_runs_every_phase_at_toy_scale(tmp_path: Path) -> None:
     for figure in ("forward", "explain", "concurrency", "memory", "scaling"):
         assert (out / f"{figure}.png").stat().st_size > 1000
     tables = markdown_tables(report)
-    for heading in ("Bare forward", "Peer", "/explain, DICOM upload", "Concurrent clients", "Memory", "Batches"):
+    for heading in ("Bare forward", "Decode and resize", "Forward by precision", "Peer", "/explain, DICOM upload", "Concurrent clients", "Memory", "Batches"):
         assert f"### {heading}" in tables

@@ -98,18 +98,34 @@ def test_network_input_scales_short_side_and_normalises():
 
 
 @pytest.mark.parametrize(
-    ("source", "target"),
-    [((700, 500), (300, 214)), ((333, 257), (101, 78)), ((40, 30), (100, 75)), ((64, 48), (3, 2)), ((64, 48), (1, 1))],
+    ("source", "target", "strips"),
+    [
+        ((3328, 2560), (1180, 908), 4),  # a mammogram to the network input: gcd 4 on both axes
+        ((1500, 1200), (1201, 960), 4),  # rows share no factor (gcd 1), columns do (gcd 240): column strips
+        ((1500, 1199), (1201, 961), 1),  # no whole-pixel boundary on either axis: one resize
+        ((800, 700), (1200, 1050), 4),  # upscaling
+    ],
 )
-def test_resize_in_strips_matches_one_pillow_resize(source, target):
+def test_resize_in_strips_equals_one_pillow_resize(source, target, strips):
     pixels = np.random.default_rng(0).random(source, dtype=np.float32)
-    whole = Image.fromarray(pixels, mode="F").resize((target[1], target[0]), Image.Resampling.BILINEAR)
-    # Each strip's box starts at a rounded row offset, so values may differ in the last bit, never more.
-    np.testing.assert_allclose(resize(pixels, target), np.asarray(whole), rtol=0, atol=2e-7)
+    edges = max(imaging._strip_edges(source[0], target[0]), imaging._strip_edges(source[1], target[1]), key=len)
+    assert len(edges) - 1 == strips
+    whole = np.asarray(Image.fromarray(pixels, mode="F").resize((target[1], target[0]), Image.Resampling.BILINEAR))
+    got = resize(pixels, target)
+    # The same filter weights; their double arithmetic may round the last float32 bits the other way.
+    assert np.all(np.abs(got - whole) <= 2 * np.spacing(np.maximum(np.abs(got), np.abs(whole))))
+    if strips == 1:
+        assert np.array_equal(got, whole)
+
+
+def test_small_outputs_are_one_pillow_resize():
+    pixels = np.random.default_rng(2).random((908, 600), dtype=np.float32)
+    whole = Image.fromarray(pixels, mode="F").resize((150, 227), Image.Resampling.BILINEAR)
+    assert np.array_equal(resize(pixels, (227, 150)), np.asarray(whole))
 
 
 def test_resize_result_does_not_depend_on_threads(monkeypatch):
-    pixels = np.random.default_rng(1).random((1900, 1400), dtype=np.float32)
-    parallel = resize(pixels, (1000, 737))  # 737k pixels: its strips run on the resize threads
+    pixels = np.random.default_rng(1).random((2000, 1400), dtype=np.float32)
+    parallel = resize(pixels, (1000, 700))  # 700k pixels, 4 strips: they run on the helper threads
     monkeypatch.setattr(imaging, "worth_splitting", lambda pixels: False)
-    assert np.array_equal(resize(pixels, (1000, 737)), parallel)
+    assert np.array_equal(resize(pixels, (1000, 700)), parallel)
