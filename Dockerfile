@@ -71,8 +71,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 FROM base AS app
 LABEL org.opencontainers.image.title="deepminer-service" \
       org.opencontainers.image.description="Explained mammogram classifications through expert-named CNN units (DeepMiner)"
-# NUMBA_CACHE_DIR: the PNG decoder's compiled loop (deepminer/png.py) is cached in /tmp, writable under
-# the chart's read-only root, so a restarted container skips the compile.
+# NUMBA_CACHE_DIR: the PNG decoder's loop (deepminer/png.py) compiles in the background at start-up
+# (seconds; Pillow decodes PNGs meanwhile) and is cached in /tmp, writable under the chart's read-only
+# root, so a restarted container loads it in about a second instead.
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can check it; /data holds the SQLite store if one is used.
 RUN groupadd --system --gid 10001 deepminer \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \

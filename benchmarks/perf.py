@@ -54,7 +54,7 @@ import torch
 from serving import REPO, percentile, post_explain, rss_kib, start_server, stop_server, wait_ready
 
 from deepminer import imaging, png
-from deepminer.bundle import Bundle
+from deepminer.bundle import Bundle, load_bundle
 from deepminer.formulas import class_activation_map, influence, softmax, top_units, unit_max_activations
 from deepminer.grid import resized_shape
 
@@ -795,6 +795,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8],
                         help="batch sizes of the batch phase (default %(default)s)")
     parser.add_argument("--depth", type=int, default=152, help="ResNet depth (default %(default)s)")
+    parser.add_argument("--bundle", type=Path,
+                        help="measure this bundle (e.g. a trained one, for the precision phase) instead of a random "
+                             "ResNet; --depth and --short-side then come from its meta.json")
     parser.add_argument("--short-side", type=int, default=908, help="network input short side (default %(default)s)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(3328, 2560), metavar=("ROWS", "COLS"),
                         help="uploaded phantom mammogram size (default %(default)s)")
@@ -834,6 +837,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.bundle is not None:
+        given = load_bundle(args.bundle)
+        args.depth, args.short_side = int(given.meta["model"]["depth"]), given.input_short_side
     print(f"preparing phantoms and the resnet{args.depth} bundle in {args.cache} (first run only)")
     phantom_dir = args.cache / f"phantoms-{rows}x{cols}"
     manifest = phantom_dir / "manifest.csv"
@@ -841,7 +847,8 @@ def main(argv: list[str] | None = None) -> int:
         generate_phantoms(phantom_dir, config=PhantomConfig(n_cases=1, height=rows, aspect=cols / rows,
                                                             normal_fraction=0.0, seed=7), workers=1)
     records = read_manifest(manifest)
-    bundle = random_bundle(args.cache, depth=args.depth, short_side=args.short_side, ranking_images=records)
+    bundle = given if args.bundle is not None else random_bundle(args.cache, depth=args.depth,
+                                                                  short_side=args.short_side, ranking_images=records)
     upload = records[0].image_path.read_bytes()
     pixels = imaging.decode_image(upload).pixels
     x = network_input(bundle, upload)
@@ -853,7 +860,8 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": {**machine(), "device": args.device,
                     "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
-        "model": {"architecture": f"resnet{args.depth}", "weights": "random", "bundle": bundle.id,
+        "model": {"architecture": f"resnet{args.depth}", "weights": "random" if args.bundle is None else "trained",
+                  "bundle": bundle.id,
                   "short_side": args.short_side, "upload": {"rows": int(pixels.shape[0]), "cols": int(pixels.shape[1]),
                                                             "bytes": len(upload), "format": "16-bit PNG phantom"}},
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

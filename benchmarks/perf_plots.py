@@ -128,9 +128,9 @@ def _md(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-        return str(v)
+        return str(v).replace("|", "\\|")  # e.g. "max |Δlogit|": a bare bar would split the cell
 
-    lines = ["| " + " | ".join(header) + " |", "| --- |" + "|".join(" ---: " for _ in header[1:]) + "|"]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "| --- |" + "|".join(" ---: " for _ in header[1:]) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ that Pillow decodes it or reports what is wrong in its own words.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -114,15 +115,31 @@ def _unfilter_rows(raw: np.ndarray, out: np.ndarray, bits: int, first: int, stop
     return -1
 
 
-_compiled: Callable[..., int] | None = None
+_ready: Callable[..., int] | None = None
+_build_lock = threading.Lock()
+_background: threading.Thread | None = None
 
 
-def _unfilter() -> Callable[..., int]:
-    """The compiled :func:`_unfilter_rows` (numba is imported, and compiles, on first use)."""
-    global _compiled
-    if _compiled is None:
-        _compiled = _compile(_unfilter_rows)
-    return _compiled
+def _build() -> Callable[..., int]:
+    """:func:`_unfilter_rows` compiled (or loaded from numba's cache) and run once, in one thread at a time."""
+    global _ready
+    with _build_lock:
+        if _ready is None:
+            compiled = _compile(_unfilter_rows)
+            raw = np.zeros(2 * (1 + 2), dtype=np.uint8)  # two rows of two bytes, filter type None
+            for bits in _FAST_DEPTHS:  # numba compiles on the first call, for these argument types
+                compiled(raw, np.empty((2, 16 // bits), dtype=np.float32), bits, 0, 2, np.zeros(2, dtype=np.uint8))
+            _ready = compiled
+        return _ready
+
+
+def _unfilter() -> Callable[..., int] | None:
+    """The compiled loop; None while :func:`compile_decoder` builds it in the background (use Pillow meanwhile)."""
+    if _ready is not None:
+        return _ready
+    if _background is not None and _background.is_alive():
+        return None
+    return _build()
 
 
 def _chunks(data: bytes) -> tuple[bytes, list[memoryview]]:
@@ -152,7 +169,9 @@ def _chunks(data: bytes) -> tuple[bytes, list[memoryview]]:
     return header, idat
 
 
-def _decode_rows(idat: list[memoryview], width: int, height: int, bits: int) -> np.ndarray:
+def _decode_rows(
+    idat: list[memoryview], width: int, height: int, bits: int, unfilter: Callable[..., int]
+) -> np.ndarray:
     """Inflate the IDAT stream and unfilter its rows into float32 pixels, or :class:`_Unsupported`.
 
     For a large image the rows inflated so far are unfiltered on a helper
@@ -165,7 +184,6 @@ def _decode_rows(idat: list[memoryview], width: int, height: int, bits: int) -> 
     raw = np.empty(expected, dtype=np.uint8)
     pixels = np.empty((height, width), dtype=np.float32)
     above = np.zeros(stride - 1, dtype=np.uint8)
-    unfilter = _unfilter()
     pool = helper_pool() if worth_splitting(height * width) else None
     pending: Future[int] | None = None
     stream = isal_zlib.decompressobj()
@@ -205,7 +223,7 @@ def decode_grayscale(data: bytes, check_size: Callable[[int, int], None]) -> tup
     inflated, and may raise to refuse the image. None means: not a PNG this
     path decodes, or a malformed one; decode it with Pillow.
     """
-    if not data.startswith(SIGNATURE):
+    if not data.startswith(SIGNATURE) or (unfilter := _unfilter()) is None:
         return None
     try:
         header, idat = _chunks(data)
@@ -215,13 +233,21 @@ def decode_grayscale(data: bytes, check_size: Callable[[int, int], None]) -> tup
         if width == 0 or height == 0:
             return None
         check_size(width, height)
-        return _decode_rows(idat, width, height, bits), bits
+        return _decode_rows(idat, width, height, bits, unfilter), bits
     except (_Unsupported, struct.error):
         return None
 
 
-def compile_decoder() -> None:
-    """Compile (or load from numba's cache) the unfiltering loop now, e.g. before a service reports ready."""
-    raw = np.zeros(2 * (1 + 2), dtype=np.uint8)  # two rows of two bytes, filter type None
-    for bits in _FAST_DEPTHS:
-        _unfilter()(raw, np.empty((2, 16 // bits), dtype=np.float32), bits, 0, 2, np.zeros(2, dtype=np.uint8))
+def compile_decoder(*, background: bool = False) -> None:
+    """Compile (or load from numba's cache) the unfiltering loop now rather than on the first PNG.
+
+    With ``background``, a thread does it and this returns at once: until it is done, grayscale PNGs
+    are decoded by Pillow, with the same result (the service starts this way, so a compile without
+    a cache, several seconds, does not hold up readiness).
+    """
+    global _background
+    if not background:
+        _build()
+    elif _ready is None and (_background is None or not _background.is_alive()):
+        _background = threading.Thread(target=_build, name="deepminer-png-compile", daemon=True)
+        _background.start()

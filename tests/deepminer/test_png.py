@@ -244,3 +244,18 @@ def test_large_images_are_unfiltered_on_a_helper_thread_while_inflating(case):
         assert fast is None
         with pytest.raises(ImageDecodeError):
             decode_image(data)
+
+
+def test_while_the_loop_compiles_in_the_background_pillow_decodes(monkeypatch):
+    """The service compiles in the background; meanwhile the same pixels come from Pillow, then from the loop."""
+    data = encode_png(samples(np.uint16, (40, 40)), [4] * 40)
+    expected = pillow_pixels(data)
+    monkeypatch.setattr(png, "_ready", None)  # as in a fresh process
+    monkeypatch.setattr(png, "_background", None)
+    with png._build_lock:  # holds the compile back, so the state below is certain
+        png.compile_decoder(background=True)
+        assert png.decode_grayscale(data, no_limit) is None
+        assert np.array_equal(decode_image(data).pixels, expected)
+    png._background.join(timeout=120)
+    fast = png.decode_grayscale(data, no_limit)
+    assert fast is not None and np.array_equal(fast[0], expected)
