@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepminer import imaging
 from deepminer.bundle import (
     HEAD_FILE,
     META_FILE,
@@ -31,7 +32,6 @@ from deepminer.bundle import (
     load_bundle,
 )
 from deepminer.fcn import build_classifier, num_units, to_fcn
-from deepminer import imaging
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
 from training.export import export_onnx
 from training.manifest import ImageRecord
