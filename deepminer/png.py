@@ -4,7 +4,8 @@ Pillow spends about 0.3 s on a 16-bit 3328 x 2560 mammogram PNG: inflate,
 row unfiltering, a byte swap, then a copy out of its own image memory before
 the pixels are scaled to floats. Here the IDAT stream is inflated with ISA-L
 and one compiled loop (numba) unfilters each row and writes it out already
-scaled to [0, 1], in about 0.17 s (BENCHMARKS.md, "Decoding PNG").
+scaled to [0, 1], on a helper thread behind the inflate: about 0.1 s on 2
+cores (BENCHMARKS.md §3).
 
 Only non-interlaced 8- and 16-bit grayscale PNGs take this path, and the
 result is bit for bit what :func:`deepminer.imaging.decode_image` gets from
@@ -15,6 +16,7 @@ that Pillow decodes it or reports what is wrong in its own words.
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import zlib
@@ -26,6 +28,8 @@ import numpy as np
 from isal import isal_zlib
 
 from deepminer.threads import helper_pool, worth_splitting
+
+log = logging.getLogger(__name__)
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GRAYSCALE = 0  # PNG colour type 0: one sample per pixel
@@ -116,26 +120,35 @@ def _unfilter_rows(raw: np.ndarray, out: np.ndarray, bits: int, first: int, stop
 
 
 _ready: Callable[..., int] | None = None
+_failed = False  # numba could not build the loop here: Pillow decodes every PNG
 _build_lock = threading.Lock()
 _background: threading.Thread | None = None
 
 
-def _build() -> Callable[..., int]:
-    """:func:`_unfilter_rows` compiled (or loaded from numba's cache) and run once, in one thread at a time."""
-    global _ready
+def _build() -> Callable[..., int] | None:
+    """:func:`_unfilter_rows` compiled (or loaded from numba's cache) and run once, in one thread at a time.
+
+    None, once and for all, where numba cannot build it (logged): decoding then stays with Pillow.
+    """
+    global _ready, _failed
     with _build_lock:
-        if _ready is None:
-            compiled = _compile(_unfilter_rows)
-            raw = np.zeros(2 * (1 + 2), dtype=np.uint8)  # two rows of two bytes, filter type None
-            for bits in _FAST_DEPTHS:  # numba compiles on the first call, for these argument types
-                compiled(raw, np.empty((2, 16 // bits), dtype=np.float32), bits, 0, 2, np.zeros(2, dtype=np.uint8))
-            _ready = compiled
+        if _ready is None and not _failed:
+            try:
+                compiled = _compile(_unfilter_rows)
+                raw = np.zeros(2 * (1 + 2), dtype=np.uint8)  # two rows of two bytes, filter type None
+                for bits in _FAST_DEPTHS:  # numba compiles on the first call, for these argument types
+                    compiled(raw, np.empty((2, 16 // bits), np.float32), bits, 0, 2, np.zeros(2, np.uint8))
+            except Exception:  # numba or LLVM missing or broken on this platform; never fail a decode for it
+                _failed = True
+                log.warning("the fast PNG decoder could not be compiled; Pillow decodes PNGs", exc_info=True)
+            else:
+                _ready = compiled
         return _ready
 
 
 def _unfilter() -> Callable[..., int] | None:
-    """The compiled loop; None while :func:`compile_decoder` builds it in the background (use Pillow meanwhile)."""
-    if _ready is not None:
+    """The compiled loop; None while :func:`compile_decoder` builds it in the background, or if it cannot be built."""
+    if _ready is not None or _failed:
         return _ready
     if _background is not None and _background.is_alive():
         return None

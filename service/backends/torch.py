@@ -96,9 +96,10 @@ class TorchBackend(FcnBackend):
                     f"the forward pass in precision={self.precision} gave non-finite logits or features on this "
                     "image; set DEEPMINER_PRECISION=bf16 (float32's range) or fp32"
                 )
-            # float32 NCHW on the way out, as the Backend contract has it (one copy of the features in
-            # channels_last; the cast to float32 on the device, so half as many bytes cross to the host).
-            logits, features = (t.float().contiguous().cpu() for t in (logits, features))
+            # float32 NCHW on the way out, as the Backend contract has it: NCHW on the device (one copy of
+            # the features in channels_last), to the host in the precision computed (fp16/bf16 move half
+            # the bytes of float32), then float32 (a no-op at fp32).
+            logits, features = (t.contiguous().cpu().float() for t in (logits, features))
         return logits.numpy(), features.numpy()
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:

@@ -259,3 +259,18 @@ def test_while_the_loop_compiles_in_the_background_pillow_decodes(monkeypatch):
     png._background.join(timeout=120)
     fast = png.decode_grayscale(data, no_limit)
     assert fast is not None and np.array_equal(fast[0], expected)
+
+
+def test_where_numba_cannot_compile_pillow_decodes_everything(monkeypatch, caplog):
+    def broken(function):
+        raise OSError("no LLVM here")  # what a platform without a working llvmlite gives
+
+    data = encode_png(samples(np.uint16, (40, 40)), [3] * 40)
+    monkeypatch.setattr(png, "_ready", None)
+    monkeypatch.setattr(png, "_failed", False)
+    monkeypatch.setattr(png, "_compile", broken)
+    assert png.decode_grayscale(data, no_limit) is None
+    assert "could not be compiled" in caplog.text
+    assert np.array_equal(decode_image(data).pixels, pillow_pixels(data))
+    png.compile_decoder(background=False)  # asks again: still Pillow, no second attempt, no exception
+    assert png._failed and png._ready is None
