@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from deepminer import png
 from deepminer.grid import resized_shape
-from deepminer.threads import helper_pool, worth_splitting
+from deepminer.threads import MIN_SPLIT_PIXELS, helper_pool, worth_splitting
 
 if TYPE_CHECKING:
     from deepminer.dicom import DicomInfo
@@ -105,6 +105,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     fast = png.decode_grayscale(data, lambda width, height: check_dimensions(width, height, max_pixels=max_pixels))
     if fast is not None:  # grayscale PNG, the same pixels as Pillow's (deepminer/png.py), in half the time
         return DecodedImage(pixels=fast[0], format="PNG", bits=fast[1])
+    return decode_with_pillow(data, max_pixels=max_pixels)
+
+
+def decode_with_pillow(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """PNG, TIFF or JPEG bytes decoded by Pillow (:func:`decode_image` without DICOM and the PNG fast path)."""
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -154,8 +159,6 @@ def read_image_shape(path: Path) -> tuple[int, int]:
 
 RESIZE_STRIPS = 4
 """Most strips one resize is split into, to run on several cores (Pillow releases the GIL as it resamples)."""
-STRIP_PIXELS = 1 << 19
-"""Smaller outputs are one Pillow call: threads would cost more than they save."""
 
 
 def _strip_edges(size_in: int, size_out: int) -> list[int]:
@@ -181,11 +184,11 @@ def resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if pixels.shape == (height, width):
         return pixels
     rows, cols = pixels.shape
-    by_rows, by_cols = _strip_edges(rows, height), _strip_edges(cols, width)
-    axis = 0 if len(by_rows) >= len(by_cols) else 1
-    edges = by_rows if axis == 0 else by_cols
-    if height * width < STRIP_PIXELS:
-        edges = [0, shape[axis]]
+    if height * width < MIN_SPLIT_PIXELS:  # one Pillow call: threads would cost more than they save
+        axis, edges = 0, [0, height]
+    else:
+        by_rows, by_cols = _strip_edges(rows, height), _strip_edges(cols, width)
+        axis, edges = (0, by_rows) if len(by_rows) >= len(by_cols) else (1, by_cols)
     size_in, size_out = pixels.shape[axis], shape[axis]
     margin = math.ceil(max(size_in / size_out, 1.0)) + 2  # the filter reaches max(scale, 1) pixels either side
 
@@ -206,9 +209,8 @@ def resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
     if len(edges) == 2:
         return strip(0)
-    parts = helper_pool().map(strip, range(len(edges) - 1)) if worth_splitting(height * width) else map(
-        strip, range(len(edges) - 1)
-    )
+    strips = range(len(edges) - 1)
+    parts = helper_pool().map(strip, strips) if worth_splitting(height * width) else map(strip, strips)
     return np.concatenate(list(parts), axis=axis)
 
 

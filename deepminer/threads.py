@@ -10,6 +10,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 POOL_THREADS = 4
+MIN_SPLIT_PIXELS = 1 << 19
+"""Work on fewer pixels stays on the calling thread: handing it over would cost more than it saves."""
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
@@ -21,6 +23,6 @@ def helper_pool() -> ThreadPoolExecutor:
     return _pool[1]
 
 
-def worth_splitting(pixels: int, minimum: int = 1 << 19) -> bool:
+def worth_splitting(pixels: int) -> bool:
     """Whether work on ``pixels`` pixels is large enough, and the machine has the cores, for helper threads."""
-    return pixels >= minimum and (os.cpu_count() or 1) > 1
+    return pixels >= MIN_SPLIT_PIXELS and (os.cpu_count() or 1) > 1
