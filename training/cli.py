@@ -119,6 +119,23 @@ def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
     p.add_argument("--allow-blank", action="store_true",
                    help="exclude (and report) blank answers and missing cases instead of refusing the file")
 
+    p = sub.add_parser("quality", help="explanation-quality report of a bundle on mammograms with lesion masks",
+                       description="Image-level AUC, pointing game, concept naming and background figures, "
+                       "computed as the service explains (training/quality.py). Writes quality.json, quality.md "
+                       "and a figure of the worst cases.")
+    p.add_argument("--bundle", type=Path, required=True, help="model bundle directory")
+    p.add_argument("--manifest", type=Path, required=True, help="manifest CSV with lesion masks")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: quality/ next to the manifest)")
+    p.add_argument("--part", choices=["test", "all"], default=None,
+                   help="the bundle's test split, or every image (default: test for the manifest the bundle was "
+                   "built from, all for any other)")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="unit labels as CSV or JSON (python -m annotations export); default: the bundle's "
+                   "automatic labels")
+    p.add_argument("--bars", action="store_true", help="also check the demo's quality bars (exit 1 if one fails)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
+
     p = sub.add_parser("ingest-cbis", help="write the manifest of a CBIS-DDSM download (CSVs + DICOM tree)",
                        description="Rules and layout: training/ingest/cbis_ddsm.py and docs/data.md.")
     p.add_argument("--root", type=Path, required=True,
@@ -211,6 +228,16 @@ def main(argv: list[str] | None = None) -> int:
             print(format_score(score))
             if args.out:
                 write_score(score, args.out)
+        elif args.command == "quality":
+            from training.quality import bundle_quality
+
+            report, paths = bundle_quality(args.bundle, args.manifest, args.out, part=args.part,
+                                           labels_file=args.labels, device=args.device, bars=args.bars,
+                                           progress=progress)
+            print(paths[1].read_text())
+            print("wrote " + ", ".join(str(p) for p in paths))
+            if args.bars and not all(b["pass"] for b in report.figures["bars"].values()):
+                return 1
         elif args.command == "ingest-cbis":
             from training.ingest import ingest_cbis_ddsm
 

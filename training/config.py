@@ -36,6 +36,9 @@ class TrainConfig:
     augment_flips: bool = True
     # Swap rows and columns at random; with the flips, every rotation by 90°.
     augment_transpose: bool = False
+    # Network-input pixels of surroundings around each training patch (training/context.py); 0 is the
+    # paper's bare patch.
+    context_margin: int = 0
     top_per_image: int = 8
     top_per_class: int = 20
     threshold_quantile: float = 0.99

@@ -11,14 +11,25 @@ from PIL import Image
 from tqdm import tqdm
 
 from deepminer.auxiliary import aux_vector
-from deepminer.imaging import read_image
+from deepminer.grid import resized_shape
+from deepminer.imaging import read_image, resize
+from training.context import cut_context
 from training.manifest import ImageRecord
 from training.patches import CLASSES, Box, PatchRule, crop_patch, label_boxes, sliding_boxes
-from training.tissue import tissue_mask
+from deepminer.tissue import tissue_mask
 
 log = logging.getLogger(__name__)
 MASK_ASPECT_TOLERANCE = 0.02
 """Largest relative aspect-ratio difference between a mask and its image that resizing may absorb."""
+
+
+@dataclass(frozen=True)
+class ContextCrops:
+    """Context crops ``(N, S, S)`` float16 in [0, 1] at network-input scale and their patch cells ``(N, g, g)``."""
+
+    pixels: np.ndarray
+    cells: np.ndarray
+    margin: int
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,8 @@ class PatchSet:
 
     ``aux``: each patch's raw auxiliary features ``(N, J)`` float32 (its case's
     values, in the order asked for), or None when the model takes none.
+    ``context``: each patch in its context crop (:mod:`training.context`), or
+    None when training on bare patches.
     """
 
     pixels: np.ndarray
@@ -34,6 +47,7 @@ class PatchSet:
     image_ids: tuple[str, ...]
     boxes: tuple[Box, ...]
     aux: np.ndarray | None = None
+    context: ContextCrops | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -82,12 +96,20 @@ def cut_patches(
     desc: str = "patches",
     progress: bool = True,
     aux_features: Sequence[str] = (),
+    context_margin: int = 0,
 ) -> PatchSet:
     """Apply the patch rule to every image and resize the kept windows to ``patch_size``.
 
     ``aux_features``: names of the auxiliary features each patch carries from
     its image's record; a record without one raises ValueError.
+    ``context_margin`` > 0 also cuts each patch's context crop with that margin
+    in network-input pixels, from the image scaled as the FCN sees it (short
+    side 4 × ``patch_size``).
     """
+    if context_margin < 0:
+        raise ValueError(f"context_margin must be >= 0, got {context_margin}")
+    crops: list[np.ndarray] = []
+    cells: list[np.ndarray] = []
     pixels: list[np.ndarray] = []
     labels: list[int] = []
     image_ids: list[str] = []
@@ -98,7 +120,16 @@ def cut_patches(
         image = read_image(record.image_path)
         lesions = load_lesion_masks(record, image.shape)
         kept = label_boxes(sliding_boxes(*image.shape, rule), tissue_mask(image), lesions, rule)
+        scaled = None
+        if context_margin and kept:
+            scaled = resize(image, resized_shape(*image.shape, 4 * patch_size))
+            ry, rx = scaled.shape[0] / image.shape[0], scaled.shape[1] / image.shape[1]
         for box, label in kept:
+            if scaled is not None:
+                crop, on = cut_context(scaled, round(box.top * ry), round(box.left * rx), patch_size,
+                                       context_margin)
+                crops.append(crop.astype(np.float16))
+                cells.append(on)
             pixels.append(crop_patch(image, box, patch_size).astype(np.float16))
             labels.append(CLASSES.index(label))
             image_ids.append(record.image_id)
@@ -109,4 +140,13 @@ def cut_patches(
     aux_array = None
     if aux_features:
         aux_array = np.stack(aux) if aux else np.zeros((0, len(aux_features)), dtype=np.float32)
-    return PatchSet(stacked, np.asarray(labels, dtype=np.int64), tuple(image_ids), tuple(boxes), aux_array)
+    context = None
+    if context_margin:
+        side = 2 * context_margin + patch_size
+        g = -(-side // 32)
+        context = ContextCrops(
+            pixels=np.stack(crops) if crops else np.zeros((0, side, side), dtype=np.float16),
+            cells=np.stack(cells) if cells else np.zeros((0, g, g), dtype=np.float32),
+            margin=context_margin,
+        )
+    return PatchSet(stacked, np.asarray(labels, dtype=np.int64), tuple(image_ids), tuple(boxes), aux_array, context)

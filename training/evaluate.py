@@ -27,11 +27,12 @@ def predict(
     std: Sequence[float],
     batch_size: int = 64,
     device: torch.device | None = None,
-    aux: np.ndarray | None = None,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class probabilities ``(N, C)`` of the patch classifier.
 
-    ``aux``: the patches' raw auxiliary features ``(N, J)``, for a classifier that takes them.
+    ``extra``: the model's second input per patch, when it takes one (raw
+    auxiliary features ``(N, J)``, or context-crop cells ``(N, g, g)``).
     """
     was_training = model.training
     model.eval()
@@ -40,7 +41,7 @@ def predict(
     try:
         for start in range(0, len(pixels), batch_size):
             x = batch_input(pixels[start : start + batch_size], mean, std).to(device)
-            logits = model(x) if aux is None else model(x, torch.from_numpy(aux[start : start + batch_size]).to(device))
+            logits = model(x) if extra is None else model(x, torch.from_numpy(extra[start : start + batch_size]).to(device))
             out.append(torch.softmax(logits, dim=1).float().cpu().numpy())
     finally:
         model.train(was_training)

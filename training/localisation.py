@@ -11,7 +11,7 @@ from deepminer.formulas import class_activation_map
 from deepminer.grid import GridMapping
 from training.data import load_lesion_masks
 from training.ranking import ImageMaps
-from training.tissue import tissue_mask
+from deepminer.tissue import tissue_mask
 
 
 def _footprint(mapping: GridMapping, i: int, j: int) -> tuple[slice, slice]:

@@ -37,7 +37,7 @@ from training.config_file import CONFIG_FILE, write_run_file
 from training.data import cut_patches
 from training.distributed import current_context
 from training.embedding import max_activation_matrix, unit_embedding
-from training.evaluate import one_vs_rest_metrics, plot_roc, predict
+from training.evaluate import one_vs_rest_metrics, plot_roc
 from training.export import AUX_INPUT_NAME, export_onnx
 from training.localisation import cam_peak_in_lesion
 from training.manifest import ImageRecord, read_manifest
@@ -45,7 +45,7 @@ from training.patches import CLASSES
 from training.plots import LEARNING_CURVES_FILE, plot_learning_curves
 from training.ranking import fcn_maps, rank_units
 from training.split import PARTS, split_by_case
-from training.train import fine_tune
+from training.train import fine_tune, patch_probabilities
 from training.visualise import TOP_PATCHES, top_activating_patches, write_unit_visualisations
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def build_bundle(
     patches = {
         part: cut_patches(
             parts[part], rule=config.patch_rule, patch_size=config.patch_size, desc=f"{part} patches",
-            progress=progress, aux_features=config.aux_features,
+            progress=progress, aux_features=config.aux_features, context_margin=config.context_margin,
         )
         for part in PARTS
     }
@@ -150,8 +150,7 @@ def build_bundle(
         return out_dir
 
     test = patches["test"]
-    test_probs = predict(model, test.pixels, mean=mean, std=std, batch_size=config.eval_batch_size, device=device,
-                         aux=test.aux)
+    test_probs = patch_probabilities(model, test, batch_size=config.eval_batch_size, device=device)
     test_metrics = one_vs_rest_metrics(test.labels, test_probs, CLASSES)
     log.info("test AUC %s, pAUC@TPR0.8 %s", test_metrics["auc"], test_metrics["pauc_tpr0.8"])
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
 from training.checkpoint import Checkpoint, load_checkpoint, rng_states, save_checkpoint
 from training.config import TrainConfig
+from training.context import PatchInContext
 from training.data import PatchSet
 from training.distributed import DistContext
 from training.evaluate import batch_input, one_vs_rest_metrics, predict
@@ -68,11 +69,12 @@ def train_step(
     *,
     global_batch: int,
     world_size: int = 1,
-    aux: torch.Tensor | None = None,
+    extra: torch.Tensor | None = None,
 ) -> float:
     """One SGD step on this rank's part ``(x, y)`` of a global batch of ``global_batch`` patches.
 
-    ``aux``: the part's raw auxiliary features ``(n, J)``, for a model that takes them.
+    ``extra``: the model's second input for the part, when it takes one: raw
+    auxiliary features ``(n, J)``, or the patch cells of context crops ``(n, g, g)``.
 
     The local loss is ``world_size · Σ_local CE / global_batch``: DDP averages
     gradients over ranks, so the step follows the gradient of the mean
@@ -80,7 +82,7 @@ def train_step(
     this rank's share of that mean (the shares sum to the global batch loss).
     """
     optimiser.zero_grad(set_to_none=True)
-    logits = net(x) if aux is None else net(x, aux)
+    logits = net(x) if extra is None else net(x, extra)
     loss_sum = nn.functional.cross_entropy(logits, y, reduction="sum")
     (loss_sum * (world_size / global_batch)).backward()
     optimiser.step()
@@ -143,7 +145,12 @@ def fine_tune(
         log.info("no checkpoint in %s yet: starting from epoch 1", checkpoint_dir)
     # Fewer samples than processes (or than 2) cannot be split into BatchNorm batches on every rank.
     min_batch = max(2, ctx.world_size)
-    net = ctx.wrap(model)
+    context = train.context
+    if context is not None and train.aux is not None:
+        raise ValueError("context crops and auxiliary features cannot be combined; set context_margin = 0")
+    trained = model if context is None else PatchInContext(model)
+    source = train.pixels if context is None else context.pixels
+    net = ctx.wrap(trained)
     started = time.perf_counter()
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -173,17 +180,24 @@ def fine_tune(
                 if config.augment_transpose:
                     transpose = rng.random(len(idx)) < 0.5
                 mine = ctx.shard(np.arange(len(idx)))
-                pixels = train.pixels[idx[mine]].astype(np.float32)
-                if flip_h is not None and flip_v is not None:
-                    pixels[flip_h[mine]] = pixels[flip_h[mine], :, ::-1]
-                    pixels[flip_v[mine]] = pixels[flip_v[mine], ::-1, :]
-                if transpose is not None:  # with the flips: all 8 rotations and reflections of a square
-                    pixels[transpose[mine]] = pixels[transpose[mine]].transpose(0, 2, 1)
+                pixels = source[idx[mine]].astype(np.float32)
+                extra = None
+                if context is not None:
+                    extra = context.cells[idx[mine]].copy()
+                elif train.aux is not None:
+                    extra = train.aux[idx[mine]]
+                # The patch cells of a context crop move with its pixels.
+                for arr in (pixels, extra) if context is not None else (pixels,):
+                    if flip_h is not None and flip_v is not None:
+                        arr[flip_h[mine]] = arr[flip_h[mine], :, ::-1]
+                        arr[flip_v[mine]] = arr[flip_v[mine], ::-1, :]
+                    if transpose is not None:  # with the flips: all 8 rotations and reflections of a square
+                        arr[transpose[mine]] = arr[transpose[mine]].transpose(0, 2, 1)
                 x = batch_input(np.ascontiguousarray(pixels), mean, std).to(device)
                 y = torch.from_numpy(train.labels[idx[mine]]).to(device)
-                aux = None if train.aux is None else torch.from_numpy(train.aux[idx[mine]]).to(device)
+                extra_t = None if extra is None else torch.from_numpy(np.ascontiguousarray(extra)).to(device)
                 loss_total += train_step(net, optimiser, x, y, global_batch=len(idx), world_size=ctx.world_size,
-                                         aux=aux)
+                                         extra=extra_t)
                 batches_done += 1
                 patches_done += len(idx)
                 bar.set_postfix(loss=f"{loss_total * ctx.world_size / batches_done:.3f}")
@@ -229,7 +243,7 @@ def fine_tune(
                     ),
                 )
     finally:
-        ctx.unwrap(model)
+        ctx.unwrap(trained)
     if best_state is None:
         raise ValueError(f"no epoch was trained: epochs={config.epochs}, resumed at epoch {start_epoch}")
     model.load_state_dict(best_state)
@@ -244,12 +258,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def patch_probabilities(
+    model: nn.Module, patches: PatchSet, *, batch_size: int, device: torch.device, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Class probabilities ``(n, C)`` of ``patches`` (the ``rows`` given, default all), as they were trained:
+    bare, with their auxiliary features, or in their context crops."""
+    rows = np.arange(len(patches)) if rows is None else rows
+    if patches.context is not None:
+        return predict(PatchInContext(model), patches.context.pixels[rows], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                       batch_size=batch_size, device=device, extra=patches.context.cells[rows])
+    return predict(model, patches.pixels[rows], mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size=batch_size,
+                   device=device, extra=None if patches.aux is None else patches.aux[rows])
+
+
 def _holdout_metrics(model: nn.Module, holdout: PatchSet, config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     """One-vs-rest metrics on the hold-out patches; each rank predicts its shard, every rank gets all of them."""
     if len(holdout) == 0:
         return {"mean_auc": None}
     mine = ctx.shard(np.arange(len(holdout)))
-    probs = predict(model, holdout.pixels[mine], mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    batch_size=config.eval_batch_size, device=ctx.device,
-                    aux=None if holdout.aux is None else holdout.aux[mine])
+    probs = patch_probabilities(model, holdout, batch_size=config.eval_batch_size, device=ctx.device, rows=mine)
     return one_vs_rest_metrics(holdout.labels, ctx.gather_rows(probs), CLASSES)

@@ -8,7 +8,7 @@ import pytest
 from training.manifest import Finding, ImageRecord
 from training.patches import Box, PatchRule, crop_patch, label_boxes, sliding_boxes
 from training.split import case_pathology, split_by_case
-from training.tissue import otsu_threshold, tissue_mask
+from deepminer.tissue import otsu_threshold, tissue_mask
 
 RULE = PatchRule()
 

@@ -1,4 +1,4 @@
-"""Breast-tissue masks, for the patch rule's "at least 50% breast tissue"."""
+"""Breast-tissue masks: the patch rule's "at least 50% breast tissue" and the breast cells of an image score."""
 
 from __future__ import annotations
 

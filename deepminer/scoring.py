@@ -1,0 +1,93 @@
+"""Image-level class scores from the FCN's probability maps (what /explain's ``scores`` and ``predicted_class`` are).
+
+The spatial mean of the logit map is exactly the patch classifier applied to
+the whole image, but on a mammogram a lesion covers a few percent of the
+cells, so that mean says "normal" for nearly every image. A lesion class is
+present when *some* part of the breast holds it, so the image-level score of
+a lesion class is the peak of its probability map (as the reference code's
+benchmark scored images), taken over the breast only: cells outside the breast
+are not what a radiologist grades, and a network trained on breast patches
+has no say there. The background class (``normal``) scores the breast cell
+that is *least* normal, so an image is normal only when all of its breast is.
+
+Rules, by name (the bundle records which one it was built for):
+
+- ``breast_peak``: lesion class c: ``max_{(x,y) on breast} P_c(x, y)``;
+  background class: ``min_{(x,y) on breast} P_bg(x, y)``.
+- ``classifier``: ``softmax(mean_xy logits)``, the patch classifier's probabilities.
+
+The predicted class is the argmax of the scores. Scores rank images; under
+``breast_peak`` they are not a distribution and need not sum to 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from deepminer.formulas import softmax
+from deepminer.grid import NETWORK_STRIDE
+from deepminer.tissue import tissue_mask
+
+SCORE_RULES = ("breast_peak", "classifier")
+DEFAULT_SCORE_RULE = "breast_peak"
+BACKGROUND_CLASS = "normal"
+
+
+def classifier_probabilities(logits: np.ndarray) -> np.ndarray:
+    """``softmax(mean_xy logits_c(x, y))``: exactly the patch classifier (global average pooling) on the image.
+
+    ``logits`` is the FCN's ``(C, h, w)`` logit map; returns ``(C,)``.
+    """
+    if logits.ndim != 3:
+        raise ValueError(f"logits must be (C, h, w), got shape {logits.shape}")
+    return softmax(logits.mean(axis=(1, 2)), axis=0)
+
+
+def breast_cells(input_gray: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:
+    """Boolean ``(h, w)`` grid: the layer4 cells whose centre lies on breast tissue.
+
+    ``input_gray`` is the grayscale network input in [0, 1] (the upload resized
+    to the network's input size, before normalisation); cell (i, j) is centred
+    on its pixel (32 i, 32 j) (:mod:`deepminer.grid`). Tissue is the Otsu mask
+    (:func:`deepminer.tissue.tissue_mask`).
+    """
+    h, w = grid_shape
+    rows = np.minimum(np.arange(h) * NETWORK_STRIDE, input_gray.shape[0] - 1)
+    cols = np.minimum(np.arange(w) * NETWORK_STRIDE, input_gray.shape[1] - 1)
+    return tissue_mask(input_gray)[np.ix_(rows, cols)]
+
+
+def input_gray(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """The grayscale picture in [0, 1] behind a normalised network input ``(1, 3, H, W)`` (its first channel)."""
+    return x[0, 0] * np.float32(std[0]) + np.float32(mean[0])
+
+
+def image_scores(
+    probability_maps: np.ndarray,
+    logits: np.ndarray,
+    cells: np.ndarray,
+    *,
+    classes: Sequence[str],
+    rule: str = DEFAULT_SCORE_RULE,
+) -> np.ndarray:
+    """Image-level score of every class, ``(C,)``, under ``rule`` (module docstring).
+
+    ``probability_maps`` and ``logits`` are ``(C, h, w)``; ``cells`` the
+    ``(h, w)`` breast cells. An image with no breast cell is scored over all
+    of its cells.
+    """
+    if rule not in SCORE_RULES:
+        raise ValueError(f"image score rule must be one of {SCORE_RULES}, got {rule!r}")
+    if rule == "classifier":
+        return classifier_probabilities(logits)
+    if cells.shape != probability_maps.shape[1:]:
+        raise ValueError(f"cells must be the grid {probability_maps.shape[1:]}, got {cells.shape}")
+    flat = probability_maps.reshape(probability_maps.shape[0], -1)
+    chosen = flat[:, cells.reshape(-1)] if cells.any() else flat
+    scores = chosen.max(axis=1)
+    if BACKGROUND_CLASS in classes:
+        b = list(classes).index(BACKGROUND_CLASS)
+        scores[b] = chosen[b].min()
+    return scores

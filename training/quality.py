@@ -1,0 +1,555 @@
+"""Explanation quality on mammograms with lesion masks: do the explanations localise and name what they show?
+
+Every image goes through the FCN as the service explains it: the same
+decoding and preprocessing (:mod:`deepminer.imaging`), the same image-level
+score (:mod:`deepminer.scoring`), CAM and influence (:mod:`deepminer.formulas`)
+and grid mapping (:mod:`deepminer.grid`). Figures:
+
+- **Image-level AUC** per class, one-vs-rest, from the score the service
+  returns (``scores``) and, beside it, from the classifier's probabilities
+  (softmax of the mean of the logit map).
+- **Predicted class**: the share of lesion images predicted as their pathology,
+  and of normal images predicted normal.
+- **Pointing game** (Zhang et al. 2016), on every image with a lesion,
+  explaining its true class: a hit when the centre of the CAM's global-maximum
+  cell, mapped to image pixels, lies on a lesion of that class or within
+  :data:`POINTING_TOLERANCE_INPUT_PX` network-input pixels of one. Chance is
+  the share of the image's cells whose centre would hit.
+- **Concept naming**: whether one of the first three *named* units among the
+  image's top 8 (by influence for its true class) carries a label naming one of
+  its lesions' concepts or their BI-RADS category; and the share of ranked
+  units that have a name at all, and of the lesion classes' ranked units that
+  are named by a lesion concept.
+- **Background**: on normal images, the largest benign and malignant
+  probability on cells outside the breast.
+- A breakdown per concept and per BI-RADS category.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from deepminer.formulas import class_activation_map, influence, softmax, top_units
+from deepminer.grid import NETWORK_STRIDE, GridMapping
+from deepminer.imaging import resize
+from deepminer.scoring import BACKGROUND_CLASS, breast_cells, classifier_probabilities, image_scores
+from training.data import load_lesion_masks
+from training.manifest import ImageRecord
+from training.ranking import ImageMaps
+
+log = logging.getLogger(__name__)
+
+POINTING_TOLERANCE_INPUT_PX = 15.0
+"""Pointing-game tolerance in network-input pixels: about half a layer4 cell (32 px)."""
+TOP_UNITS = 8
+NAMED_UNITS = 3
+QUALITY_DIR = "quality"
+QUALITY_JSON = f"{QUALITY_DIR}/quality.json"
+QUALITY_MARKDOWN = f"{QUALITY_DIR}/quality.md"
+QUALITY_FIGURE = f"{QUALITY_DIR}/worst_cases.png"
+
+DEMO_BARS: dict[str, tuple[str, float]] = {
+    "auc_malignant": (">=", 0.90),
+    "auc_benign": (">=", 0.90),
+    "lesion_images_predicted_correctly": (">=", 0.80),
+    "normal_images_predicted_normal": (">=", 0.80),
+    "pointing_game": (">=", 0.90),
+    "concept_named": (">=", 0.70),
+    "background_max_lesion_probability": ("<=", 0.05),
+    "lesion_ranked_units_named_by_lesion_concept": (">=", 0.50),
+}
+"""The bars the demo bundle must pass on phantoms it never saw (README, "How good are these explanations?")."""
+
+
+@dataclass(frozen=True)
+class UnitLabel:
+    """One name of a unit: the label text and its BI-RADS lexicon category."""
+
+    label: str
+    category: str
+
+
+def labels_by_unit(rows: Iterable[Mapping[str, Any]]) -> dict[int, list[UnitLabel]]:
+    """Unit id → its labels, from annotation rows (``unit_id``, ``label``, ``category``; e.g. ``concept_labels.json``).
+
+    Rows answered as not recognisable name nothing and are skipped.
+    """
+    out: dict[int, list[UnitLabel]] = {}
+    for row in rows:
+        if row.get("recognizable") is False or not row.get("label"):
+            continue
+        out.setdefault(int(row["unit_id"]), []).append(UnitLabel(str(row["label"]), str(row.get("category", ""))))
+    return out
+
+
+def pointing_hit(cam: np.ndarray, mapping: GridMapping, distance: np.ndarray, tolerance: float) -> tuple[bool, float]:
+    """Pointing game on one image: (hit, chance).
+
+    ``distance`` is each image pixel's distance in image pixels to the nearest
+    lesion pixel (0 on the lesion), ``tolerance`` the allowance in image pixels.
+    The CAM's global maximum cell (ties: the first in row-major order) hits when
+    its centre, rounded to the nearest pixel, is within ``tolerance``; chance
+    is the share of all cells whose centre is.
+    """
+    h, w = mapping.grid_shape
+    cy, cx = mapping.centre(np.arange(h)[:, None], np.arange(w)[None, :])
+    ys = np.clip(np.rint(np.broadcast_to(cy, (h, w))), 0, distance.shape[0] - 1).astype(int)
+    xs = np.clip(np.rint(np.broadcast_to(cx, (h, w))), 0, distance.shape[1] - 1).astype(int)
+    near = distance[ys, xs] <= tolerance
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    return bool(near[peak]), float(near.mean())
+
+
+def tolerance_image_px(mapping: GridMapping, tolerance_input_px: float = POINTING_TOLERANCE_INPUT_PX) -> float:
+    """The pointing tolerance in image pixels: network-input pixels times image pixels per input pixel."""
+    return tolerance_input_px * float(np.mean(mapping.scale)) / NETWORK_STRIDE
+
+
+def named_units(
+    scores: np.ndarray, labels: Mapping[int, Sequence[UnitLabel]], *, top: int = TOP_UNITS, named: int = NAMED_UNITS
+) -> list[int]:
+    """The first ``named`` units that carry a label among the ``top`` most influential (``scores``: one class's)."""
+    return [int(k) for k in top_units(scores, top) if int(k) in labels][:named]
+
+
+def names_finding(unit_labels: Sequence[UnitLabel], concepts: set[str], categories: set[str]) -> bool:
+    """Does one of a unit's labels name one of the concepts, or one of their BI-RADS categories?"""
+    return any(x.label in concepts or x.category in categories for x in unit_labels)
+
+
+def one_vs_rest_auc(truth: Sequence[str], scores: np.ndarray, classes: Sequence[str]) -> dict[str, float | None]:
+    """ROC AUC per class of ``scores`` (``(N, C)``) against ``truth`` (class names); None when a class is absent."""
+    from sklearn.metrics import roc_auc_score
+
+    truth_arr = np.asarray(truth)
+    out: dict[str, float | None] = {}
+    for c, name in enumerate(classes):
+        positive = truth_arr == name
+        out[name] = float(roc_auc_score(positive, scores[:, c])) if 0 < positive.sum() < len(truth_arr) else None
+    return out
+
+
+@dataclass
+class _Tally:
+    images: int = 0
+    pointing_hits: int = 0
+    named: int = 0
+
+    def add(self, *, hit: bool, named: bool) -> None:
+        self.images += 1
+        self.pointing_hits += hit
+        self.named += named
+
+    def to_json(self) -> dict[str, Any]:
+        n = self.images
+        return {
+            "images": n,
+            "pointing_game": self.pointing_hits / n if n else None,
+            "concept_named": self.named / n if n else None,
+        }
+
+
+@dataclass
+class _Case:
+    """What the worst-case figure shows of one missed image."""
+
+    image_id: str
+    pixels: np.ndarray
+    mapping: GridMapping
+    cam: np.ndarray
+    lesion: np.ndarray
+    peak: tuple[float, float]
+    explained: str
+
+
+@dataclass
+class QualityReport:
+    """Every figure of one run; :meth:`to_json` is what ``quality.json`` holds."""
+
+    figures: dict[str, Any]
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    worst: list[_Case] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.figures, "per_image": self.per_image}
+
+
+def assess(
+    maps: Iterable[ImageMaps],
+    *,
+    weight: np.ndarray,
+    classes: Sequence[str],
+    labels: Mapping[int, Sequence[UnitLabel]],
+    rankings: Mapping[str, Any],
+    score_rule: str,
+    dataset: Mapping[str, Any],
+    bars: Mapping[str, tuple[str, float]] | None = None,
+    worst_cases: int = 8,
+) -> QualityReport:
+    """Score every image of ``maps`` (the FCN's outputs, :func:`training.ranking.fcn_maps`); see the module docstring."""
+    classes = list(classes)
+    background = classes.index(BACKGROUND_CLASS) if BACKGROUND_CLASS in classes else None
+    truth: list[str] = []
+    scores: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    predicted: list[str] = []
+    pointing: list[tuple[bool, float]] = []
+    named: list[bool] = []
+    outside: dict[str, float] = {c: 0.0 for i, c in enumerate(classes) if i != background}
+    normal_images = 0
+    per_concept: dict[str, _Tally] = {}
+    per_category: dict[str, _Tally] = {}
+    per_image: list[dict[str, Any]] = []
+    misses: list[tuple[float, _Case]] = []
+    tolerance_px: list[float] = []
+    for item in maps:
+        record = item.record
+        mapping = GridMapping.for_input(image_shape=item.pixels.shape, input_shape=item.input_shape)
+        cells = breast_cells(resize(item.pixels, item.input_shape), mapping.grid_shape)
+        prob_maps = softmax(item.logits, axis=0)
+        score = image_scores(prob_maps, item.logits, cells, classes=classes, rule=score_rule)
+        label = record.pathology
+        truth.append(label)
+        scores.append(score)
+        probs.append(classifier_probabilities(item.logits))
+        predicted.append(classes[int(np.argmax(score))])
+        row: dict[str, Any] = {
+            "image_id": record.image_id,
+            "pathology": label,
+            "predicted": predicted[-1],
+            "scores": {c: round(float(s), 4) for c, s in zip(classes, score)},
+        }
+        if label == BACKGROUND_CLASS:
+            normal_images += 1
+            if (~cells).any():
+                for c in outside:
+                    outside[c] = max(outside[c], float(prob_maps[classes.index(c)][~cells].max()))
+        else:
+            c = classes.index(label)
+            findings = [f for f in record.lesions if f.pathology == label]
+            masks = [m for (pathology, m) in load_lesion_masks(record, item.pixels.shape) if pathology == label]
+            lesion = np.logical_or.reduce(masks)
+            distance = ndimage.distance_transform_edt(~lesion)
+            tolerance = tolerance_image_px(mapping)
+            tolerance_px.append(tolerance)
+            cam = class_activation_map(item.features, weight, c)
+            hit, chance = pointing_hit(cam, mapping, distance, tolerance)
+            pointing.append((hit, chance))
+            units = named_units(influence(item.features, weight)[c], labels)
+            concepts = {f.concept for f in findings}
+            categories = {f.lexicon for f in findings}
+            is_named = any(names_finding(labels[k], concepts, categories) for k in units)
+            named.append(is_named)
+            for f in findings:
+                per_concept.setdefault(f.concept, _Tally()).add(hit=hit, named=is_named)
+            for cat in categories:
+                per_category.setdefault(cat, _Tally()).add(hit=hit, named=is_named)
+            peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+            row.update(
+                pointing_hit=hit,
+                pointing_chance=round(chance, 4),
+                concepts=sorted(concepts),
+                named_units=[{"unit_id": k, "labels": [x.label for x in labels[k]]} for k in units],
+                concept_named=is_named,
+            )
+            if not hit or not is_named:
+                # Worst first: how far the peak is from the lesion, in cells.
+                py, px = mapping.centre(*peak)
+                far = float(distance[int(np.clip(round(py), 0, distance.shape[0] - 1)),
+                                     int(np.clip(round(px), 0, distance.shape[1] - 1))])
+                misses.append((far, _Case(record.image_id, item.pixels, mapping, cam, lesion, (py, px), label)))
+                misses.sort(key=lambda m: -m[0])
+                del misses[worst_cases:]
+        per_image.append(row)
+
+    score_arr = np.stack(scores) if scores else np.zeros((0, len(classes)))
+    prob_arr = np.stack(probs) if probs else np.zeros((0, len(classes)))
+    lesion_idx = [i for i, t in enumerate(truth) if t != BACKGROUND_CLASS]
+    normal_idx = [i for i, t in enumerate(truth) if t == BACKGROUND_CLASS]
+    ranked = _ranked_units_named(rankings, labels, classes, lesion_concepts=set(per_concept), lesion_categories=set(per_category))
+    figures: dict[str, Any] = {
+        "dataset": dict(dataset),
+        "images": len(truth),
+        "lesion_images": len(lesion_idx),
+        "normal_images": len(normal_idx),
+        "image_score_rule": score_rule,
+        "auc": {
+            "score": one_vs_rest_auc(truth, score_arr, classes),
+            "classifier_probability": one_vs_rest_auc(truth, prob_arr, classes),
+        },
+        "predicted": {
+            "lesion_images_correct": _share(predicted[i] == truth[i] for i in lesion_idx),
+            "normal_images_correct": _share(predicted[i] == truth[i] for i in normal_idx),
+            "confusion": {t: {p: sum(1 for a, b in zip(truth, predicted) if a == t and b == p) for p in classes}
+                          for t in classes},
+        },
+        "pointing_game": {
+            "definition": "the centre of the CAM's global-maximum cell (true class) lies on a lesion of that class or "
+            f"within {POINTING_TOLERANCE_INPUT_PX:g} network-input pixels of one; chance = share of cells whose "
+            "centre would hit",
+            "images": len(pointing),
+            "hit_rate": _share(h for h, _ in pointing),
+            "chance_rate": float(np.mean([c for _, c in pointing])) if pointing else None,
+            "tolerance_input_px": POINTING_TOLERANCE_INPUT_PX,
+            "tolerance_image_px": round(float(np.mean(tolerance_px)), 2) if tolerance_px else None,
+        },
+        "concept_naming": {
+            "definition": f"one of the first {NAMED_UNITS} named units among the top {TOP_UNITS} (influence, true "
+            "class) carries a label naming one of the image's lesion concepts of that class or its BI-RADS category",
+            "images": len(named),
+            "named_rate": _share(named),
+            **ranked,
+        },
+        "background": {
+            "definition": "on normal images, the largest probability of each lesion class on cells outside the breast",
+            "images": normal_images,
+            "max_probability": outside,
+        },
+        "per_concept": {k: v.to_json() for k, v in sorted(per_concept.items())},
+        "per_category": {k: v.to_json() for k, v in sorted(per_category.items())},
+    }
+    if bars is not None:
+        figures["bars"] = check_bars(figures, bars)
+    return QualityReport(figures=figures, per_image=per_image, worst=[case for _, case in misses])
+
+
+def _share(values: Iterable[bool]) -> float | None:
+    items = list(values)
+    return sum(items) / len(items) if items else None
+
+
+def _ranked_units_named(
+    rankings: Mapping[str, Any],
+    labels: Mapping[int, Sequence[UnitLabel]],
+    classes: Sequence[str],
+    *,
+    lesion_concepts: set[str],
+    lesion_categories: set[str],
+) -> dict[str, Any]:
+    per_class = rankings.get("per_class", {})
+    units = {c: [int(u["unit_id"]) for u in per_class.get(c, {}).get("units", [])] for c in classes}
+    every = sorted({u for us in units.values() for u in us})
+    lesion_units = [u for c in classes if c != BACKGROUND_CLASS for u in units[c]]
+    by_lesion = [u for u in lesion_units if names_finding(labels.get(u, ()), lesion_concepts, lesion_categories)]
+    return {
+        "ranked_units": len(every),
+        "ranked_units_named": _share(u in labels for u in every),
+        "lesion_ranked_units": len(lesion_units),
+        "lesion_ranked_units_named_by_lesion_concept": _share(u in by_lesion for u in lesion_units),
+    }
+
+
+def headline(figures: Mapping[str, Any]) -> dict[str, float | None]:
+    """The report's figures that the bars are set on, by bar name."""
+    auc = figures["auc"]["score"]
+    background = figures["background"]["max_probability"]
+    return {
+        "auc_malignant": auc.get("malignant"),
+        "auc_benign": auc.get("benign"),
+        "lesion_images_predicted_correctly": figures["predicted"]["lesion_images_correct"],
+        "normal_images_predicted_normal": figures["predicted"]["normal_images_correct"],
+        "pointing_game": figures["pointing_game"]["hit_rate"],
+        "concept_named": figures["concept_naming"]["named_rate"],
+        "background_max_lesion_probability": max(background.values()) if background else None,
+        "lesion_ranked_units_named_by_lesion_concept": figures["concept_naming"][
+            "lesion_ranked_units_named_by_lesion_concept"
+        ],
+    }
+
+
+def check_bars(figures: Mapping[str, Any], bars: Mapping[str, tuple[str, float]]) -> dict[str, Any]:
+    """Each bar with its figure and whether it passes (a missing figure fails)."""
+    values = headline(figures)
+    out = {}
+    for name, (op, bar) in bars.items():
+        value = values.get(name)
+        ok = value is not None and (value >= bar if op == ">=" else value <= bar)
+        out[name] = {"value": value, "bar": f"{op} {bar:g}", "pass": bool(ok)}
+    return out
+
+
+def write_report(report: QualityReport, out_dir: Path, *, title: str) -> list[Path]:
+    """Write ``quality.json``, ``quality.md`` and the worst-case figure under ``out_dir``; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / Path(QUALITY_JSON).name
+    json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    md_path = out_dir / Path(QUALITY_MARKDOWN).name
+    md_path.write_text(markdown(report.figures, title=title, figure=Path(QUALITY_FIGURE).name if report.worst else None))
+    paths = [json_path, md_path]
+    if report.worst:
+        paths.append(_plot_worst(report.worst, out_dir / Path(QUALITY_FIGURE).name))
+    return paths
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f}%"
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def markdown(figures: Mapping[str, Any], *, title: str, figure: str | None = None) -> str:
+    """The report as a short Markdown page."""
+    pg = figures["pointing_game"]
+    cn = figures["concept_naming"]
+    auc = figures["auc"]
+    lines = [
+        f"# Explanation quality: {title}",
+        "",
+        f"{figures['images']} images ({figures['lesion_images']} with a lesion, {figures['normal_images']} normal) "
+        f"from `{figures['dataset'].get('manifest', '?')}` ({figures['dataset'].get('part', 'all images')}). "
+        f"Image-level score: `{figures['image_score_rule']}` (deepminer/scoring.py).",
+        "",
+        "| figure | value |",
+        "| --- | ---: |",
+    ]
+    for c, v in auc["score"].items():
+        lines.append(f"| image AUC {c}, from the score / classifier probability | {_num(v)} / "
+                     f"{_num(auc['classifier_probability'].get(c))} |")
+    pred = figures["predicted"]
+    lines += [
+        f"| lesion images predicted as their pathology | {_pct(pred['lesion_images_correct'])} |",
+        f"| normal images predicted normal | {_pct(pred['normal_images_correct'])} |",
+        f"| pointing game (chance), tolerance {pg['tolerance_image_px']} image px | {_pct(pg['hit_rate'])} "
+        f"({_pct(pg['chance_rate'])}) |",
+        f"| lesion images named by a correct concept among the first {NAMED_UNITS} named units | "
+        f"{_pct(cn['named_rate'])} |",
+        f"| ranked units with a name | {_pct(cn['ranked_units_named'])} |",
+        f"| lesion classes' ranked units named by a lesion concept | "
+        f"{_pct(cn['lesion_ranked_units_named_by_lesion_concept'])} |",
+    ]
+    for c, v in figures["background"]["max_probability"].items():
+        lines.append(f"| largest {c} probability outside the breast, normal images | {_num(v)} |")
+    lines += ["", "| concept | images | pointing game | named |", "| --- | ---: | ---: | ---: |"]
+    for group in ("per_category", "per_concept"):
+        for name, t in figures[group].items():
+            lines.append(f"| {name} | {t['images']} | {_pct(t['pointing_game'])} | {_pct(t['concept_named'])} |")
+    if "bars" in figures:
+        lines += ["", "| bar | value | required | |", "| --- | ---: | ---: | --- |"]
+        for name, b in figures["bars"].items():
+            value = b["value"]
+            lines.append(f"| {name} | {'–' if value is None else f'{value:.3f}'} | {b['bar']} | "
+                         f"{'pass' if b['pass'] else '**fail**'} |")
+    if figure:
+        lines += ["", f"![Missed images: CAM of the true class, lesion outlined, peak marked]({figure})"]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_worst(cases: Sequence[_Case], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deepminer.grid import upsample
+
+    cols = min(4, len(cases))
+    rows = (len(cases) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, case in zip(axes.flat, cases):
+        ax.imshow(case.pixels, cmap="gray")
+        ax.imshow(upsample(case.cam, case.mapping), cmap="jet", alpha=0.35)
+        ax.contour(case.lesion, levels=[0.5], colors="white", linewidths=0.8)
+        ax.plot(case.peak[1], case.peak[0], "w+", markersize=12, markeredgewidth=2)
+        ax.set_title(f"{case.image_id} ({case.explained})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def evaluate_records(
+    fcn: Any,
+    records: Sequence[ImageRecord],
+    *,
+    weight: np.ndarray,
+    classes: Sequence[str],
+    labels: Mapping[int, Sequence[UnitLabel]],
+    rankings: Mapping[str, Any],
+    score_rule: str,
+    short_side: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: Any,
+    dataset: Mapping[str, Any],
+    bars: Mapping[str, tuple[str, float]] | None = None,
+    progress: bool = True,
+) -> QualityReport:
+    """Run ``records`` through the torch FCN and :func:`assess` them."""
+    from training.ranking import fcn_maps
+
+    maps = fcn_maps(fcn, records, short_side=short_side, mean=mean, std=std, device=device,
+                    desc="explanation quality", progress=progress)
+    return assess(maps, weight=weight, classes=classes, labels=labels, rankings=rankings, score_rule=score_rule,
+                  dataset=dataset, bars=bars)
+
+
+def bundle_quality(
+    bundle_dir: Path,
+    manifest: Path,
+    out_dir: Path | None = None,
+    *,
+    part: str | None = None,
+    labels_file: Path | None = None,
+    device: str = "auto",
+    bars: bool = False,
+    progress: bool = True,
+) -> tuple[QualityReport, list[Path]]:
+    """``python -m training quality``: the report of a built bundle on ``manifest``.
+
+    ``part``: ``test`` (the bundle's test split; the default when ``manifest`` is
+    the one the bundle was built from), or ``all`` (every image; the default for
+    any other manifest). ``labels_file``: unit labels as written by ``python -m
+    annotations export`` (CSV or JSON), only those made under this bundle;
+    default: the bundle's automatic labels. Writes to ``out_dir`` (default: a
+    ``quality`` folder next to the manifest; the bundle itself is never written to).
+    """
+    from annotations.io import load_annotation_rows
+    from deepminer.bundle import CONCEPT_LABELS_FILE, load_bundle
+    from deepminer.fcn import select_device
+    from deepminer.scoring import DEFAULT_SCORE_RULE
+    from training.benchmark import load_fcn
+    from training.manifest import read_manifest
+    from training.split import split_by_case
+
+    bundle = load_bundle(bundle_dir)
+    manifest = Path(manifest).resolve()
+    records = read_manifest(manifest)
+    own = str(manifest) == str(bundle.meta.get("data", {}).get("manifest"))
+    part = part or ("test" if own else "all")
+    if part not in ("test", "all"):
+        raise ValueError(f"part must be 'test' or 'all', got {part!r}")
+    if part == "test":
+        split = bundle.meta["split"]
+        records = split_by_case(records, seed=int(split["seed"]), fractions=tuple(split["fractions"]))["test"]
+    if not any(r.lesions for r in records):
+        raise ValueError(f"{manifest} ({part}) holds no image with a lesion mask: nothing to point at")
+    if labels_file is not None:
+        rows = [vars(a) for a in load_annotation_rows(labels_file, bundle_hash=bundle.hash) if a.bundle_hash == bundle.hash]
+        label_source = str(labels_file)
+    elif bundle.has(CONCEPT_LABELS_FILE):
+        rows = json.loads(bundle.path(CONCEPT_LABELS_FILE).read_text())
+        label_source = f"{CONCEPT_LABELS_FILE} (automatic)"
+    else:
+        rows, label_source = [], "none"
+    weight, _ = bundle.head
+    report = evaluate_records(
+        load_fcn(bundle), records, weight=weight, classes=bundle.classes, labels=labels_by_unit(rows),
+        rankings=bundle.rankings, score_rule=bundle.meta.get("image_score", {}).get("rule", DEFAULT_SCORE_RULE),
+        short_side=bundle.input_short_side, mean=bundle.mean, std=bundle.std, device=select_device(device),
+        dataset={"manifest": str(manifest), "part": part, "labels": label_source, "bundle": bundle.id},
+        bars=DEMO_BARS if bars else None, progress=progress,
+    )
+    out_dir = Path(out_dir) if out_dir else manifest.parent / QUALITY_DIR
+    return report, write_report(report, out_dir, title=bundle.id)
