@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from deepminer.auxiliary import AuxFeature
+from deepminer.scoring import DEFAULT_SCORE_RULE, SCORE_RULES
 
 SCHEMA_VERSION = 1
 META_FILE = "meta.json"
@@ -70,6 +71,22 @@ def finalise_bundle(root: Path, meta: dict[str, Any]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _score_rule(root: Path, meta: dict[str, Any]) -> str:
+    """``meta["image_score"]["rule"]`` or :data:`DEFAULT_SCORE_RULE`; :class:`BundleError` for one this build lacks."""
+    section = meta.get("image_score")
+    if section is None:
+        return DEFAULT_SCORE_RULE
+    if not isinstance(section, dict):
+        raise BundleError(f"{root}/{META_FILE}: image_score must be an object, got {section!r}")
+    rule = section.get("rule", DEFAULT_SCORE_RULE)
+    if rule not in SCORE_RULES:
+        raise BundleError(
+            f"{root}/{META_FILE}: image_score.rule must be one of {', '.join(SCORE_RULES)}, got {rule!r}; "
+            "rebuild the bundle or upgrade the service"
+        )
+    return str(rule)
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A verified bundle on disk and the metadata the service needs."""
@@ -106,6 +123,11 @@ class Bundle:
     @property
     def std(self) -> tuple[float, ...]:
         return tuple(self.meta["preprocessing"]["std"])
+
+    @property
+    def score_rule(self) -> str:
+        """The image-level score rule (:mod:`deepminer.scoring`): ``meta.json`` ``image_score.rule``, else default."""
+        return _score_rule(self.root, self.meta)
 
     def path(self, name: str) -> Path:
         """Absolute path of a file listed in the bundle."""
@@ -162,7 +184,7 @@ def load_bundle(root: Path | str, *, verify: bool = True) -> Bundle:
 
     Raises :class:`BundleError` naming the problem: no such directory, no or
     unreadable ``meta.json``, an unsupported schema version, a missing, unknown
-    or modified file.
+    or modified file, an unknown image-score rule (:attr:`Bundle.score_rule`).
     """
     root = Path(root)
     if not root.is_dir():
@@ -202,4 +224,5 @@ def load_bundle(root: Path | str, *, verify: bool = True) -> Bundle:
                     f"bundle {root}: {name} has sha256 {actual[:16]}…, meta.json says {expected[:16]}…; "
                     "the file was modified or corrupted, restore or rebuild the bundle"
                 )
+    _score_rule(root, meta)  # an unknown rule stops start-up, not the first request
     return Bundle(root=root.resolve(), meta=meta, hash=hashlib.sha256(data).hexdigest())

@@ -20,6 +20,7 @@ from deepminer.bundle import Bundle, BundleError
 from deepminer.dicom import DicomInfo
 from deepminer.formulas import class_activation_map, influence, softmax, top_units, unit_max_activations
 from deepminer.grid import GridMapping
+from deepminer.scoring import breast_cells, classifier_probabilities, image_scores, input_gray
 from service.auxiliary import AuxiliaryExplanation, explain_aux
 from service.backends.base import Backend
 from service.decoding import decode_upload
@@ -77,9 +78,11 @@ class ExplanationResult:
     pixels: np.ndarray  # (H, W) the decoded upload in [0, 1], for overlays
     input_shape: tuple[int, int]
     classes: tuple[str, ...]
-    probabilities: np.ndarray  # (C,) softmax of the spatially averaged logits
+    scores: np.ndarray  # (C,) image-level score of each class under score_rule (deepminer.scoring)
+    score_rule: str  # the bundle's image-score rule, e.g. breast_peak
+    classifier_probabilities: np.ndarray  # (C,) softmax of the spatially averaged logits: the patch classifier
     peak_probabilities: np.ndarray  # (C,) max over the grid of each probability map
-    predicted_class: str
+    predicted_class: str  # argmax of scores
     explained_class: str
     probability_maps: np.ndarray  # (C, h, w) per-location softmax
     cam: np.ndarray  # (h, w) CAM of the explained class
@@ -127,6 +130,7 @@ class Explainer:
         self.max_image_pixels = max_image_pixels
         self.max_top_k = max_top_k
         self.classes = tuple(bundle.classes)
+        self.score_rule = bundle.score_rule
         self.weight, self.bias = bundle.head
         self.aux_features = bundle.aux_features
         self.aux_weight = bundle.aux_weight
@@ -207,6 +211,11 @@ class Explainer:
         self.forward(self.preprocess(np.zeros((side, side), dtype=np.float32)), self.reference_aux)
         return (time.perf_counter() - started) * 1000.0
 
+    def score(self, x: np.ndarray, logits: np.ndarray, probability_maps: np.ndarray) -> np.ndarray:
+        """The image-level scores ``(C,)`` under the bundle's rule, over the breast cells of the network input ``x``."""
+        cells = breast_cells(input_gray(x, self.bundle.mean, self.bundle.std), (logits.shape[1], logits.shape[2]))
+        return image_scores(probability_maps, logits, cells, classes=self.classes, rule=self.score_rule)
+
     def explain(
         self,
         data: bytes,
@@ -219,6 +228,8 @@ class Explainer:
         aux: np.ndarray | None = None,
     ) -> ExplanationResult:
         """Explain the image in ``data`` for ``class_name`` (default: the predicted class) with ``top_k`` units.
+
+        The predicted class is the argmax of the image-level scores (:meth:`score`).
 
         ``cancel``, once set, stops the work at the next stage boundary with
         :class:`InferenceCancelledError`. ``submitted_at`` (``time.perf_counter()``
@@ -240,15 +251,16 @@ class Explainer:
         clock.lap("inference")
 
         probability_maps = softmax(logits, axis=0)
-        # The FCN's logit map averaged over locations equals the patch
-        # classifier's logits on the whole image (pooling and fc are linear).
-        probabilities = softmax(logits.mean(axis=(1, 2)), axis=0)
+        probabilities = classifier_probabilities(logits)
         peak = probability_maps.reshape(len(self.classes), -1).max(axis=1)
-        predicted = int(np.argmax(probabilities))
+        # The mean of the map is the patch classifier, but a lesion covers a few
+        # percent of the cells, so the image is ranked by the map over the breast.
+        scores = self.score(x, logits, probability_maps)
+        predicted = int(np.argmax(scores))
         explained = predicted if class_name is None else self.classes.index(class_name)
         cam = class_activation_map(features, self.weight, explained)
-        scores = influence(features, self.weight)[explained]
-        top = top_units(scores, top_k)
+        influences = influence(features, self.weight)[explained]
+        top = top_units(influences, top_k)
         maps = features[top]  # fancy indexing copies only the k returned maps
         maxima = unit_max_activations(maps)
         mapping = GridMapping.for_input(image_shape=image.pixels.shape, input_shape=(x.shape[2], x.shape[3]))
@@ -261,7 +273,7 @@ class Explainer:
             UnitExplanation(
                 unit_id=int(unit),
                 rank=rank,
-                influence=float(scores[unit]),
+                influence=float(influences[unit]),
                 max_activation=float(max_activation),
                 weight=float(self.weight[explained, unit]),
                 activation_map=activation_map,
@@ -279,7 +291,9 @@ class Explainer:
             pixels=image.pixels,
             input_shape=(int(x.shape[2]), int(x.shape[3])),
             classes=self.classes,
-            probabilities=probabilities,
+            scores=scores,
+            score_rule=self.score_rule,
+            classifier_probabilities=probabilities,
             peak_probabilities=peak,
             predicted_class=self.classes[predicted],
             explained_class=self.classes[explained],

@@ -329,15 +329,31 @@ class ExplainResponse(BaseModel):
     model: ModelOut
     image: ImageOut
     classes: list[str]
-    probabilities: dict[str, float] = Field(
+    scores: dict[str, float] = Field(
         description=(
-            "Image-level class probabilities: softmax of the spatial mean of the FCN's logit map. Pooling and the "
-            "classifier are linear, so this equals the patch classifier applied to the whole image with global "
-            "average pooling."
+            "Image-level score of each class, under `score_rule`; they rank mammograms and need not sum to 1. "
+            "`breast_peak`: a lesion class scores the peak of its probability map over the breast cells (layer4 "
+            "cells whose centre pixel (32i, 32j) of the network input lies on the Otsu tissue mask; all cells when "
+            "none does), `normal` the lowest value of its map over those cells. `classifier`: equal to "
+            "`classifier_probabilities`."
         )
     )
-    peak_probabilities: dict[str, float] = Field(description="Each class's largest value in its probability map.")
-    predicted_class: str = Field(description="The class with the highest image-level probability.")
+    score_rule: str = Field(
+        description="The model bundle's rule for `scores` (`breast_peak` or `classifier`, deepminer/scoring.py).",
+        examples=["breast_peak"],
+    )
+    classifier_probabilities: dict[str, float] = Field(
+        description=(
+            "Softmax of the spatial mean of the FCN's logit map: the exact patch-classifier equivalent (pooling "
+            "and the classifier are linear, so this is the patch classifier applied to the whole image with global "
+            "average pooling). A lesion covers a few percent of the cells, so it leans to `normal`; rank images by "
+            "`scores`."
+        )
+    )
+    peak_probabilities: dict[str, float] = Field(
+        description="Each class's largest value in its probability map, over the whole grid (breast or not)."
+    )
+    predicted_class: str = Field(description="The argmax of `scores`.")
     explained_class: str = Field(description="The class explained: `class_name` if given, else the predicted class.")
     probability_maps: dict[str, Map] = Field(description="Per-location softmax of the FCN's logits, per class.")
     cam: Map = Field(
@@ -376,7 +392,9 @@ class ExplainResponse(BaseModel):
                 dicom=DicomOut.from_info(result.dicom) if result.dicom is not None else None,
             ),
             classes=list(result.classes),
-            probabilities={c: float(p) for c, p in zip(result.classes, result.probabilities)},
+            scores={c: float(v) for c, v in zip(result.classes, result.scores)},
+            score_rule=result.score_rule,
+            classifier_probabilities={c: float(p) for c, p in zip(result.classes, result.classifier_probabilities)},
             peak_probabilities={c: float(p) for c, p in zip(result.classes, result.peak_probabilities)},
             predicted_class=result.predicted_class,
             explained_class=result.explained_class,

@@ -3,9 +3,9 @@
 The overlay is the one ``/explain?overlays=png`` draws (:class:`service.overlays.Canvas`:
 the CAM upsampled with :func:`deepminer.grid.upsample` onto a copy of the image
 whose longer side is at most ``max_side``, jet colour map, opacity growing with
-the normalised CAM), with a one-line caption naming the explained class, its
-probability and the model. The caption identifies neither patient nor date, so
-Burned In Annotation is ``NO``.
+the normalised CAM), with a two-line caption naming the explained class, its
+image-level score (``/explain``'s ``scores``, with the rule) and the model. The
+caption identifies neither patient nor date, so Burned In Annotation is ``NO``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ _ANY_ORIENTATION = ("A", "F")
 
 
 def caption(result: ExplanationResult, equipment: Equipment) -> tuple[str, str]:
-    """The burned-in caption's two lines, ASCII only: the class and its probability, then the model."""
-    probability = float(result.probabilities[result.classes.index(result.explained_class)])
-    return f"DeepMiner CAM: {result.explained_class} (p={probability:.2f})", f"model {equipment.model_id}"
+    """The burned-in caption's two lines, ASCII only: the class and its image-level score, then the model."""
+    score = float(result.scores[result.classes.index(result.explained_class)])
+    return (
+        f"DeepMiner CAM: {result.explained_class} ({result.score_rule} score {score:.2f})",
+        f"model {equipment.model_id}",
+    )
 
 
 def _burn_caption(rgb: np.ndarray, lines: tuple[str, ...]) -> np.ndarray:

@@ -52,9 +52,9 @@ def class_concept(name: str) -> CodedConcept:
     return concept(f"class-{_slug(name)}", name)
 
 
-def class_probability(name: str) -> CodedConcept:
-    """The image-level probability of a class."""
-    return concept(f"p-{_slug(name)}", f"Probability of {name}")
+def class_score(name: str) -> CodedConcept:
+    """The image-level score of a class (:mod:`deepminer.scoring`): it ranks images, it is not a probability."""
+    return concept(f"score-{_slug(name)}", f"Image-level score of {name}")
 
 
 def unit_concept(unit_id: int) -> CodedConcept:

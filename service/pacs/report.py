@@ -1,10 +1,12 @@
 """The explanation as a Comprehensive SR holding a TID 1500 Measurement Report.
 
 Content, each measurement group (TID 1501) naming the model as its algorithm
-(name = bundle name, version = bundle sha256) and the source image:
+(name = bundle name, version = bundle sha256, parameters including
+``image_score=<rule>``) and the source image:
 
-- ``classification``: the image-level probability of every class (UCUM ``1``),
-  the predicted class and the explained class;
+- ``classification``: the image-level score of every class (UCUM ``1``; the
+  ``scores`` of ``/explain``, under the bundle's rule, :mod:`deepminer.scoring`),
+  the predicted class (their argmax) and the explained class;
 - one group per annotated unit among the explanation's top units, tracked as
   ``unit <id>``: finding type = the unit, finding category = the BI-RADS
   category of its first label, a qualitative evaluation per expert label
@@ -32,11 +34,15 @@ SERIES_NUMBER = 9001
 SERIES_DESCRIPTION = "DeepMiner explanation (SR)"
 
 
-def _algorithm(equipment: Equipment) -> hd.sr.AlgorithmIdentification:
+def _algorithm(equipment: Equipment, score_rule: str) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(
         name=equipment.model_name,
         version=equipment.model_version,
-        parameters=[f"architecture={equipment.architecture}", f"service={equipment.software_version}"],
+        parameters=[
+            f"architecture={equipment.architecture}",
+            f"service={equipment.software_version}",
+            f"image_score={score_rule}",
+        ],
         manufacturer=MANUFACTURER,
     )
 
@@ -51,12 +57,12 @@ def _classification(
         source_images=[source],
         measurements=[
             hd.sr.Measurement(
-                name=codes.class_probability(name),
-                value=float(probability),
+                name=codes.class_score(name),
+                value=float(score),
                 unit=codes.NO_UNITS,
                 algorithm_id=algorithm,
             )
-            for name, probability in zip(result.classes, result.probabilities)
+            for name, score in zip(result.classes, result.scores)
         ],
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(codes.PREDICTED_CLASS, codes.class_concept(result.predicted_class)),
@@ -113,7 +119,7 @@ def build_report(
     sop_uid: str,
 ) -> hd.sr.ComprehensiveSR:
     """The Comprehensive SR of ``result`` for the source image whose header is ``source``, in its study."""
-    algorithm = _algorithm(equipment)
+    algorithm = _algorithm(equipment, result.score_rule)
     reference = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
     groups = [_classification(result, reference, algorithm)]
     groups += [_unit(unit, reference, algorithm) for unit in result.units if unit.annotations]

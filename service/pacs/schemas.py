@@ -1,6 +1,6 @@
 """The HTTP contract of ``/dicomweb/explain``: the request by UIDs and a compact answer.
 
-The answer summarises the explanation (classes, probabilities, top units and
+The answer summarises the explanation (classes, image-level scores, top units and
 their labels) rather than repeating ``/explain``'s maps: the full result is in
 the PACS, as DICOM, next to the image.
 """
@@ -75,9 +75,15 @@ class DicomWebExplainResponse(BaseModel):
     series_uid: str
     sop_uid: str
     model: ModelSummary
-    predicted_class: str
+    predicted_class: str = Field(description="The argmax of `scores`.")
     explained_class: str
-    probabilities: dict[str, float] = Field(description="Image-level class probabilities.")
+    scores: dict[str, float] = Field(
+        description="Image-level score of each class under `score_rule`, as in /explain (the values in the SR)."
+    )
+    score_rule: str = Field(description="The model bundle's rule for `scores` (`breast_peak` or `classifier`).")
+    classifier_probabilities: dict[str, float] = Field(
+        description="Softmax of the spatial mean of the FCN's logit map: the exact patch-classifier equivalent."
+    )
     units: list[UnitSummary] = Field(description="The top units for the explained class, by influence.")
     stored: list[StoredObject] = Field(description="The results stored in the study; empty unless store_results.")
     timings_ms: dict[str, float] = Field(
@@ -94,7 +100,11 @@ class DicomWebExplainResponse(BaseModel):
             model=ModelSummary(id=result.model.id, hash=result.model.hash, architecture=result.model.architecture),
             predicted_class=result.predicted_class,
             explained_class=result.explained_class,
-            probabilities={name: float(p) for name, p in zip(result.classes, result.probabilities)},
+            scores={name: float(v) for name, v in zip(result.classes, result.scores)},
+            score_rule=result.score_rule,
+            classifier_probabilities={
+                name: float(p) for name, p in zip(result.classes, result.classifier_probabilities)
+            },
             units=[
                 UnitSummary(
                     unit_id=unit.unit_id,

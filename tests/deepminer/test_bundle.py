@@ -1,11 +1,13 @@
-"""The bundle is verified on load: missing, unknown and modified files stop it with a clear message."""
+"""The bundle is verified on load: missing, unknown and modified files, or an unknown score rule, stop it clearly."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from deepminer.bundle import REQUIRED_FILES, BundleError, finalise_bundle, load_bundle
+from deepminer.scoring import DEFAULT_SCORE_RULE
 
 
 @pytest.fixture
@@ -72,3 +74,34 @@ def test_not_a_bundle(tmp_path):
 def test_finalise_requires_the_core_files(tmp_path):
     with pytest.raises(BundleError, match="required files missing"):
         finalise_bundle(tmp_path, {})
+
+
+def _with_meta(root, **entries):
+    meta = json.loads((root / "meta.json").read_text())
+    meta.pop("files")
+    meta.update(entries)
+    return finalise_bundle(root, meta)
+
+
+def test_score_rule_defaults_to_the_breast_peak_and_follows_meta(bundle_dir):
+    root, _ = bundle_dir
+    assert load_bundle(root).score_rule == DEFAULT_SCORE_RULE == "breast_peak"
+    _with_meta(root, image_score={"rule": "classifier"})
+    assert load_bundle(root).score_rule == "classifier"
+
+
+@pytest.mark.parametrize(
+    ("image_score", "message"),
+    [
+        ({"rule": "mean"}, "image_score.rule must be one of breast_peak, classifier, got 'mean'"),
+        ({"rule": None}, "image_score.rule must be one of breast_peak, classifier, got None"),
+        ("breast_peak", "image_score must be an object, got 'breast_peak'"),
+    ],
+)
+def test_unknown_score_rule_is_refused_at_load(bundle_dir, image_score, message):
+    root, _ = bundle_dir
+    _with_meta(root, image_score=image_score)
+    with pytest.raises(BundleError, match=re.escape(message)):
+        load_bundle(root)
+    with pytest.raises(BundleError, match=re.escape(message)):
+        load_bundle(root, verify=False)

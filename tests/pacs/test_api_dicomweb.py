@@ -38,9 +38,10 @@ def test_explains_by_uids_and_stores_three_results_in_the_study(
     assert response.status_code == 200, response.text
     answer = response.json()
     assert (answer["study_uid"], answer["series_uid"], answer["sop_uid"]) == uids
-    assert set(answer["probabilities"]) == {"normal", "benign", "malignant"}
-    assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert answer["predicted_class"] == answer["explained_class"]
+    assert set(answer["scores"]) == set(answer["classifier_probabilities"]) == {"normal", "benign", "malignant"}
+    assert sum(answer["classifier_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert answer["score_rule"] == "breast_peak"
+    assert answer["predicted_class"] == max(answer["scores"], key=answer["scores"].get) == answer["explained_class"]
     assert [u["rank"] for u in answer["units"]] == [1, 2, 3]
     assert answer["model"]["id"].endswith(answer["model"]["hash"][:12])
     assert {"retrieve", "inference", "dicom", "store", "total"} <= answer["timings_ms"].keys()

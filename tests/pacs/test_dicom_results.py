@@ -117,21 +117,24 @@ def test_sr_is_a_tid1500_measurement_report(explained: Explained) -> None:
     assert any(s.CodingSchemeDesignator == "99DEEPMINER" for s in sr.CodingSchemeIdentificationSequence)
 
 
-def test_sr_holds_the_classification_and_its_probabilities(explained: Explained) -> None:
+def test_sr_holds_the_classification_and_its_image_level_scores(explained: Explained) -> None:
     result = explained.result
     items = list(content_items(read(explained.results["sr"])))
-    probabilities = {
+    scores = {
         meaning(i): float(i.MeasuredValueSequence[0].NumericValue)
         for i in items
-        if i.ValueType == "NUM" and meaning(i).startswith("Probability of ")
+        if i.ValueType == "NUM" and meaning(i).startswith("Image-level score of ")
     }
-    expected = {f"Probability of {c}": float(p) for c, p in zip(result.classes, result.probabilities)}
-    assert probabilities.keys() == expected.keys()
+    expected = {f"Image-level score of {c}": float(v) for c, v in zip(result.classes, result.scores)}
+    assert scores.keys() == expected.keys()
     for name, value in expected.items():
-        assert probabilities[name] == pytest.approx(value, rel=1e-6, abs=1e-9)
+        assert scores[name] == pytest.approx(value, rel=1e-6, abs=1e-9)
+    assert not any(meaning(i).startswith("Probability of ") for i in items)
     evaluations = {meaning(i): i.ConceptCodeSequence[0].CodeMeaning for i in items if i.ValueType == "CODE"}
-    assert evaluations["Predicted class"] == result.predicted_class
+    assert evaluations["Predicted class"] == result.predicted_class == result.classes[int(np.argmax(result.scores))]
     assert evaluations["Explained class"] == result.explained_class
+    parameters = {str(i.TextValue) for i in items if i.ValueType == "TEXT" and meaning(i) == "Algorithm Parameters"}
+    assert f"image_score={result.score_rule}" in parameters
 
 
 def test_sr_names_the_concepts_of_the_annotated_units_with_ids_and_influence(explained: Explained) -> None:
@@ -194,7 +197,10 @@ def test_capture_burns_the_cam_overlay_into_the_image(explained: Explained) -> N
     assert pixels.shape == expected.shape
     band = pixels.shape[0] // 4  # below the caption the pixels are the overlay itself
     np.testing.assert_array_equal(pixels[band:], expected[band:])
-    assert explained.result.explained_class in sc.ImageComments
+    explained_score = result.scores[result.classes.index(result.explained_class)]
+    assert sc.ImageComments.startswith(
+        f"DeepMiner CAM: {result.explained_class} ({result.score_rule} score {explained_score:.2f})"
+    )
 
 
 # -- the presentation state ---------------------------------------------------

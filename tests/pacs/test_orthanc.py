@@ -129,8 +129,8 @@ def test_the_fetched_results_carry_the_explanation_and_pass_dciodvfy(
     sr = pydicom.dcmread(out / "sr.dcm")
     text = str(sr)
     assert body["model"]["hash"] in text
-    for name in body["probabilities"]:
-        assert f"Probability of {name}" in text
+    for name in body["scores"]:
+        assert f"Image-level score of {name}" in text
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert evidence.ReferencedSOPInstanceUID == request["sop_uid"]
 

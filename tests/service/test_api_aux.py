@@ -23,6 +23,7 @@ from deepminer.auxiliary import AuxFeature
 from deepminer.bundle import HEAD_FILE, META_FILE, ONNX_FILE, WEIGHTS_FILE, finalise_bundle, load_bundle
 from deepminer.formulas import auxiliary_term, softmax
 from deepminer.imaging import decode_image, network_input
+from deepminer.scoring import breast_cells, classifier_probabilities, image_scores, input_gray
 from service.backends.onnx import OnnxBackend
 from service.batching import MicroBatcher
 
@@ -64,13 +65,16 @@ def post(client: Any, png: bytes, aux: Any = None, **params: Any) -> Any:
     return client.post("/explain", files={"file": ("m.png", png, "image/png")}, data=data, params=params)
 
 
-def expected_probabilities(bundle_dir: Path, png: bytes, aux: dict[str, float]) -> np.ndarray:
+def expected_probabilities(bundle_dir: Path, png: bytes, aux: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier probabilities and image-level scores of ``png`` with ``aux``, from the ONNX model directly."""
     bundle = load_bundle(bundle_dir)
     x = network_input(decode_image(png).pixels, short_side=bundle.input_short_side, mean=bundle.mean, std=bundle.std)
     session = ort.InferenceSession(str(bundle.path(ONNX_FILE)), providers=["CPUExecutionProvider"])
     values = np.array([[aux[f.name] for f in FEATURES]], dtype=np.float32)
     (logits,) = session.run(["logits"], {"image": x, "aux": values})
-    return softmax(logits[0].mean(axis=(1, 2)))
+    cells = breast_cells(input_gray(x, bundle.mean, bundle.std), logits.shape[2:])
+    scores = image_scores(softmax(logits[0], axis=0), logits[0], cells, classes=bundle.classes, rule=bundle.score_rule)
+    return classifier_probabilities(logits[0]), scores
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
@@ -84,10 +88,13 @@ def test_explain_with_aux(make_client: Callable[..., Any], aux_bundle: Path, pha
     assert body["aux"]["normalised"] == pytest.approx({"age": z[0], "prs": z[1]})
     term = auxiliary_term(np.array([70.0, 1.5]), np.array([58.0, 0.0]), np.array([8.0, 1.0]), V)
     assert body["aux"]["contribution"] == pytest.approx(dict(zip(body["classes"], term.tolist())), abs=1e-5)
-    probabilities = expected_probabilities(aux_bundle, phantom_png, AUX)
-    assert [body["probabilities"][c] for c in body["classes"]] == pytest.approx(probabilities.tolist(), abs=1e-4)
+    probabilities, scores = expected_probabilities(aux_bundle, phantom_png, AUX)
+    assert [body["classifier_probabilities"][c] for c in body["classes"]] == pytest.approx(
+        probabilities.tolist(), abs=1e-4
+    )
+    assert [body["scores"][c] for c in body["classes"]] == pytest.approx(scores.tolist(), abs=1e-4)
     # The aux term moves the probabilities, never the CAM or the units.
-    assert younger["probabilities"]["malignant"] < body["probabilities"]["malignant"]
+    assert younger["classifier_probabilities"]["malignant"] < body["classifier_probabilities"]["malignant"]
     np.testing.assert_allclose(younger["cam"]["values"], body["cam"]["values"], atol=1e-5)
     assert [u["unit_id"] for u in younger["units"]] == [u["unit_id"] for u in body["units"]]
 

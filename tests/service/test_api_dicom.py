@@ -72,10 +72,11 @@ def ok(client: TestClient, data: bytes) -> dict[str, Any]:
 
 
 def same_explanation(a: dict[str, Any], b: dict[str, Any], rtol: float = 1e-5) -> None:
-    """Same prediction, probabilities and CAM within ``rtol`` (of the CAM's scale), same top units."""
+    """Same prediction, scores, classifier probabilities, CAM within ``rtol`` (of the CAM's scale), same top units."""
     assert a["predicted_class"] == b["predicted_class"]
     for c in a["classes"]:
-        assert a["probabilities"][c] == pytest.approx(b["probabilities"][c], abs=rtol)
+        assert a["scores"][c] == pytest.approx(b["scores"][c], abs=rtol)
+        assert a["classifier_probabilities"][c] == pytest.approx(b["classifier_probabilities"][c], abs=rtol)
     cam_a, cam_b = np.array(a["cam"]["values"]), np.array(b["cam"]["values"])
     np.testing.assert_allclose(cam_a, cam_b, rtol=rtol, atol=rtol * np.abs(cam_b).max())
     assert [u["unit_id"] for u in a["units"]][:3] == [u["unit_id"] for u in b["units"]][:3]
@@ -129,7 +130,8 @@ def test_images_are_explained_as_stored_whatever_the_laterality(client: TestClie
     right = ok(client, dicom_bytes(dataset(arr, bits=16, ImageLaterality="R", ViewPosition="MLO")))
     assert (left["image"]["dicom"]["laterality"], right["image"]["dicom"]["laterality"]) == ("L", "R")
     assert (left["image"]["dicom"]["view"], right["image"]["dicom"]["view"]) == ("CC", "MLO")
-    assert left["probabilities"] == right["probabilities"] and left["cam"] == right["cam"]
+    assert left["scores"] == right["scores"] and left["cam"] == right["cam"]
+    assert left["classifier_probabilities"] == right["classifier_probabilities"]
     assert left["image"]["shape"] == right["image"]["shape"] == list(arr.shape)
 
 
@@ -188,7 +190,7 @@ def test_for_processing_image_without_window(client: TestClient, phantom_png: by
     assert body["image"]["dicom"]["presentation_intent"] == "FOR PROCESSING"
     assert body["image"]["dicom"]["sop_class"] == "Digital Mammography X-Ray Image Storage - For Processing"
     assert body["image"]["bits"] == 14
-    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert sum(body["classifier_probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_data_set_without_preamble_or_file_meta(client: TestClient, phantom_png: bytes, reference: dict[str, Any]) -> None:

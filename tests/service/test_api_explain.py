@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from deepminer.bundle import load_bundle
+from deepminer.bundle import META_FILE, load_bundle
+from deepminer.formulas import softmax
 from deepminer.imaging import decode_image, network_input
+from deepminer.scoring import breast_cells, classifier_probabilities, image_scores, input_gray
 from service.backends.onnx import OnnxBackend
 
 TIMING_STAGES = {"upload", "queue", "decode", "preprocess", "inference", "explain", "annotations", "encode", "total"}
@@ -80,10 +83,11 @@ def test_formats_give_a_complete_explanation(
     grid = [math.ceil(in_h / 32), math.ceil(in_w / 32)]
 
     assert body["classes"] == classes
-    assert set(body["probabilities"]) == set(classes) == set(body["peak_probabilities"])
-    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
-    assert all(0.0 <= p <= 1.0 for p in body["peak_probabilities"].values())
-    assert body["predicted_class"] == max(body["probabilities"], key=body["probabilities"].get)
+    assert list(body["scores"]) == list(body["classifier_probabilities"]) == list(body["peak_probabilities"]) == classes
+    assert body["score_rule"] == "breast_peak"
+    assert sum(body["classifier_probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert all(0.0 <= p <= 1.0 for p in [*body["peak_probabilities"].values(), *body["scores"].values()])
+    assert body["predicted_class"] == max(body["scores"], key=body["scores"].get)
     assert body["explained_class"] == body["predicted_class"]
 
     maps = [*body["probability_maps"].values(), body["cam"], *(u["activation_map"] for u in body["units"])]
@@ -115,7 +119,7 @@ def test_response_recomputes_through_the_backend(
     image_logits = logits.mean(axis=(1, 2))
     expected_p = np.exp(image_logits - image_logits.max())
     expected_p /= expected_p.sum()
-    _close([body["probabilities"][c] for c in classes], expected_p)
+    _close([body["classifier_probabilities"][c] for c in classes], expected_p)
     maps = np.exp(logits - logits.max(axis=0))
     maps /= maps.sum(axis=0)
     for i, c in enumerate(classes):
@@ -154,12 +158,53 @@ def test_grid_mapping_spells_out_cell_centres(
     assert all(m["grid_to_image"] == mapping for m in body["probability_maps"].values())
 
 
+def _scores(reference: dict[str, Any], rule: str) -> np.ndarray:
+    """deepminer.scoring on the backend's own logits for the phantom, as the service should compute them."""
+    bundle, logits = reference["bundle"], reference["logits"]
+    cells = breast_cells(input_gray(reference["x"], bundle.mean, bundle.std), logits.shape[1:])
+    return image_scores(softmax(logits, axis=0), logits, cells, classes=bundle.classes, rule=rule)
+
+
+def test_scores_follow_the_bundles_rule(
+    client: TestClient,
+    make_client: Any,
+    bundle_copy: Any,
+    phantom_png: bytes,
+    reference: dict[str, Any],
+) -> None:
+    """``scores`` is deepminer.scoring on the same logits; the predicted and explained class are its argmax."""
+    classes = reference["bundle"].classes
+    peak = _scores(reference, "breast_peak")
+    body = _explain(client, phantom_png)
+    _close([body["scores"][c] for c in classes], peak)
+    assert body["predicted_class"] == body["explained_class"] == classes[int(np.argmax(peak))]
+    # Under breast_peak the scores are not the classifier's (the phantom has background cells).
+    cells = breast_cells(input_gray(reference["x"], reference["bundle"].mean, reference["bundle"].std),
+                         reference["logits"].shape[1:])
+    assert cells.any() and not cells.all()
+    assert not np.allclose(peak, classifier_probabilities(reference["logits"]), atol=1e-3)
+
+    def classifier_rule(root: Path) -> None:
+        meta = json.loads((root / META_FILE).read_text())
+        meta["image_score"] = {"rule": "classifier"}
+        (root / META_FILE).write_text(json.dumps(meta))
+
+    with make_client(bundle=bundle_copy(classifier_rule)) as other:
+        body = _explain(other, phantom_png)
+    expected = classifier_probabilities(reference["logits"])
+    assert body["score_rule"] == "classifier"
+    _close([body["scores"][c] for c in classes], expected)
+    _close([body["classifier_probabilities"][c] for c in classes], expected)
+    assert body["predicted_class"] == classes[int(np.argmax(expected))]
+
+
 def test_class_name_and_top_k(client: TestClient, phantom_png: bytes, reference: dict[str, Any]) -> None:
     classes = reference["bundle"].classes
     w = reference["w"]
     for name in classes:
         body = _explain(client, phantom_png, class_name=name, top_k=3)
         assert body["explained_class"] == name
+        assert body["predicted_class"] == max(body["scores"], key=body["scores"].get)
         assert len(body["units"]) == 3
         c = classes.index(name)
         assert all(u["weight"] == pytest.approx(float(w[c, u["unit_id"]]), rel=1e-6) for u in body["units"])

@@ -141,7 +141,8 @@ def test_batched_service_answers_like_the_unbatched_one(
     for a, b in zip(single, batched):
         assert a["predicted_class"] == b["predicted_class"]
         for c in a["classes"]:
-            assert a["probabilities"][c] == pytest.approx(b["probabilities"][c], abs=1e-5)
+            assert a["scores"][c] == pytest.approx(b["scores"][c], abs=1e-5)
+            assert a["classifier_probabilities"][c] == pytest.approx(b["classifier_probabilities"][c], abs=1e-5)
         np.testing.assert_allclose(a["cam"]["values"], b["cam"]["values"], rtol=1e-4, atol=1e-4)
         assert [u["unit_id"] for u in a["units"]] == [u["unit_id"] for u in b["units"]]
     count = re.search(r"^deepminer_inference_batch_size_count (\S+)$", metrics, re.MULTILINE)

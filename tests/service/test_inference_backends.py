@@ -74,7 +74,8 @@ def test_apps_on_either_backend_explain_alike(make_client: Callable[..., Any], p
     onnx, torch_body = bodies["onnx"], bodies["torch"]
     assert onnx["predicted_class"] == torch_body["predicted_class"]
     for c in onnx["classes"]:
-        assert onnx["probabilities"][c] == pytest.approx(torch_body["probabilities"][c], abs=1e-4)
+        assert onnx["scores"][c] == pytest.approx(torch_body["scores"][c], abs=1e-4)
+        assert onnx["classifier_probabilities"][c] == pytest.approx(torch_body["classifier_probabilities"][c], abs=1e-4)
     np.testing.assert_allclose(onnx["cam"]["values"], torch_body["cam"]["values"], atol=1e-3, rtol=1e-3)
     assert [u["unit_id"] for u in onnx["units"]][:3] == [u["unit_id"] for u in torch_body["units"]][:3]
 

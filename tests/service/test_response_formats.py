@@ -199,7 +199,8 @@ def test_response_sizes_at_the_papers_input_size(full_size_png: bytes, capsys: p
                         backend="onnx", provider="CPUExecutionProvider", precision="fp32"),
         image_shape=(3328, 2560), image_format="PNG", image_bits=16, dicom=None, pixels=pixels,
         input_shape=input_shape, classes=("normal", "benign", "malignant"),
-        probabilities=maps.mean(axis=(1, 2)), peak_probabilities=maps.max(axis=(1, 2)),
+        scores=maps.max(axis=(1, 2)), score_rule="breast_peak", classifier_probabilities=maps.mean(axis=(1, 2)),
+        peak_probabilities=maps.max(axis=(1, 2)),
         predicted_class="malignant", explained_class="malignant", probability_maps=maps, cam=smooth(3.0) - 4.0,
         mapping=mapping,
         units=tuple(

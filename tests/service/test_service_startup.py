@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from deepminer.bundle import CONCEPT_LABELS_FILE, BundleError
+from deepminer.bundle import CONCEPT_LABELS_FILE, META_FILE, BundleError
 from service.main import create_app
 from service.settings import Settings
 
@@ -42,6 +42,19 @@ def test_missing_or_extra_files_stop_start_up(bundle_copy: Callable[..., Path], 
     (bundle / "notes.txt").write_text("unexpected")
     with pytest.raises(BundleError, match="notes.txt"):
         start(Settings(bundle=bundle, database_url=db))
+
+
+def test_a_bundle_with_an_unknown_score_rule_stops_start_up(
+    bundle_copy: Callable[..., Path], tmp_path: Path
+) -> None:
+    def unknown_rule(root: Path) -> None:
+        meta = json.loads((root / META_FILE).read_text())
+        meta["image_score"] = {"rule": "mean_of_maps"}
+        (root / META_FILE).write_text(json.dumps(meta))
+
+    expected = "image_score.rule must be one of breast_peak, classifier, got 'mean_of_maps'"
+    with pytest.raises(BundleError, match=expected):
+        start(Settings(bundle=bundle_copy(unknown_rule), database_url=f"sqlite:///{tmp_path / 'l.db'}"))
 
 
 def _with_labels(units: list[int]) -> Callable[[Path], None]:

@@ -55,18 +55,29 @@ def uncompressed_dicom(png: bytes) -> bytes:
     return buf.getvalue()
 
 
-def test_the_viewer_shows_image_overlay_probabilities_and_units(
-    page, service, use_token, phantom_png, tmp_path
-) -> None:
+def test_the_viewer_shows_image_overlay_scores_and_units(page, service, use_token, phantom_png, tmp_path) -> None:
     image = tmp_path / "phantom.png"
     image.write_bytes(phantom_png)
     use_token(page, service.tokens["viewer"])
     page.goto("/ui/explain")
-    upload(page, image)
+    with page.expect_response(lambda r: "/explain?" in r.url and r.request.method == "POST") as answer:
+        upload(page, image)
+    body = answer.value.json()
 
     expect(page.get_by_role("status")).to_contain_text("Explained phantom.png")
     assert page.evaluate(CANVAS_MEAN) > 5
-    expect(page.get_by_role("list", name="Class probabilities").get_by_role("listitem")).to_have_count(3)
+    # Per class: the image-level score first (bar and percentage), the classifier's probability beside it.
+    rows = page.get_by_role("list", name="Image-level scores").get_by_role("listitem")
+    expect(rows).to_have_count(3)
+    for i, c in enumerate(body["classes"]):
+        expect(rows.nth(i).locator(".score")).to_have_text(f"{100 * body['scores'][c]:.1f}%")
+        expect(rows.nth(i).locator(".classifier")).to_have_text(
+            f"classifier {100 * body['classifier_probabilities'][c]:.1f}%"
+        )
+    expect(rows.nth(body["classes"].index(body["predicted_class"])).locator("strong")).to_have_text(
+        body["predicted_class"]
+    )
+    expect(page.locator("#score-rule")).to_contain_text(f"Scores by rule {body['score_rule']}: each lesion class")
     expect(page.locator("#prob-maps canvas")).to_have_count(3)
     expect(page.locator("#units > li")).to_have_count(8)
     expect(page.locator("#units > li").first).to_contain_text("influence")

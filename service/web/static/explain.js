@@ -1,5 +1,6 @@
-// The explanation viewer: upload a mammogram, see the CAM over it (opacity control), class
-// probabilities and probability maps, the top-k units with their labels and influence; draw a
+// The explanation viewer: upload a mammogram, see the CAM over it (opacity control), the image-level
+// class scores (the patch classifier's probabilities beside them) and probability maps, the top-k
+// units with their labels and influence; draw a
 // region to find the units whose maps match it, and label those units as a group.
 //
 // Showing the image: the server returns maps, not pixels, so the page decodes the upload itself.
@@ -13,6 +14,15 @@ import { drawMap, mapThumbnail } from "./maps.js";
 import { RegionDrawer } from "./region.js";
 import { announce, clearAlert, el, initSession, loadFailed, showAlert, showError } from "./session.js";
 import { labelText, status, STATUS_TEXT } from "./units.js";
+
+// What each image-score rule (the response's `score_rule`, deepminer/scoring.py) ranks by.
+const SCORE_RULES = {
+  breast_peak:
+    "each lesion class scores the peak of its probability map over the breast, normal the lowest value of its map there",
+  classifier: "the patch classifier's probabilities on the whole image (softmax of the mean of the logit map)",
+};
+
+const percent = (v) => `${(100 * v).toFixed(1)}%`;
 
 // What to do about the upload errors /explain names; the service's own message follows.
 const UPLOAD_HINTS = {
@@ -145,7 +155,7 @@ function renderOverlayChoices() {
   $("overlay-select").value = state.selected;
 }
 
-function renderProbabilities() {
+function renderScores() {
   const r = state.result;
   $("prediction").replaceChildren(
     "Predicted ",
@@ -153,17 +163,25 @@ function renderProbabilities() {
     r.explained_class !== r.predicted_class ? `; explaining ${r.explained_class}` : "",
     ".",
   );
-  $("probs").replaceChildren(
+  $("scores").replaceChildren(
     ...r.classes.map((c) => {
-      const p = r.probabilities[c];
+      const s = r.scores[c];
+      const p = r.classifier_probabilities[c];
       return el(
         "li",
         { dataset: { class: c } },
         el("span", {}, c === r.predicted_class ? el("strong", {}, c) : c),
-        el("span", { class: "bar", role: "presentation" }, el("span", { style: `width:${(100 * p).toFixed(1)}%` })),
-        el("span", { class: "num" }, `${(100 * p).toFixed(1)}%`),
+        el("span", { class: "bar", role: "presentation" }, el("span", { style: `width:${(100 * s).toFixed(1)}%` })),
+        el("span", { class: "num score" }, percent(s)),
+        el("span", { class: "hint classifier" }, `classifier ${percent(p)}`),
       );
     }),
+  );
+  $("score-rule").replaceChildren(
+    "Scores by rule ",
+    el("code", {}, r.score_rule),
+    `: ${SCORE_RULES[r.score_rule] ?? "see the model bundle"}; the predicted class has the highest score. `,
+    "Classifier: the patch classifier's probability, the mean over the whole image, which a small lesion barely moves.",
   );
   $("prob-maps").replaceChildren(
     ...r.classes.map((c) => {
@@ -211,7 +229,7 @@ function render() {
   $("result").hidden = false;
   fitStage();
   renderOverlayChoices();
-  renderProbabilities();
+  renderScores();
   renderUnits();
   drawOverlay();
   const dicom = r.image.dicom;
@@ -259,7 +277,7 @@ async function explain(event) {
     $("region-results").hidden = true;
     render();
     const t = result.timings_ms?.total;
-    announce(`Explained ${file.name}: ${result.predicted_class} (${(100 * result.probabilities[result.predicted_class]).toFixed(1)}%)${t ? ` in ${t.toFixed(0)} ms` : ""}.`);
+    announce(`Explained ${file.name}: ${result.predicted_class} (score ${percent(result.scores[result.predicted_class])})${t ? ` in ${t.toFixed(0)} ms` : ""}.`);
   } catch (error) {
     const hint = error instanceof ApiError ? UPLOAD_HINTS[error.code] : null;
     showError(error, `Upload failed for “${file.name}”${hint ? ` (${hint})` : ""}`);
