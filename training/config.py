@@ -36,9 +36,19 @@ class TrainConfig:
     augment_flips: bool = True
     # Swap rows and columns at random; with the flips, every rotation by 90°.
     augment_transpose: bool = False
-    # Network-input pixels of surroundings around each training patch (training/context.py); 0 is the
-    # paper's bare patch.
-    context_margin: int = 0
+    # "bare": the paper's patches; "image": each patch classified inside its whole image as the FCN sees it
+    # (training/context.py), every patch of a batch's images at once.
+    patch_context: str = "bare"
+    # With patch_context "image": images per SGD step (batch_size counts patches for bare patches only).
+    images_per_batch: int = 4
+    # With patch_context "image" and balance_classes: class c's loss weight is (N / (C n_c)) ** exponent; 1 fully
+    # balances the classes, 0 weighs every patch alike.
+    class_weight_exponent: float = 0.5
+    # With patch_context "image": normal patches are supervised cell by cell (training/context.py cellwise_normal).
+    normal_cells: bool = False
+    # A class whose fc row and bias stay at zero, so that every other class's logit, and so its CAM, is its
+    # log-odds against this class (None: the paper's free head).
+    reference_class: str | None = None
     top_per_image: int = 8
     top_per_class: int = 20
     threshold_quantile: float = 0.99
@@ -83,6 +93,8 @@ class TrainConfig:
                 if name not in NULLABLE_FIELDS:
                     raise ValueError(f"{name} cannot be empty; got None")
                 changes[name] = None
+            elif name == "reference_class":
+                changes[name] = _typed(name, value, str)
             elif name == "imagenet_weights":
                 changes[name] = Path(_typed(name, value, str))
             elif name == "split_fractions":
@@ -106,7 +118,7 @@ class TrainConfig:
 
 
 # Fields where None means "off" or "all" (no lr decay, no ImageNet weights, every training patch per epoch).
-NULLABLE_FIELDS = frozenset({"lr_decay_epoch", "imagenet_weights", "samples_per_epoch"})
+NULLABLE_FIELDS = frozenset({"lr_decay_epoch", "imagenet_weights", "samples_per_epoch", "reference_class"})
 
 
 def _typed(name: str, value: Any, kind: type) -> Any:

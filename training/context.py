@@ -1,90 +1,178 @@
-"""Training patches in their context: what the FCN computes at test time, taught at training time.
+"""Training patches in their whole image: what the FCN computes at test time, taught at training time.
 
 The FCN explains a whole mammogram cell by cell, and each interior layer4 cell
 sees the tissue around it. A bare patch of a few cells has no interior: every
 one of its cells sees the convolutions' zero padding, so a classifier trained
-on bare patches learns features that a whole mammogram's cells never have.
+on bare patches learns features that a whole mammogram's cells never have
+(with the demo's small patches the FCN then misses every lesion).
 
-With a context margin, each training sample is the patch together with
-``margin`` network-input pixels of its surroundings, cut from the whole image
-at the network's input scale (exactly the pixels the FCN sees at test time).
-The patch's label applies to the mean logit of the layer4 cells whose centre
-lies inside the patch. The classifier's ``fc`` is linear, so that mean logit is
-``fc`` of the mean feature over those cells: :class:`PatchInContext` is the
-classifier with average pooling restricted to the patch's cells, and the
-trained weights are the classifier's own (``mean of maps = classifier`` holds
-unchanged). A margin of 0 is the paper's bare patch.
+With ``patch_context = "image"`` the patches keep the paper's rule and labels,
+but each is classified inside its whole image, scaled as the FCN sees it
+(short side 4 × patch size): the patch's logits are the mean of the FCN's
+logit map over the layer4 cells whose centre lies inside the patch. The
+classifier's ``fc`` is linear, so that mean is ``fc`` of the mean feature over
+those cells: :class:`PatchesInImage` is the classifier with its average
+pooling restricted to each patch's cells, and the trained weights are the
+classifier's own (``mean of maps = classifier`` still holds). One forward pass
+classifies every patch of an image. ``"bare"`` is the paper's patch.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torchvision.models.resnet import ResNet
 
-from deepminer.grid import NETWORK_STRIDE
+from deepminer.grid import NETWORK_STRIDE, feature_grid_shape
+
+PATCH_CONTEXTS = ("bare", "image")
 
 
-class PatchInContext(nn.Module):
-    """``forward(x, cells)``: the classifier's logits for the patch inside each context crop.
+class PatchesInImage(nn.Module):
+    """``forward(x, cells)``: logits of every patch of each image, ``(N, P, C)``.
 
-    ``x`` is ``(N, 3, S, S)``; ``cells`` ``(N, g, g)`` weights on the layer4 grid
-    (1 on the patch's cells, 0 elsewhere). Returns ``fc(Σ cells·A / Σ cells)``,
-    which equals the mean of the FCN's logit map over the patch's cells. Shares
-    every module with ``classifier``.
+    ``x`` is ``(N, 3, H, W)``; ``cells`` ``(N, P, h, w)`` weights on the layer4
+    grid, 1 on a patch's cells and 0 elsewhere (an all-zero row is padding).
+    Patch p's logits are ``fc(Σ cells_p·A / Σ cells_p)``, the mean of the FCN's
+    logit map over its cells. Shares every module with ``classifier``.
     """
 
     def __init__(self, classifier: ResNet) -> None:
         super().__init__()
         if not isinstance(classifier, ResNet):
-            raise ValueError(f"context training takes a plain ResNet classifier, got {type(classifier).__name__}")
+            raise ValueError(f"patches in their image need a plain ResNet classifier, got {type(classifier).__name__}")
         c = classifier
         self.body = nn.Sequential(c.conv1, c.bn1, c.relu, c.maxpool, c.layer1, c.layer2, c.layer3, c.layer4)
         self.fc = c.fc
 
     def forward(self, x: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         features = self.body(x)
-        if cells.shape[0] != features.shape[0] or cells.shape[1:] != features.shape[2:]:
-            raise ValueError(f"cells must be (N, h, w) = {(features.shape[0], *features.shape[2:])}, got {tuple(cells.shape)}")
+        if cells.dim() != 4 or cells.shape[0] != features.shape[0] or cells.shape[2:] != features.shape[2:]:
+            raise ValueError(
+                f"cells must be (N, P, h, w) with N, h, w = {features.shape[0]}, {tuple(features.shape[2:])}, "
+                f"got {tuple(cells.shape)}"
+            )
         w = cells.to(features.dtype)
-        pooled = torch.einsum("nkhw,nhw->nk", features, w) / w.sum(dim=(1, 2)).clamp_min(1e-6)[:, None]
+        pooled = torch.einsum("nkhw,nphw->npk", features, w) / w.sum(dim=(2, 3)).clamp_min(1e-6)[..., None]
         return self.fc(pooled)
 
 
-def crop_side(patch_side: int, margin: int) -> int:
-    """Side of a context crop: the patch plus ``margin`` on each side, in network-input pixels."""
-    return patch_side + 2 * margin
+def patch_cells(
+    boxes: np.ndarray, input_shape: tuple[int, int], *, flip_h: bool = False, flip_v: bool = False
+) -> np.ndarray:
+    """``(P, h, w)`` float32: 1 on each layer4 cell whose centre (pixel 32 i, 32 j) lies inside patch p.
 
-
-def cut_context(
-    image: np.ndarray, top: int, left: int, side: int, margin: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One context crop of ``image`` (at network-input scale) around the patch ``[top, top+side)²``.
-
-    The crop is ``side + 2 margin`` square, moved inward where it would leave
-    the image (never padded: the network never sees borders a whole image
-    lacks), and zero-padded at the bottom/right only when the image is smaller
-    than the crop. Returns the crop and the ``(g, g)`` cell weights: 1 on each
-    layer4 cell whose centre (pixel 32 i of the crop) lies inside the patch.
+    ``boxes`` is ``(P, 3)`` ``(top, left, side)`` in network-input pixels;
+    ``flip_h`` / ``flip_v`` give the cells of the boxes in the image mirrored
+    left-right / top-bottom. A patch narrower than a cell gets the cell
+    nearest its centre.
     """
-    size = crop_side(side, margin)
-    h, w = image.shape
-    if h < size or w < size:
-        padded = np.zeros((max(h, size), max(w, size)), dtype=image.dtype)
-        padded[:h, :w] = image
-        image, h, w = padded, padded.shape[0], padded.shape[1]
-    ct = int(np.clip(top - margin, 0, h - size))
-    cl = int(np.clip(left - margin, 0, w - size))
-    g = math.ceil(size / NETWORK_STRIDE)
-    centres = np.arange(g) * NETWORK_STRIDE
-    rows = (centres >= top - ct) & (centres < top - ct + side)
-    cols = (centres >= left - cl) & (centres < left - cl + side)
-    cells = (rows[:, None] & cols[None, :]).astype(np.float32)
-    if not cells.any():  # a patch narrower than a cell: the cell nearest its centre
-        i = min(g - 1, round((top - ct + side / 2) / NETWORK_STRIDE))
-        j = min(g - 1, round((left - cl + side / 2) / NETWORK_STRIDE))
-        cells[i, j] = 1.0
-    return image[ct : ct + size, cl : cl + size], cells
+    height, width = input_shape
+    h, w = feature_grid_shape(height, width)
+    top, left, side = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64), boxes[:, 2].astype(np.float64)
+    if flip_v:
+        top = height - top - side
+    if flip_h:
+        left = width - left - side
+    ys = np.arange(h) * NETWORK_STRIDE
+    xs = np.arange(w) * NETWORK_STRIDE
+    rows = (ys[None, :] >= top[:, None]) & (ys[None, :] < (top + side)[:, None])
+    cols = (xs[None, :] >= left[:, None]) & (xs[None, :] < (left + side)[:, None])
+    cells = (rows[:, :, None] & cols[:, None, :]).astype(np.float32)
+    for p in np.nonzero(~cells.any(axis=(1, 2)))[0]:
+        i = min(h - 1, int(round((top[p] + side[p] / 2) / NETWORK_STRIDE)))
+        j = min(w - 1, int(round((left[p] + side[p] / 2) / NETWORK_STRIDE)))
+        cells[p, i, j] = 1.0
+    return cells
+
+
+@dataclass(frozen=True)
+class ImageContext:
+    """The patch set's images at network-input scale, and where each patch lies in its image.
+
+    ``images[i]`` is image i ``(H_i, W_i)`` float16 in [0, 1]; patch n lies in
+    ``images[image_index[n]]`` at ``boxes[n]`` = ``(top, left, side)`` network-input pixels.
+    """
+
+    images: tuple[np.ndarray, ...]
+    image_index: np.ndarray  # (N,) int64
+    boxes: np.ndarray  # (N, 3) int64
+
+    def batch(
+        self,
+        images: Sequence[int],
+        labels: np.ndarray,
+        *,
+        flips: Sequence[tuple[bool, bool]] | None = None,
+        normal_cells: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Images ``images`` as one batch: pixels ``(B, H, W)`` (zero-padded to the largest), cells
+        ``(B, P, h, w)``, patch labels ``(B, P)`` (-100 on padding) and each image's patch indices.
+
+        ``flips``: per image, (left-right, top-bottom) mirroring of pixels and cells alike.
+        ``normal_cells``: the normal patches are replaced by their cells, one by
+        one (each cell that no lesion patch covers, labelled normal); see
+        :func:`cellwise_normal`. The patch indices then list the lesion patches only.
+        """
+        shapes = [self.images[i].shape for i in images]
+        height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
+        grid = feature_grid_shape(height, width)
+        members = [np.nonzero(self.image_index == i)[0] for i in images]
+        most = max(1, max(len(m) for m in members))
+        pixels = np.zeros((len(images), height, width), dtype=np.float32)
+        cells = np.zeros((len(images), most, *grid), dtype=np.float32)
+        out_labels = np.full((len(images), most), -100, dtype=np.int64)
+        for b, (i, rows) in enumerate(zip(images, members)):
+            fh, fv = flips[b] if flips is not None else (False, False)
+            img = self.images[i].astype(np.float32)
+            if fh:
+                img = img[:, ::-1]
+            if fv:
+                img = img[::-1, :]
+            pixels[b, : img.shape[0], : img.shape[1]] = img
+            if len(rows):
+                own = patch_cells(self.boxes[rows], img.shape, flip_h=fh, flip_v=fv)
+                own_labels = labels[rows]
+                if normal_cells:
+                    own, own_labels = cellwise_normal(own, own_labels)
+                    members[b] = rows[labels[rows] != NORMAL]
+                if own.shape[0] > cells.shape[1]:
+                    grown = np.zeros((cells.shape[0], own.shape[0], *grid), dtype=np.float32)
+                    grown[:, : cells.shape[1]] = cells
+                    cells = grown
+                    more = np.full((out_labels.shape[0], own.shape[0]), -100, dtype=np.int64)
+                    more[:, : out_labels.shape[1]] = out_labels
+                    out_labels = more
+                cells[b, : len(own), : own.shape[1], : own.shape[2]] = own
+                out_labels[b, : len(own)] = own_labels
+        return pixels, cells, out_labels, members
+
+
+NORMAL = 0
+"""Index of the normal class (training.patches.CLASSES)."""
+
+
+def cellwise_normal(cells: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion patches as they are, normal patches replaced by their single cells.
+
+    A patch is normal only when no lesion lies in it, so each of its cells is
+    normal too: supervising the cells one by one keeps any single cell of
+    normal tissue from a lesion class's probability, which the mean over a
+    patch's cells would let through. A cell that a lesion patch also covers is
+    left to that patch. Returns cells ``(P', h, w)`` and labels ``(P',)``,
+    lesion patches first.
+    """
+    lesion = labels != NORMAL
+    covered_by_lesion = cells[lesion].any(axis=0) if lesion.any() else np.zeros(cells.shape[1:], dtype=bool)
+    normal = cells[~lesion].any(axis=0) & ~covered_by_lesion if (~lesion).any() else np.zeros(cells.shape[1:], bool)
+    ys, xs = np.nonzero(normal)
+    singles = np.zeros((len(ys), *cells.shape[1:]), dtype=np.float32)
+    singles[np.arange(len(ys)), ys, xs] = 1.0
+    return (
+        np.concatenate([cells[lesion], singles]),
+        np.concatenate([labels[lesion], np.full(len(ys), NORMAL, dtype=labels.dtype)]),
+    )

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from deepminer.auxiliary import aux_vector
 from deepminer.grid import resized_shape
 from deepminer.imaging import read_image, resize
-from training.context import cut_context
+from training.context import PATCH_CONTEXTS, ImageContext
 from training.manifest import ImageRecord
 from training.patches import CLASSES, Box, PatchRule, crop_patch, label_boxes, sliding_boxes
 from deepminer.tissue import tissue_mask
@@ -24,22 +24,13 @@ MASK_ASPECT_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
-class ContextCrops:
-    """Context crops ``(N, S, S)`` float16 in [0, 1] at network-input scale and their patch cells ``(N, g, g)``."""
-
-    pixels: np.ndarray
-    cells: np.ndarray
-    margin: int
-
-
-@dataclass(frozen=True)
 class PatchSet:
     """Patches ``(N, P, P)`` float16 in [0, 1], their class indices and where each came from.
 
     ``aux``: each patch's raw auxiliary features ``(N, J)`` float32 (its case's
     values, in the order asked for), or None when the model takes none.
-    ``context``: each patch in its context crop (:mod:`training.context`), or
-    None when training on bare patches.
+    ``context``: the patches' images at network-input scale and where each
+    patch lies in them (:mod:`training.context`), or None for bare patches.
     """
 
     pixels: np.ndarray
@@ -47,7 +38,7 @@ class PatchSet:
     image_ids: tuple[str, ...]
     boxes: tuple[Box, ...]
     aux: np.ndarray | None = None
-    context: ContextCrops | None = None
+    context: ImageContext | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -96,20 +87,20 @@ def cut_patches(
     desc: str = "patches",
     progress: bool = True,
     aux_features: Sequence[str] = (),
-    context_margin: int = 0,
+    patch_context: str = "bare",
 ) -> PatchSet:
     """Apply the patch rule to every image and resize the kept windows to ``patch_size``.
 
     ``aux_features``: names of the auxiliary features each patch carries from
     its image's record; a record without one raises ValueError.
-    ``context_margin`` > 0 also cuts each patch's context crop with that margin
-    in network-input pixels, from the image scaled as the FCN sees it (short
-    side 4 × ``patch_size``).
+    ``patch_context="image"`` also keeps every image scaled as the FCN sees it
+    (short side 4 × ``patch_size``) and each patch's box in it.
     """
-    if context_margin < 0:
-        raise ValueError(f"context_margin must be >= 0, got {context_margin}")
-    crops: list[np.ndarray] = []
-    cells: list[np.ndarray] = []
+    if patch_context not in PATCH_CONTEXTS:
+        raise ValueError(f"patch_context must be one of {PATCH_CONTEXTS}, got {patch_context!r}")
+    scaled_images: list[np.ndarray] = []
+    image_index: list[int] = []
+    scaled_boxes: list[tuple[int, int, int]] = []
     pixels: list[np.ndarray] = []
     labels: list[int] = []
     image_ids: list[str] = []
@@ -120,16 +111,14 @@ def cut_patches(
         image = read_image(record.image_path)
         lesions = load_lesion_masks(record, image.shape)
         kept = label_boxes(sliding_boxes(*image.shape, rule), tissue_mask(image), lesions, rule)
-        scaled = None
-        if context_margin and kept:
+        if patch_context == "image" and kept:
             scaled = resize(image, resized_shape(*image.shape, 4 * patch_size))
             ry, rx = scaled.shape[0] / image.shape[0], scaled.shape[1] / image.shape[1]
+            scaled_images.append(scaled.astype(np.float16))
         for box, label in kept:
-            if scaled is not None:
-                crop, on = cut_context(scaled, round(box.top * ry), round(box.left * rx), patch_size,
-                                       context_margin)
-                crops.append(crop.astype(np.float16))
-                cells.append(on)
+            if patch_context == "image":
+                image_index.append(len(scaled_images) - 1)
+                scaled_boxes.append((round(box.top * ry), round(box.left * rx), round(box.side * (ry + rx) / 2)))
             pixels.append(crop_patch(image, box, patch_size).astype(np.float16))
             labels.append(CLASSES.index(label))
             image_ids.append(record.image_id)
@@ -141,12 +130,10 @@ def cut_patches(
     if aux_features:
         aux_array = np.stack(aux) if aux else np.zeros((0, len(aux_features)), dtype=np.float32)
     context = None
-    if context_margin:
-        side = 2 * context_margin + patch_size
-        g = -(-side // 32)
-        context = ContextCrops(
-            pixels=np.stack(crops) if crops else np.zeros((0, side, side), dtype=np.float16),
-            cells=np.stack(cells) if cells else np.zeros((0, g, g), dtype=np.float32),
-            margin=context_margin,
+    if patch_context == "image":
+        context = ImageContext(
+            images=tuple(scaled_images),
+            image_index=np.asarray(image_index, dtype=np.int64),
+            boxes=np.asarray(scaled_boxes, dtype=np.int64).reshape(-1, 3),
         )
     return PatchSet(stacked, np.asarray(labels, dtype=np.int64), tuple(image_ids), tuple(boxes), aux_array, context)

@@ -31,6 +31,7 @@ from deepminer.bundle import (
 )
 from deepminer.fcn import build_classifier, num_units, to_fcn
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
+from deepminer.scoring import DEFAULT_SCORE_RULE
 from training.concepts import automatic_labels
 from training.config import TrainConfig
 from training.config_file import CONFIG_FILE, write_run_file
@@ -39,9 +40,9 @@ from training.distributed import current_context
 from training.embedding import max_activation_matrix, unit_embedding
 from training.evaluate import one_vs_rest_metrics, plot_roc
 from training.export import AUX_INPUT_NAME, export_onnx
-from training.localisation import cam_peak_in_lesion
 from training.manifest import ImageRecord, read_manifest
 from training.patches import CLASSES
+from training.quality import DEMO_BARS, QUALITY_DIR, QUALITY_JSON, evaluate_records, headline, labels_by_unit, write_report
 from training.plots import LEARNING_CURVES_FILE, plot_learning_curves
 from training.ranking import fcn_maps, rank_units
 from training.split import PARTS, split_by_case
@@ -108,6 +109,7 @@ def build_bundle(
     config: TrainConfig,
     *,
     auto_label: bool = False,
+    quality_report: bool = True,
     progress: bool = True,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
@@ -117,6 +119,8 @@ def build_bundle(
     The bundle is assembled in a sibling temporary directory and moved into
     place at the end, so ``out_dir`` never holds half a bundle. ``auto_label``
     adds automatic unit labels from the manifest's concept masks.
+    ``quality_report``: score the explanations on the test split's lesion
+    masks (:mod:`training.quality`) into ``quality/``.
     ``checkpoint_dir`` and ``resume``: see :func:`training.train.fine_tune`.
     Under torchrun (:func:`training.distributed.init_distributed`) every rank
     trains; ranks other than 0 return after training and write nothing.
@@ -135,7 +139,7 @@ def build_bundle(
     patches = {
         part: cut_patches(
             parts[part], rule=config.patch_rule, patch_size=config.patch_size, desc=f"{part} patches",
-            progress=progress, aux_features=config.aux_features, context_margin=config.context_margin,
+            progress=progress, aux_features=config.aux_features, patch_context=config.patch_context,
         )
         for part in PARTS
     }
@@ -170,8 +174,6 @@ def build_bundle(
         log.info("class %s: %d ranked units, coverage %.2f%%", name, len(ranking.ranked(c)), 100 * ranking.coverage(c))
     weight = fcn.head.weight.detach()[:, :, 0, 0].float().cpu().numpy()
     bias = fcn.head.bias.detach().float().cpu().numpy()
-    localisation = cam_peak_in_lesion(fcn_maps(fcn, parts["test"], desc="CAM check", **map_args), weight, list(CLASSES))
-    log.info("CAM peak in lesion: %s", localisation)
     unit_patches = top_activating_patches(
         fcn.body, patches["holdout"], ranking.ranked_union(), n=TOP_PATCHES, mean=mean, std=std,
         device=device, batch_size=config.eval_batch_size, progress=progress,
@@ -201,6 +203,7 @@ def build_bundle(
                    build={"manifest": Path(manifest).resolve(), "auto_labels": auto_label})
     write_unit_visualisations(staging, unit_patches, patches["holdout"], parts["holdout"], ranking, progress=progress)
     (staging / EMBEDDING_FILE).write_text(json.dumps(embedding, indent=1) + "\n")
+    labels: list[dict[str, Any]] = []
     if auto_label:
         fcn = to_fcn(model_cpu).eval()
         labels = automatic_labels(
@@ -210,6 +213,17 @@ def build_bundle(
         )
         (staging / CONCEPT_LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n")
         log.info("automatic labels for %d of %d ranked units", len(labels), len(ranking.ranked_union()))
+    quality = None
+    if quality_report and any(r.lesions for r in parts["test"]):
+        quality = evaluate_records(
+            fcn, parts["test"], weight=weight, classes=CLASSES, labels=labels_by_unit(labels),
+            rankings=ranking.to_json(), score_rule=DEFAULT_SCORE_RULE,
+            dataset={"manifest": str(Path(manifest).resolve()), "part": "test",
+                     "labels": f"{CONCEPT_LABELS_FILE} (automatic)" if auto_label else "none"},
+            bars=DEMO_BARS if auto_label else None, **{**map_args, "device": torch.device("cpu")},
+        )
+        write_report(quality, staging / QUALITY_DIR, title=config.name)
+        log.info("explanation quality on the test split: %s", headline(quality.figures))
 
     meta: dict[str, Any] = {
         "name": config.name,
@@ -237,7 +251,16 @@ def build_bundle(
             "device": str(device),
             "seconds": round(time.perf_counter() - started, 1),
         },
-        "metrics": {"test_patches": test_metrics, "cam_localisation": localisation},
+        "metrics": {
+            "test_patches": test_metrics,
+            "explanation_quality": None if quality is None else {
+                "report": QUALITY_JSON, "part": "test", **headline(quality.figures)},
+        },
+        "image_score": {
+            "rule": DEFAULT_SCORE_RULE,
+            "definition": "lesion classes: peak of the probability map over breast cells; normal: the smallest "
+            "normal probability over breast cells; predicted class = argmax (deepminer/scoring.py)",
+        },
         "ranking": {
             "file": RANKINGS_FILE,
             "top_per_image": config.top_per_image,

@@ -39,7 +39,6 @@ from scipy import ndimage
 
 from deepminer.formulas import class_activation_map, influence, softmax, top_units
 from deepminer.grid import NETWORK_STRIDE, GridMapping
-from deepminer.imaging import resize
 from deepminer.scoring import BACKGROUND_CLASS, breast_cells, classifier_probabilities, image_scores
 from training.data import load_lesion_masks
 from training.manifest import ImageRecord
@@ -213,7 +212,7 @@ def assess(
     for item in maps:
         record = item.record
         mapping = GridMapping.for_input(image_shape=item.pixels.shape, input_shape=item.input_shape)
-        cells = breast_cells(resize(item.pixels, item.input_shape), mapping.grid_shape)
+        cells = breast_cells(item.gray, mapping.grid_shape)
         prob_maps = softmax(item.logits, axis=0)
         score = image_scores(prob_maps, item.logits, cells, classes=classes, rule=score_rule)
         label = record.pathology

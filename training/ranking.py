@@ -22,18 +22,20 @@ from deepminer.fcn import FullyConvolutional
 from deepminer.formulas import TopQuantile, coverage, influence, most_frequent_units, top_units
 from deepminer.grid import feature_grid_shape, resized_shape
 from deepminer.imaging import network_input, read_image, read_image_shape
+from deepminer.scoring import input_gray
 from training.manifest import ImageRecord
 
 
 @dataclass(frozen=True)
 class ImageMaps:
-    """One image through the FCN: its pixels and the ``(C, h, w)`` logits and ``(K, h, w)`` features."""
+    """One image through the FCN: its pixels, the network input's grayscale, ``(C, h, w)`` logits and ``(K, h, w)`` features."""
 
     record: ImageRecord
     pixels: np.ndarray
     input_shape: tuple[int, int]
     logits: np.ndarray
     features: np.ndarray
+    gray: np.ndarray  # (H', W') the network input before normalisation (deepminer.scoring.input_gray)
 
 
 @torch.inference_mode()
@@ -66,6 +68,7 @@ def fcn_maps(
             input_shape=(x.shape[2], x.shape[3]),
             logits=logits[0].float().cpu().numpy(),
             features=features[0].float().cpu().numpy(),
+            gray=input_gray(x, mean, std),
         )
 
 
