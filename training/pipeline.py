@@ -153,7 +153,7 @@ def build_bundle(
     test_probs = predict(model, test.pixels, mean=mean, std=std, batch_size=config.eval_batch_size, device=device,
                          aux=test.aux)
     test_metrics = one_vs_rest_metrics(test.labels, test_probs, CLASSES)
-    log.info("test AUC %s, pAUC@TPR0.8 %s", test_metrics["auc"], test_metrics["pauc_tpr0.8"])
+    log.info("test AUC %s, pAUC (TPR >= 0.8) %s", test_metrics["auc"], test_metrics["pauc"])
 
     fcn = to_fcn(model).eval().to(device)
     short_side = config.input_short_side
