@@ -40,6 +40,7 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     lesion_fraction_of_patch = 0.3
     lesion_fraction_inside = 0.3
     priority = ["malignant", "benign", "normal"]
+    partly_touching = "drop"       # window touching a lesion, meeting neither 30% rule: "drop" or "normal"
 
     [build]                        # what `build` would otherwise take as flags
     manifest = "data/phantoms/manifest.csv"
