@@ -126,7 +126,12 @@ def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
     labels.add_argument("--labels", type=Path, help="unit labels as CSV or JSON (python -m annotations export)")
     labels.add_argument("--db", help="unit-label store URL, e.g. sqlite:///./deepminer.db")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="case shuffling seed (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --per-class draw and the shuffling (default: %(default)s)")
+    p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
+                   help="draw N benign and N malignant test mammograms at random, as the paper did (165 each); "
+                   "default: every one, as unbalanced as the test split")
+    p.add_argument("--include-automatic", action="store_true",
+                   help="let automatic unit labels explain cases too (default: expert labels only)")
     p.add_argument("--top", type=int, default=3, help="annotated units per explanation (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
 
@@ -220,9 +225,16 @@ def main(argv: list[str] | None = None) -> int:
             from training.benchmark import export_benchmark
 
             result = export_benchmark(args.bundle, args.manifest, args.out, labels_file=args.labels, db_url=args.db,
-                                      seed=args.seed, top=args.top, device=args.device, progress=progress)
+                                      seed=args.seed, top=args.top, per_class=args.per_class,
+                                      include_automatic=args.include_automatic, device=args.device, progress=progress)
+            drawn = (f"drawn at random (seed {args.seed}) from {result.available['malignant']} malignant and "
+                     f"{result.available['benign']} benign" if args.per_class else "all the test split's")
+            balance = "" if result.malignant == result.benign else "; unbalanced: `score` tests against the majority rate"
             print(f"wrote {result.blinded} and {result.key}: {result.cases} mammograms "
-                  f"({result.malignant} malignant, {result.benign} benign), {result.annotated_units} annotated units")
+                  f"({result.malignant} malignant, {result.benign} benign; {drawn}){balance}; "
+                  f"{result.explaining_units} labelled ranked malignant units can explain them "
+                  f"({result.annotated_units} labelled units in all, "
+                  f"{'expert and automatic' if args.include_automatic else 'expert'} labels)")
         elif args.command == "score":
             from training.benchmark import format_score, score_responses, write_score
 
