@@ -221,3 +221,19 @@ def test_files_that_are_not_tables_are_refused(tmp_path: Path) -> None:
         load_annotation_rows(tmp_path / "labels.txt")
     with pytest.raises(ValueError, match="fmt must be 'csv' or 'json', got 'xml'"):
         load_annotation_rows(not_a_list, fmt="xml")  # type: ignore[arg-type]
+
+
+def test_one_based_json_ids_are_converted_on_load_only(tmp_path: Path) -> None:
+    path = tmp_path / "paper.json"
+    rows = [{"unit_id": 1814, "annotator": "dr_a", "label": "Edge of a mass", "category": "Mass"},
+            {"unit_id": 1, "annotator": "dr_a", "label": "First unit", "category": "Other"}]
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    assert [r.unit_id for r in load_annotation_rows(path, bundle_hash=HASH, one_based=True)] == [1813, 0]
+    assert [r.unit_id for r in load_annotation_rows(path, bundle_hash=HASH)] == [1814, 1]
+    path.write_text(json.dumps([*rows, {**rows[0], "unit_id": 0}]), encoding="utf-8")
+    with pytest.raises(AnnotationValidationError, match="row 3: unit_id: is 0, but with one_based") as exc:
+        load_annotation_rows(path, bundle_hash=HASH, one_based=True)
+    assert exc.value.row == 3 and exc.value.field == "unit_id"
+    path.write_text(json.dumps([{**rows[0], "unit_id": "1814"}]), encoding="utf-8")
+    with pytest.raises(AnnotationValidationError, match=r"must be an integer, got '1814'"):
+        load_annotation_rows(path, bundle_hash=HASH, one_based=True)
