@@ -190,13 +190,15 @@ def _new_annotation(
     for name, default in defaults.items():
         if default is not None and given.get(name, "") == "":
             given[name] = default
+    if from_text and "recognizable" in given:
+        given["recognizable"] = _parse_bool(given["recognizable"], field="recognizable")
+    if given.get("recognizable") is False:
+        given.setdefault("label", "")  # "not recognisable" names nothing
     for name in _REQUIRED:
         if name not in given:
             raise AnnotationValidationError(name, "missing")
     if from_text:
         given["unit_id"] = _parse_int(given["unit_id"], field="unit_id")
-        if "recognizable" in given:
-            given["recognizable"] = _parse_bool(given["recognizable"], field="recognizable")
     if one_based:
         given["unit_id"] = _from_one_based(given["unit_id"])
     return NewAnnotation(**given)

@@ -237,3 +237,16 @@ def test_one_based_json_ids_are_converted_on_load_only(tmp_path: Path) -> None:
     path.write_text(json.dumps([{**rows[0], "unit_id": "1814"}]), encoding="utf-8")
     with pytest.raises(AnnotationValidationError, match=r"must be an integer, got '1814'"):
         load_annotation_rows(path, bundle_hash=HASH, one_based=True)
+
+
+def test_not_recognisable_rows_need_no_label(tmp_path: Path) -> None:
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("unit_id,label,category,recognizable\n3,,Other,false\n4,Mass edge,Mass,true\n", encoding="utf-8")
+    rows = load_annotation_rows(csv_path, bundle_hash=HASH, annotator="dr_a")
+    assert [(r.unit_id, r.label, r.recognizable) for r in rows] == [(3, "", False), (4, "Mass edge", True)]
+    json_path = tmp_path / "labels.json"
+    json_path.write_text(json.dumps([{"unit_id": 3, "category": "Other", "recognizable": False}]), encoding="utf-8")
+    assert load_annotation_rows(json_path, bundle_hash=HASH, annotator="dr_a")[0].label == ""
+    json_path.write_text(json.dumps([{"unit_id": 3, "category": "Other", "recognizable": None}]), encoding="utf-8")
+    with pytest.raises(AnnotationValidationError, match="row 1: label: missing"):
+        load_annotation_rows(json_path, bundle_hash=HASH, annotator="dr_a")
