@@ -13,7 +13,7 @@ from annotations.errors import (
 )
 from annotations.io import export_annotations, import_annotations, load_annotation_rows
 from annotations.lexicon import CANCER_ASSOCIATIONS, CATEGORIES, PHENOMENA, SOURCES
-from annotations.records import AnnotationRecord, NewAnnotation
+from annotations.records import AnnotationRecord, NewAnnotation, names_phenomenon
 from annotations.store import AnnotationStore
 
 __all__ = [
@@ -33,5 +33,6 @@ __all__ = [
     "import_annotations",
     "init_db",
     "load_annotation_rows",
+    "names_phenomenon",
     "session_factory",
 ]

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m annotations --db sqlite:///./deepminer.db init\n"
             "  python -m annotations --db postgresql://deepminer@db/deepminer migrate\n"
             "  python -m annotations import labels.csv --annotator dr_a --bundle-hash SHA256\n"
+            "  python -m annotations import paper_labels.csv --one-based --bundle-hash SHA256\n"
             "  python -m annotations list --unit 1814 --unit 1152\n"
             "  python -m annotations export labels.json --history\n"
             "\n"
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--annotator", help="annotator for rows that name none")
     importer.add_argument("--bundle-hash", metavar="SHA256", help="model bundle hash for rows that give none")
     importer.add_argument("--source", choices=("expert", "automatic"), help="source for rows that give none")
+    importer.add_argument(
+        "--one-based",
+        action="store_true",
+        help="the file numbers units from 1, as the paper and its reference code do (paper unit 1814 is our 1813): "
+        "1 is subtracted on import, and unit 0 is refused",
+    )
 
     exporter = commands.add_parser(
         "export",
@@ -147,8 +154,10 @@ def _run(store: AnnotationStore, args: argparse.Namespace) -> int:
             bundle_hash=args.bundle_hash,
             annotator=args.annotator,
             source=args.source,
+            one_based=args.one_based,
         )
-        print(f"imported {count} annotation(s) from {args.path}")
+        numbering = " (1-based ids, stored 0-based)" if args.one_based else ""
+        print(f"imported {count} annotation(s) from {args.path}{numbering}")
     elif args.command == "export":
         count = export_annotations(store, args.path, fmt=args.format, history=args.history)
         print(f"exported {count} annotation(s) to {args.path}")

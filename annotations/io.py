@@ -4,6 +4,11 @@ Columns (CSV) and keys (JSON) are the field names of :class:`AnnotationRecord`.
 On import, ``id``, ``version`` and ``created_at`` are ignored, because every
 imported row becomes a new version: history is never rewritten. In CSV,
 booleans are ``true``/``false`` and an empty cell means "not given".
+
+Unit ids are 0-based layer4 indices everywhere in this project. The paper and
+the reference code number units from 1 (paper unit 1814 is index 1813 here);
+``one_based`` converts such a file's ids on import, and only there, so nothing
+stored or exported is ever 1-based.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Final, Literal
 from annotations.errors import AnnotationValidationError
 from annotations.records import AnnotationRecord, NewAnnotation
 from annotations.store import AnnotationStore
+from annotations.validation import check_unit_id
 
 Format = Literal["csv", "json"]
 
@@ -65,14 +71,18 @@ def import_annotations(
     bundle_hash: str | None = None,
     annotator: str | None = None,
     source: str | None = None,
+    one_based: bool = False,
 ) -> int:
     """Append every row of ``path`` as a new version, in one transaction; return how many.
 
     ``bundle_hash``, ``annotator`` and ``source`` fill in rows that do not give
-    them. A bad row raises :class:`AnnotationValidationError` naming its row and
+    them; ``one_based``: the file numbers units from 1 (module docstring). A
+    bad row raises :class:`AnnotationValidationError` naming its row and
     field, and then nothing is written.
     """
-    items = load_annotation_rows(path, fmt=fmt, bundle_hash=bundle_hash, annotator=annotator, source=source)
+    items = load_annotation_rows(
+        path, fmt=fmt, bundle_hash=bundle_hash, annotator=annotator, source=source, one_based=one_based
+    )
     return len(store.add_many(items))
 
 
@@ -83,12 +93,15 @@ def load_annotation_rows(
     bundle_hash: str | None = None,
     annotator: str | None = None,
     source: str | None = None,
+    one_based: bool = False,
 ) -> list[NewAnnotation]:
     """Read and validate the rows of a CSV file or a JSON list of objects, writing nothing.
 
-    Defaults as :func:`import_annotations`. Raises
-    :class:`AnnotationValidationError` with ``row`` (1-based, header not
-    counted) for a bad row, and ``ValueError`` for a file that is not a table.
+    Defaults as :func:`import_annotations`. With ``one_based`` every
+    ``unit_id`` of the file is taken as 1-based and 1 is subtracted, and an id
+    of 0 is refused. Raises :class:`AnnotationValidationError` with ``row``
+    (1-based, header not counted) for a bad row, and ``ValueError`` for a file
+    that is not a table.
     """
     source_path = Path(path)
     kind = _resolve_format(source_path, fmt)
@@ -97,7 +110,7 @@ def load_annotation_rows(
     items = []
     for number, row in enumerate(rows, start=1):
         try:
-            items.append(_new_annotation(row, defaults=defaults, from_text=kind == "csv"))
+            items.append(_new_annotation(row, defaults=defaults, from_text=kind == "csv", one_based=one_based))
         except AnnotationValidationError as exc:
             raise exc.at_row(number) from None
     return items
@@ -162,7 +175,9 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _new_annotation(row: Mapping[str, Any], *, defaults: Mapping[str, str | None], from_text: bool) -> NewAnnotation:
+def _new_annotation(
+    row: Mapping[str, Any], *, defaults: Mapping[str, str | None], from_text: bool, one_based: bool = False
+) -> NewAnnotation:
     """One row as a NewAnnotation; empty text (CSV) and null (JSON) mean "not given"."""
     unknown = sorted(set(row) - _INPUT_FIELDS - _ASSIGNED_BY_STORE)
     if unknown:
@@ -175,14 +190,29 @@ def _new_annotation(row: Mapping[str, Any], *, defaults: Mapping[str, str | None
     for name, default in defaults.items():
         if default is not None and given.get(name, "") == "":
             given[name] = default
+    if from_text and "recognizable" in given:
+        given["recognizable"] = _parse_bool(given["recognizable"], field="recognizable")
+    if given.get("recognizable") is False:
+        given.setdefault("label", "")  # "not recognisable" names nothing
     for name in _REQUIRED:
         if name not in given:
             raise AnnotationValidationError(name, "missing")
     if from_text:
         given["unit_id"] = _parse_int(given["unit_id"], field="unit_id")
-        if "recognizable" in given:
-            given["recognizable"] = _parse_bool(given["recognizable"], field="recognizable")
+    if one_based:
+        given["unit_id"] = _from_one_based(given["unit_id"])
     return NewAnnotation(**given)
+
+
+def _from_one_based(value: object) -> int:
+    """A 1-based unit number (as the paper and the reference code give them) as this project's 0-based index."""
+    unit = check_unit_id(value)
+    if unit == 0:
+        raise AnnotationValidationError(
+            "unit_id", "is 0, but with one_based (--one-based) units are numbered from 1: paper unit 1814 is index "
+            "1813; a file with unit 0 is 0-based already, so import it without one_based"
+        )
+    return unit - 1
 
 
 def _parse_int(text: str, *, field: str) -> int:

@@ -24,6 +24,10 @@ class NewAnnotation:
     naming the field when a value is unacceptable. Text is stripped, and the
     vocabulary fields take their canonical spelling (``"mass"`` becomes
     ``"Mass"``). The store assigns ``version`` and ``created_at``.
+
+    ``label`` may be empty only when ``recognizable`` is False: an expert who
+    answers "not recognisable" has nothing to name. Such an annotation never
+    names a unit in an explanation (:func:`names_phenomenon`).
     """
 
     unit_id: int
@@ -38,16 +42,19 @@ class NewAnnotation:
     source: str = "expert"
 
     def __post_init__(self) -> None:
+        recognizable = check_optional_bool(self.recognizable, field="recognizable")
         normalised = {
             "unit_id": check_unit_id(self.unit_id),
             "annotator": check_text(self.annotator, field="annotator", max_length=lexicon.MAX_ANNOTATOR_LENGTH),
-            "label": check_text(self.label, field="label", max_length=lexicon.MAX_LABEL_LENGTH),
+            "label": check_text(
+                self.label, field="label", max_length=lexicon.MAX_LABEL_LENGTH, allow_empty=recognizable is False
+            ),
             "category": check_choice(self.category, field="category", choices=lexicon.CATEGORIES),
             "bundle_hash": check_sha256(self.bundle_hash),
             "cancer_association": check_choice(
                 self.cancer_association, field="cancer_association", choices=lexicon.CANCER_ASSOCIATIONS
             ),
-            "recognizable": check_optional_bool(self.recognizable, field="recognizable"),
+            "recognizable": recognizable,
             "phenomena": check_optional_choice(self.phenomena, field="phenomena", choices=lexicon.PHENOMENA),
             "description": check_text(
                 self.description, field="description", max_length=lexicon.MAX_DESCRIPTION_LENGTH, allow_empty=True
@@ -79,3 +86,13 @@ class AnnotationRecord:
     description: str
     bundle_hash: str
     created_at: datetime
+
+
+def names_phenomenon(annotation: NewAnnotation | AnnotationRecord) -> bool:
+    """Whether ``annotation`` may name what a unit shows on an image: not answered "not recognisable".
+
+    An expert who says the unit's images show no recognisable phenomenon has
+    given no name (the label may be empty), so such an annotation is kept in
+    the unit's history and shown in the survey, but never explains an image.
+    """
+    return annotation.recognizable is not False

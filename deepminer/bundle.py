@@ -31,6 +31,9 @@ CONCEPT_LABELS_FILE = "concept_labels.json"
 # Optional: bundles written before unit visualisations and the embedding still load.
 UNITS_DIR = "units"
 UNITS_INDEX_FILE = f"{UNITS_DIR}/index.json"
+PATCHES_PER_UNIT = 24
+"""Top hold-out patches a bundle shows per ranked unit unless built with another count: the paper shows
+experts "dozens" (the reference renders 64). ``meta.json`` ``unit_visualisation.patches_per_unit`` records it."""
 EMBEDDING_FILE = "embedding.json"
 REQUIRED_FILES = (WEIGHTS_FILE, ONNX_FILE, HEAD_FILE, RANKINGS_FILE)
 

@@ -266,7 +266,7 @@ class Explainer:
         mapping = GridMapping.for_input(image_shape=image.pixels.shape, input_shape=(x.shape[2], x.shape[3]))
         clock.lap("explain")
 
-        labels = self.catalog.annotations_for([int(u) for u in top])
+        labels = self.catalog.annotations_for([int(u) for u in top], naming_only=True)
         clock.lap("annotations")
 
         units = tuple(

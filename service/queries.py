@@ -300,7 +300,7 @@ class RegionQueries:
         lap("query")
 
         matched = sorted((int(k) for k in np.flatnonzero(ious >= min_iou)), key=lambda k: (-ious[k], k))
-        annotations = self.catalog.annotations_for(matched) if matched else {}
+        annotations = self.catalog.annotations_for(matched, naming_only=True) if matched else {}
         labelled = self.catalog.current_labels()
         lap("annotations")
 

@@ -499,7 +499,14 @@ class AnnotationIn(BaseModel):
             "label on an expert's behalf."
         ),
     )
-    label: str = Field(min_length=1, max_length=MAX_LABEL_LENGTH, description="Short name of the phenomenon.")
+    label: str = Field(
+        default="",
+        max_length=MAX_LABEL_LENGTH,
+        description=(
+            "Short name of the phenomenon. Required (not blank) unless `recognizable` is false: an expert who finds "
+            "no recognisable phenomenon names none, and such an answer never names a unit on an image."
+        ),
+    )
     category: Category = Field(description="BI-RADS lexicon category.")
     cancer_association: CancerAssociation = Field(description="Are they associated with breast cancer?")
     recognizable: StrictBool | None = Field(default=None, description="Do these images show recognizable phenomena?")

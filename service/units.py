@@ -21,6 +21,7 @@ from annotations import (
     AnnotationValidationError,
     NewAnnotation,
     load_annotation_rows,
+    names_phenomenon,
 )
 from deepminer.bundle import CONCEPT_LABELS_FILE, UNITS_DIR, UNITS_INDEX_FILE, Bundle, BundleError
 from service.errors import InvalidParameterError, NotInBundleError, PreconditionFailedError, UnknownUnitError
@@ -228,15 +229,28 @@ class UnitCatalog:
         ranking = self.ranking(unit_id)
         return self._info(ranking, self.annotations_for([unit_id])[unit_id])
 
-    def annotations_for(self, unit_ids: Sequence[int]) -> dict[int, tuple[UnitAnnotation, ...]]:
-        """Latest annotation per annotator of each unit, under any bundle, flagged ``current_bundle``."""
+    def annotations_for(
+        self, unit_ids: Sequence[int], *, naming_only: bool = False
+    ) -> dict[int, tuple[UnitAnnotation, ...]]:
+        """Latest annotation per annotator of each unit, under any bundle, flagged ``current_bundle``.
+
+        ``naming_only``: leave out annotations answered "not recognisable"
+        (:func:`annotations.names_phenomenon`), for whatever describes an
+        image with them (an explanation, a region query, the DICOM SR); the
+        survey and ``/units`` show every annotation.
+        """
         latest = self.store.latest_for_units(unit_ids=list(unit_ids))
-        return {unit_id: tuple(self._flag(r) for r in records) for unit_id, records in latest.items()}
+        return {
+            unit_id: tuple(self._flag(r) for r in records if not naming_only or names_phenomenon(r))
+            for unit_id, records in latest.items()
+        }
 
     def current_labels(self) -> dict[int, tuple[UnitAnnotation, ...]]:
-        """Every labelled unit's latest annotation per annotator, where that was made under the loaded bundle."""
+        """Every labelled unit's latest annotation per annotator made under the loaded bundle that names a
+        phenomenon (so "not recognisable" answers never enter a label report)."""
         labelled = {
-            unit_id: tuple(r for r in records if r.current_bundle) for unit_id, records in self._all_labels().items()
+            unit_id: tuple(r for r in records if r.current_bundle and names_phenomenon(r))
+            for unit_id, records in self._all_labels().items()
         }
         return {unit_id: records for unit_id, records in labelled.items() if records}
 

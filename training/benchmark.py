@@ -10,12 +10,22 @@ units for the malignant class, and writes two CSV files:
 - ``answer_key.csv``: case number, image, ground truth, descriptors, the
   model's malignant probability and the units behind each explanation.
 
+As in the paper, ``per_class`` draws that many benign and that many malignant
+mammograms at random (the paper: 165 and 165); without it every one is taken,
+and the classes are as unbalanced as the test split. The explanation of a case
+is the paper's: the labels of the ``top`` (3) most influential units among the
+malignant class's ranked units that carry a label. Only expert labels made
+under the bundle and answered as recognisable count, unless
+``include_automatic`` admits automatic ones too.
+
 :func:`score_responses` compares a filled-in ``blinded.csv`` with the key:
 accuracy, sensitivity (malignant = "C" = positive), specificity and the
-one-sided exact binomial p-value for accuracy > 0.5. A response file with a
-blank, malformed, unknown or duplicate row is refused with every such row
-listed; ``allow_blank`` instead excludes blank (and missing) answers and
-reports them.
+one-sided exact binomial p-value for accuracy above chance, where chance is
+the majority-class rate of the scored cases (0.5 when they are balanced, as
+in the paper; always answering the majority class would score it otherwise).
+A response file with a blank, malformed, unknown or duplicate row is refused
+with every such row listed; ``allow_blank`` instead excludes blank (and
+missing) answers and reports them.
 """
 
 from __future__ import annotations
@@ -66,13 +76,19 @@ LABEL_SEPARATOR = "; "
 # ---------------------------------------------------------------- export
 
 
-def unit_labels(annotations: Iterable[NewAnnotation | AnnotationRecord], *, bundle_hash: str) -> dict[int, str]:
-    """One label per annotated unit of the bundle ``bundle_hash``.
+def unit_labels(
+    annotations: Iterable[NewAnnotation | AnnotationRecord], *, bundle_hash: str, include_automatic: bool = False
+) -> dict[int, str]:
+    """One label per unit of the bundle ``bundle_hash`` that may explain a case.
 
-    The latest annotation per (unit, annotator) counts (the last one given);
-    expert labels are preferred over automatic ones; among those the most
-    frequent label wins, ties going to the first given. Annotations made under
-    another bundle are ignored: unit ids mean nothing across models.
+    The latest annotation per (unit, annotator) counts (the last one given).
+    It names the unit only when it was made under ``bundle_hash`` (unit ids
+    mean nothing across models), answered "recognizable" with yes, and made by
+    an expert (or, with ``include_automatic``, by an automatic procedure). An
+    annotator whose latest answer is "not recognizable" therefore withdraws
+    their earlier label. Among a unit's naming annotations, expert labels are
+    preferred over automatic ones; among those the most frequent label wins,
+    ties going to the first given.
     """
     latest: dict[tuple[int, str], NewAnnotation | AnnotationRecord] = {}
     ignored = 0
@@ -84,9 +100,11 @@ def unit_labels(annotations: Iterable[NewAnnotation | AnnotationRecord], *, bund
         latest[(item.unit_id, item.annotator)] = item
     if ignored:
         log.warning("%d annotations belong to other bundles and were ignored", ignored)
+    sources = ("expert", "automatic") if include_automatic else ("expert",)
     per_unit: dict[int, list[NewAnnotation | AnnotationRecord]] = {}
     for (unit, _), item in latest.items():
-        per_unit.setdefault(unit, []).append(item)
+        if item.recognizable is True and item.source in sources and item.label:
+            per_unit.setdefault(unit, []).append(item)
     labels = {}
     for unit, items in per_unit.items():
         experts = [a for a in items if a.source == "expert"]
@@ -105,6 +123,35 @@ def most_influential_annotated(
         return [], []
     order = candidates[top_units(scores[candidates], top)]
     return [int(k) for k in order], [float(scores[k]) for k in order]
+
+
+def ranked_units(bundle: Bundle, class_name: str) -> list[int]:
+    """The bundle's ranked units of ``class_name`` (``rankings.json``), best first."""
+    try:
+        return [int(u["unit_id"]) for u in bundle.rankings["per_class"][class_name]["units"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{bundle.root}/rankings.json lists no ranked units of class {class_name!r} ({exc!r})") from exc
+
+
+def draw_per_class(images: Sequence[ImageRecord], per_class: int, *, seed: int) -> list[ImageRecord]:
+    """``per_class`` benign and ``per_class`` malignant images drawn at random without replacement.
+
+    Seeded by ``seed``; the result keeps the order of ``images``. Raises
+    ValueError when a class has fewer images than ``per_class``.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for pathology in ("benign", "malignant"):
+        indices = [i for i, r in enumerate(images) if r.pathology == pathology]
+        if len(indices) < per_class:
+            raise ValueError(
+                f"the test split holds {len(indices)} {pathology} mammograms, fewer than the {per_class} per class "
+                "asked for; ask for fewer or leave per_class out to take every one"
+            )
+        chosen += [int(i) for i in rng.choice(indices, size=per_class, replace=False)]
+    return [images[i] for i in sorted(chosen)]
 
 
 def benchmark_images(records: Sequence[ImageRecord], bundle: Bundle) -> list[ImageRecord]:
@@ -155,6 +202,10 @@ class ExportResult:
     malignant: int
     benign: int
     annotated_units: int
+    available: dict[str, int] = field(default_factory=dict)
+    """Benign and malignant test mammograms there were to draw from."""
+    explaining_units: int = 0
+    """Labelled units among the explained class's ranked units: the ones an explanation can name."""
 
 
 def export_benchmark(
@@ -166,6 +217,8 @@ def export_benchmark(
     db_url: str | None = None,
     seed: int = 0,
     top: int = 3,
+    per_class: int | None = None,
+    include_automatic: bool = False,
     device: str = "auto",
     progress: bool = True,
 ) -> ExportResult:
@@ -174,6 +227,9 @@ def export_benchmark(
     Unit labels come from ``labels_file`` (CSV or JSON, as ``python -m
     annotations export`` writes; rows without a bundle hash are taken as this
     bundle's) or from the store at ``db_url``; exactly one must be given.
+    Which labels count: :func:`unit_labels`. ``per_class``: draw that many
+    benign and malignant mammograms with ``seed`` (:func:`draw_per_class`);
+    ``None`` takes all. ``seed`` also shuffles the cases.
     """
     if (labels_file is None) == (db_url is None):
         raise ValueError("give exactly one of labels_file and db_url")
@@ -191,11 +247,25 @@ def export_benchmark(
         finally:
             store.close()
         annotations = [a for unit in sorted(found) for a in found[unit]]
-    labels = unit_labels(annotations, bundle_hash=bundle.hash)
+    labels = unit_labels(annotations, bundle_hash=bundle.hash, include_automatic=include_automatic)
+    kinds = "expert or automatic" if include_automatic else "expert"
     if not labels:
-        raise ValueError(f"no unit of bundle {bundle.id} is annotated; label units before exporting the benchmark")
+        raise ValueError(
+            f"no unit of bundle {bundle.id} has an {kinds} label answered as recognisable; label units before "
+            "exporting the benchmark" + ("" if include_automatic else " (or admit automatic labels)")
+        )
+    ranked = ranked_units(bundle, EXPLAINED_CLASS)
+    explaining = [k for k in ranked if k in labels]
+    if not explaining:
+        raise ValueError(
+            f"none of the {len(ranked)} ranked {EXPLAINED_CLASS} units of bundle {bundle.id} has an {kinds} label "
+            f"answered as recognisable ({len(labels)} other units do); explanations are drawn from the ranked units"
+        )
 
     images = benchmark_images(read_manifest(Path(manifest)), bundle)
+    available = {p: sum(r.pathology == p for r in images) for p in ANSWERS}
+    if per_class is not None:
+        images = draw_per_class(images, per_class, seed=seed)
     fcn = load_fcn(bundle)
     weight, _ = bundle.head
     c = bundle.classes.index(EXPLAINED_CLASS)
@@ -205,7 +275,7 @@ def export_benchmark(
         device=select_device(device), desc="benchmark", progress=progress,
     )
     for item in maps:
-        units, scores = most_influential_annotated(item.features, weight, c, labels, top=top)
+        units, scores = most_influential_annotated(item.features, weight, c, explaining, top=top)
         probability = softmax(item.logits.reshape(item.logits.shape[0], -1).mean(axis=1))[c]
         record = item.record
         rows.append(
@@ -238,7 +308,8 @@ def export_benchmark(
             key_writer.writerow({"Case #": number, **rows[i]})
     malignant = sum(r["answer"] == "C" for r in rows)
     log.info("benchmark of %d mammograms (%d malignant) written to %s", len(rows), malignant, out_dir)
-    return ExportResult(blinded, key, len(rows), malignant, len(rows) - malignant, len(labels))
+    return ExportResult(blinded, key, len(rows), malignant, len(rows) - malignant, len(labels), available,
+                        len(explaining))
 
 
 # ---------------------------------------------------------------- scoring
@@ -278,6 +349,8 @@ class Score:
     p_value: float
     malignant: int
     benign: int
+    chance: float = 0.5
+    """The accuracy tested against: the majority-class rate of the scored cases."""
     test: str = "one-sided exact binomial test, H1: accuracy > 0.5"
     excluded: list[RowProblem] = field(default_factory=list)
 
@@ -292,7 +365,9 @@ def score_answers(truth: Sequence[str], answers: Sequence[str]) -> Score:
 
     ``accuracy = correct / n``; ``sensitivity = TP / (TP + FN)``;
     ``specificity = TN / (TN + FP)``; p-value ``P(X ≥ correct)`` for
-    ``X ~ Binomial(n, 0.5)``.
+    ``X ~ Binomial(n, chance)``, ``chance = max(malignant, benign) / n``: 0.5
+    for a balanced sample as the paper's, else the accuracy of always
+    answering the majority class, which an unbalanced sample gives for free.
     """
     from scipy.stats import binomtest
 
@@ -308,15 +383,26 @@ def score_answers(truth: Sequence[str], answers: Sequence[str]) -> Score:
     n, correct = len(t), int((t == a).sum())
     tp, tn = int((t & a).sum()), int((~t & ~a).sum())
     pos, neg = int(t.sum()), int((~t).sum())
+    chance = max(pos, neg) / n
+    if pos == neg:
+        test = f"one-sided exact binomial test, H1: accuracy > {chance:g} (balanced: {pos} malignant, {neg} benign)"
+    else:
+        majority, answer = ("malignant", "C") if pos > neg else ("benign", "B")
+        test = (
+            f"one-sided exact binomial test, H1: accuracy > {chance:.4g}, the majority-class rate: the sample is "
+            f"unbalanced ({max(pos, neg)} of {n} {majority}), so always answering {answer} scores that"
+        )
     return Score(
         n=n,
         correct=correct,
         accuracy=correct / n,
         sensitivity=tp / pos if pos else None,
         specificity=tn / neg if neg else None,
-        p_value=float(binomtest(correct, n, 0.5, alternative="greater").pvalue),
+        p_value=float(binomtest(correct, n, chance, alternative="greater").pvalue),
         malignant=pos,
         benign=neg,
+        chance=chance,
+        test=test,
     )
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from deepminer.bundle import PATCHES_PER_UNIT
 from training.config import DEMO_CONFIG, TrainConfig
 from training.config_file import RunFile, read_run_file
 
@@ -35,6 +36,21 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> Non
     g.add_argument("--aux-features", type=_names, default=defaults.aux_features, metavar="NAME[,NAME...]",
                    help="auxiliary per-case features to train with, from the manifest's aux:<name> columns "
                    "(default: %(default)s = none)")
+
+
+def _add_top_patches(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--top-patches", type=_positive_int, default=default, metavar="N",
+                   help="hold-out patches shown per ranked unit in the expert survey (default: %(default)s)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -90,6 +106,7 @@ def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
                    help="write a checkpoint (model, optimiser, RNG states, history) here after every epoch")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=from_file.get("resume", False),
                    help="continue from the checkpoint in --checkpoint-dir when it holds one")
+    _add_top_patches(p, from_file.get("top_patches", PATCHES_PER_UNIT))
     _add_train_options(p, run.config if run else TrainConfig())
 
     p = sub.add_parser("demo", help="phantoms + a small ResNet-18 bundle with automatic labels (a few minutes on CPU)")
@@ -97,6 +114,7 @@ def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=Path("data/phantoms"), help="phantom folder (default: %(default)s)")
     p.add_argument("--cases", type=int, default=60, help="phantom cases, 4 views each (default: %(default)s)")
     p.add_argument("--height", type=int, default=640, help="phantom height in pixels (default: %(default)s)")
+    _add_top_patches(p, PATCHES_PER_UNIT)
     _add_train_options(p, DEMO_CONFIG)
 
     p = sub.add_parser("export", help="explanation benchmark: blinded CSV + answer key for the bundle's test mammograms",
@@ -108,7 +126,12 @@ def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
     labels.add_argument("--labels", type=Path, help="unit labels as CSV or JSON (python -m annotations export)")
     labels.add_argument("--db", help="unit-label store URL, e.g. sqlite:///./deepminer.db")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="case shuffling seed (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --per-class draw and the shuffling (default: %(default)s)")
+    p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
+                   help="draw N benign and N malignant test mammograms at random, as the paper did (165 each); "
+                   "default: every one, as unbalanced as the test split")
+    p.add_argument("--include-automatic", action="store_true",
+                   help="let automatic unit labels explain cases too (default: expert labels only)")
     p.add_argument("--top", type=int, default=3, help="annotated units per explanation (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
 
@@ -196,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             with distributed_run(config.device) as dist:
                 out = build_bundle(args.manifest, args.out, config, auto_label=args.auto_labels,
                                    progress=progress and dist.is_main, checkpoint_dir=args.checkpoint_dir,
-                                   resume=args.resume)
+                                   resume=args.resume, top_patches=args.top_patches)
             if dist.is_main:
                 print(f"wrote bundle {out}")
         elif args.command == "demo":
@@ -212,15 +235,23 @@ def main(argv: list[str] | None = None) -> int:
                     args.data, config=PhantomConfig(n_cases=args.cases, height=args.height, seed=args.seed),
                     progress=progress,
                 )
-            out = build_bundle(manifest, args.out, _config_from(args, DEMO_CONFIG), auto_label=True, progress=progress)
+            out = build_bundle(manifest, args.out, _config_from(args, DEMO_CONFIG), auto_label=True, progress=progress,
+                               top_patches=args.top_patches)
             print(f"wrote demo bundle {out} in {time.perf_counter() - started:.0f} s")
         elif args.command == "export":
             from training.benchmark import export_benchmark
 
             result = export_benchmark(args.bundle, args.manifest, args.out, labels_file=args.labels, db_url=args.db,
-                                      seed=args.seed, top=args.top, device=args.device, progress=progress)
+                                      seed=args.seed, top=args.top, per_class=args.per_class,
+                                      include_automatic=args.include_automatic, device=args.device, progress=progress)
+            drawn = (f"drawn at random (seed {args.seed}) from {result.available['malignant']} malignant and "
+                     f"{result.available['benign']} benign" if args.per_class else "all the test split's")
+            balance = "" if result.malignant == result.benign else "; unbalanced: `score` tests against the majority rate"
             print(f"wrote {result.blinded} and {result.key}: {result.cases} mammograms "
-                  f"({result.malignant} malignant, {result.benign} benign), {result.annotated_units} annotated units")
+                  f"({result.malignant} malignant, {result.benign} benign; {drawn}){balance}; "
+                  f"{result.explaining_units} labelled ranked malignant units can explain them "
+                  f"({result.annotated_units} labelled units in all, "
+                  f"{'expert and automatic' if args.include_automatic else 'expert'} labels)")
         elif args.command == "score":
             from training.benchmark import format_score, score_responses, write_score
 

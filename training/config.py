@@ -155,6 +155,10 @@ def _patch_rule(value: Any, base: PatchRule) -> PatchRule:
             if not isinstance(v, (list, tuple)) or not all(isinstance(c, str) for c in v):
                 raise ValueError(f"patch_rule.priority must be a list of class names, got {v!r}")
             changes[name] = tuple(v)
+        elif name == "partly_touching":  # a word; PatchRule checks which
+            if not isinstance(v, str):
+                raise ValueError(f"patch_rule.partly_touching must be a string, got {v!r}")
+            changes[name] = v
         else:
             changes[name] = _typed(f"patch_rule.{name}", v, float)
     return PatchRule(**{**{f.name: getattr(base, f.name) for f in fields(PatchRule)}, **changes})

@@ -40,6 +40,7 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     lesion_fraction_of_patch = 0.3
     lesion_fraction_inside = 0.3
     priority = ["malignant", "benign", "normal"]
+    partly_touching = "drop"       # window touching a lesion, meeting neither 30% rule: "drop" or "normal"
 
     [build]                        # what `build` would otherwise take as flags
     manifest = "data/phantoms/manifest.csv"
@@ -47,6 +48,7 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     auto_labels = false
     checkpoint_dir = "checkpoints/mine"   # write a checkpoint after every epoch
     resume = false                 # continue from checkpoint_dir when it holds one
+    top_patches = 24               # hold-out patches shown per ranked unit in the survey
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ BUILD_KEYS: dict[str, type] = {
     "auto_labels": bool,
     "checkpoint_dir": Path,
     "resume": bool,
+    "top_patches": int,
 }
 
 
@@ -126,7 +129,7 @@ def _build_options(path: Path, build: dict[str, Any], here: Path) -> dict[str, A
             if not isinstance(value, str):
                 raise ValueError(f"{path}: build.{name} must be a path string, got {value!r}")
             options[name] = _relative_to(here, value)
-        elif not isinstance(value, kind):
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f"{path}: build.{name} must be {kind.__name__}, got {value!r}")
         else:
             options[name] = value

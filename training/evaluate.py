@@ -1,4 +1,13 @@
-"""Test-set evaluation: one-vs-rest ROC AUC and pAUC at TPR ≥ 0.8 per class (DESIGN.md §1)."""
+"""Test-set evaluation: one-vs-rest ROC AUC and pAUC at TPR ≥ 0.8 per class (DESIGN.md §1).
+
+Two partial areas exist for the high-sensitivity end of a ROC curve, and the
+metrics name them apart:
+
+- ``pauc`` (:func:`partial_auc`), the paper's figure: the area under the ROC
+  curve over the FPR range where TPR ≥ 0.8, times 0.2;
+- ``band_area_tpr0.8`` (:func:`band_area_above_tpr`): the area between the
+  line TPR = 0.8 and the curve, a different and smaller number.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +41,7 @@ def predict(
     """Class probabilities ``(N, C)`` of the patch classifier.
 
     ``extra``: the model's second input per patch, when it takes one (raw
-    auxiliary features ``(N, J)``, or context-crop cells ``(N, g, g)``).
+    auxiliary features ``(N, J)``, or the patch cells of whole images, training/context.py).
     """
     was_training = model.training
     model.eval()
@@ -50,14 +59,45 @@ def predict(
     return np.concatenate(out)
 
 
-def partial_auc_high_tpr(fpr: np.ndarray, tpr: np.ndarray, min_tpr: float = 0.8) -> float:
-    """Area under the ROC curve over the part where TPR ≥ ``min_tpr``.
+PAUC_MIN_TPR = 0.8
+"""The TPR above which the paper's pAUC is taken."""
 
-    ``pAUC = ∫_{min_tpr}^{1} (1 - FPR(t)) dt``, the ROC curve taken as the
-    polyline through its operating points; at most ``1 - min_tpr`` (0.2).
-    """
+
+def _roc_points(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``fpr`` and ``tpr`` as float64 arrays, checked to be one ROC curve in ``roc_curve``'s order."""
     fpr = np.asarray(fpr, dtype=np.float64)
     tpr = np.asarray(tpr, dtype=np.float64)
+    if fpr.ndim != 1 or fpr.shape != tpr.shape or fpr.size < 2:
+        raise ValueError(f"fpr and tpr must be 1-D arrays of one length >= 2, got shapes {fpr.shape} and {tpr.shape}")
+    if np.any(np.diff(fpr) < 0) or np.any(np.diff(tpr) < 0):
+        raise ValueError("fpr and tpr must be non-decreasing (the order sklearn.metrics.roc_curve returns)")
+    return fpr, tpr
+
+
+def partial_auc(fpr: np.ndarray, tpr: np.ndarray, min_tpr: float = PAUC_MIN_TPR) -> float:
+    """The paper's pAUC: the area under the ROC curve over the FPR range where TPR ≥ ``min_tpr``, × (1 - min_tpr).
+
+    As the reference notebook ``training/plot_roc_curves_3class.ipynb``
+    computes it: ``loc`` = number of operating points with TPR ≥ ``min_tpr``,
+    then ``np.trapz(tpr[-loc:], fpr[-loc:]) * (1 - min_tpr)``. The points
+    between are joined by straight lines and the curve is not cut at exactly
+    ``min_tpr``. At most ``1 - min_tpr`` (0.2): a perfect classifier's points
+    with TPR ≥ 0.8 span FPR 0 to 1 at TPR 1.
+    """
+    fpr, tpr = _roc_points(fpr, tpr)
+    loc = int(np.count_nonzero(tpr >= min_tpr))
+    # The curve is non-decreasing, so its last loc points are exactly those with TPR >= min_tpr.
+    return float(np.trapezoid(tpr[-loc:], fpr[-loc:]) * (1.0 - min_tpr)) if loc else 0.0
+
+
+def band_area_above_tpr(fpr: np.ndarray, tpr: np.ndarray, min_tpr: float = PAUC_MIN_TPR) -> float:
+    """The area between the line TPR = ``min_tpr`` and the ROC curve (not the paper's pAUC: see :func:`partial_auc`).
+
+    ``∫_{min_tpr}^{1} (1 - FPR(t)) dt``, the ROC curve taken as the polyline
+    through its operating points and cut exactly at ``min_tpr``; at most
+    ``1 - min_tpr`` (0.2).
+    """
+    fpr, tpr = _roc_points(fpr, tpr)
     area = 0.0
     for i in range(1, len(tpr)):
         t0, t1, f0, f1 = tpr[i - 1], tpr[i], fpr[i - 1], fpr[i]
@@ -71,23 +111,33 @@ def partial_auc_high_tpr(fpr: np.ndarray, tpr: np.ndarray, min_tpr: float = 0.8)
 
 
 def one_vs_rest_metrics(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """Per-class ROC AUC and pAUC@TPR0.8 (None where the test set lacks positives or negatives)."""
+    """Per-class ROC AUC, the paper's pAUC and the band area above TPR 0.8.
+
+    Keys: ``auc``, ``pauc`` (:func:`partial_auc`), ``band_area_tpr0.8``
+    (:func:`band_area_above_tpr`), each ``{class: value}`` with None where the
+    test set lacks positives or negatives; ``pauc_min_tpr``, ``mean_auc``,
+    ``positives`` and ``n``.
+    """
     auc: dict[str, float | None] = {}
     pauc: dict[str, float | None] = {}
+    band: dict[str, float | None] = {}
     positives: dict[str, int] = {}
     for c, name in enumerate(classes):
         y = (labels == c).astype(int)
         positives[name] = int(y.sum())
         if y.min() == y.max():
-            auc[name] = pauc[name] = None
+            auc[name] = pauc[name] = band[name] = None
             continue
         auc[name] = float(roc_auc_score(y, probs[:, c]))
         fpr, tpr, _ = roc_curve(y, probs[:, c])
-        pauc[name] = float(partial_auc_high_tpr(fpr, tpr))
+        pauc[name] = partial_auc(fpr, tpr)
+        band[name] = band_area_above_tpr(fpr, tpr)
     defined = [v for v in auc.values() if v is not None]
     return {
         "auc": auc,
-        "pauc_tpr0.8": pauc,
+        "pauc": pauc,
+        "pauc_min_tpr": PAUC_MIN_TPR,
+        "band_area_tpr0.8": band,
         "mean_auc": float(np.mean(defined)) if defined else None,
         "positives": positives,
         "n": int(len(labels)),
@@ -95,7 +145,7 @@ def one_vs_rest_metrics(labels: np.ndarray, probs: np.ndarray, classes: Sequence
 
 
 def plot_roc(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], path: Path, *, title: str) -> None:
-    """One-vs-rest ROC curves of every class, with the TPR = 0.8 line, as a PNG."""
+    """One-vs-rest ROC curves of every class as a PNG, each with its AUC and pAUC, the pAUC area shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,9 +157,15 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], path
         if y.min() == y.max():
             continue
         fpr, tpr, _ = roc_curve(y, probs[:, c])
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, probs[:, c]):.3f})")
+        (line,) = ax.plot(
+            fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, probs[:, c]):.3f}, pAUC {partial_auc(fpr, tpr):.3f})"
+        )
+        high = tpr >= PAUC_MIN_TPR
+        # pAUC is the area under these points (times 0.2), so that is the area shaded.
+        ax.fill_between(fpr[high], tpr[high], color=line.get_color(), alpha=0.08, linewidth=0)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.axhline(0.8, color="grey", linestyle="--", linewidth=1, label="TPR 0.8 (pAUC region above)")
+    ax.axhline(PAUC_MIN_TPR, color="grey", linestyle="--", linewidth=1,
+               label=f"TPR {PAUC_MIN_TPR:g}; pAUC = shaded area x {1 - PAUC_MIN_TPR:.1f}")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -23,6 +23,7 @@ from deepminer.bundle import (
     EMBEDDING_FILE,
     HEAD_FILE,
     ONNX_FILE,
+    PATCHES_PER_UNIT,
     RANKINGS_FILE,
     UNITS_INDEX_FILE,
     WEIGHTS_FILE,
@@ -47,9 +48,12 @@ from training.plots import LEARNING_CURVES_FILE, plot_learning_curves
 from training.ranking import fcn_maps, rank_units
 from training.split import PARTS, split_by_case
 from training.train import fine_tune, patch_probabilities
-from training.visualise import TOP_PATCHES, top_activating_patches, write_unit_visualisations
+from training.visualise import top_activating_patches, write_unit_visualisations
 
 log = logging.getLogger(__name__)
+
+VISUALISATION_THRESHOLD = "patches"
+"""Unit masks in the visualisations are binarised at the hold-out patches' quantile (training/visualise.py says why)."""
 
 
 def auxiliary_features(
@@ -103,6 +107,31 @@ def preprocessing_meta(
     }
 
 
+def unit_visualisation_meta(*, top_patches: int, threshold_source: str, quantile: float) -> dict[str, Any]:
+    """``meta.json`` ``unit_visualisation``: what ``units/index.json`` holds and how its masks were made.
+
+    ``threshold_source`` and ``quantile`` are what the visualisations were
+    made with (:func:`training.visualise.write_unit_visualisations`,
+    :func:`training.visualise.top_activating_patches`).
+    """
+    thresholds = {
+        "patches": f"the unit's {quantile:g} quantile of its layer4 activations over every hold-out patch "
+        "(units/index.json thresholds.patches); the ranking's whole-mammogram threshold (thresholds.ranking) is "
+        "recorded beside it but not used, because on patches it leaves most masks empty",
+        "ranking": "the ranking's whole-mammogram threshold (rankings.json unit_thresholds)",
+    }
+    if threshold_source not in thresholds:
+        raise ValueError(f"threshold_source must be one of {sorted(thresholds)}, got {threshold_source!r}")
+    return {
+        "index": UNITS_INDEX_FILE,
+        "patches_per_unit": top_patches,
+        "source": "hold-out patches, ranked by the unit's max activation on the patch",
+        "threshold_source": threshold_source,
+        "mask": "the unit's layer4 map on the patch, bilinearly upsampled (deepminer.grid) and binarised at "
+        f"{thresholds[threshold_source]}; outside dimmed",
+    }
+
+
 def build_bundle(
     manifest: Path,
     out_dir: Path,
@@ -113,6 +142,7 @@ def build_bundle(
     progress: bool = True,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    top_patches: int = PATCHES_PER_UNIT,
 ) -> Path:
     """Train on ``manifest`` and write a verified bundle to ``out_dir``; returns its path.
 
@@ -122,10 +152,13 @@ def build_bundle(
     ``quality_report``: score the explanations on the test split's lesion
     masks (:mod:`training.quality`) into ``quality/``.
     ``checkpoint_dir`` and ``resume``: see :func:`training.train.fine_tune`.
+    ``top_patches``: hold-out patches visualised per ranked unit (at least 1).
     Under torchrun (:func:`training.distributed.init_distributed`) every rank
     trains; ranks other than 0 return after training and write nothing.
     """
     started = time.perf_counter()
+    if isinstance(top_patches, bool) or not isinstance(top_patches, int) or top_patches < 1:
+        raise ValueError(f"top_patches must be a whole number >= 1, got {top_patches!r}")
     out_dir = Path(out_dir)
     records = read_manifest(Path(manifest))
     parts = split_by_case(records, seed=config.seed, fractions=config.split_fractions)
@@ -156,7 +189,7 @@ def build_bundle(
     test = patches["test"]
     test_probs = patch_probabilities(model, test, batch_size=config.eval_batch_size, device=device)
     test_metrics = one_vs_rest_metrics(test.labels, test_probs, CLASSES)
-    log.info("test AUC %s, pAUC@TPR0.8 %s", test_metrics["auc"], test_metrics["pauc_tpr0.8"])
+    log.info("test AUC %s, pAUC (TPR >= 0.8) %s", test_metrics["auc"], test_metrics["pauc"])
 
     fcn = to_fcn(model).eval().to(device)
     short_side = config.input_short_side
@@ -175,8 +208,8 @@ def build_bundle(
     weight = fcn.head.weight.detach()[:, :, 0, 0].float().cpu().numpy()
     bias = fcn.head.bias.detach().float().cpu().numpy()
     unit_patches = top_activating_patches(
-        fcn.body, patches["holdout"], ranking.ranked_union(), n=TOP_PATCHES, mean=mean, std=std,
-        device=device, batch_size=config.eval_batch_size, progress=progress,
+        fcn.body, patches["holdout"], ranking.ranked_union(), n=top_patches, q=config.threshold_quantile,
+        mean=mean, std=std, device=device, batch_size=config.eval_batch_size, progress=progress,
     )
     embedding = unit_embedding(
         max_activation_matrix(fcn_maps(fcn, parts["holdout"], desc="unit embedding", **map_args)),
@@ -200,8 +233,9 @@ def build_bundle(
     plot_learning_curves(result.history, staging / LEARNING_CURVES_FILE, title=f"{config.name}: training",
                          best_epoch=result.best_epoch)
     write_run_file(staging / CONFIG_FILE, config,
-                   build={"manifest": Path(manifest).resolve(), "auto_labels": auto_label})
-    write_unit_visualisations(staging, unit_patches, patches["holdout"], parts["holdout"], ranking, progress=progress)
+                   build={"manifest": Path(manifest).resolve(), "auto_labels": auto_label, "top_patches": top_patches})
+    write_unit_visualisations(staging, unit_patches, patches["holdout"], parts["holdout"], ranking,
+                              threshold_source=VISUALISATION_THRESHOLD, progress=progress)
     (staging / EMBEDDING_FILE).write_text(json.dumps(embedding, indent=1) + "\n")
     labels: list[dict[str, Any]] = []
     if auto_label:
@@ -267,13 +301,9 @@ def build_bundle(
             "top_per_class": config.top_per_class,
             "coverage": {name: ranking.coverage(c) for c, name in enumerate(CLASSES)},
         },
-        "unit_visualisation": {
-            "index": UNITS_INDEX_FILE,
-            "patches_per_unit": TOP_PATCHES,
-            "source": "hold-out patches, ranked by the unit's max activation on the patch",
-            "mask": "the unit's layer4 map on the patch, bilinearly upsampled (deepminer.grid) and binarised "
-            "at the unit's threshold (rankings.json unit_thresholds); outside dimmed",
-        },
+        "unit_visualisation": unit_visualisation_meta(
+            top_patches=top_patches, threshold_source=VISUALISATION_THRESHOLD, quantile=config.threshold_quantile
+        ),
         "embedding": {"file": EMBEDDING_FILE, "method": embedding["method"],
                       "explained_variance_ratio": embedding["explained_variance_ratio"]},
         "data": {"manifest": str(Path(manifest).resolve()), "images": len(records)},

@@ -40,7 +40,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from deepminer.bundle import UNITS_DIR, UNITS_INDEX_FILE
+from deepminer.bundle import PATCHES_PER_UNIT, UNITS_DIR, UNITS_INDEX_FILE
 from deepminer.formulas import TopQuantile, binarise
 from deepminer.grid import GridMapping, feature_grid_shape, upsample
 from deepminer.imaging import read_image, resize
@@ -49,8 +49,6 @@ from training.evaluate import batch_input
 from training.manifest import ImageRecord
 from training.ranking import UnitRanking
 
-TOP_PATCHES = 8
-"""Patches shown per unit."""
 CONTEXT_HEIGHT = 256
 """Largest height of the downscaled source mammograms."""
 DIM = 0.25
@@ -99,7 +97,7 @@ def top_activating_patches(
     patches: PatchSet,
     units: Sequence[int],
     *,
-    n: int = TOP_PATCHES,
+    n: int = PATCHES_PER_UNIT,
     q: float = 0.99,
     mean: Sequence[float],
     std: Sequence[float],

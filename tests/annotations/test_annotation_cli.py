@@ -85,3 +85,24 @@ def test_cli_help_lists_the_commands(tmp_path: Path) -> None:
     assert shown.returncode == 0
     for command in ("init", "import", "export", "history", "list", "DEEPMINER_DATABASE_URL"):
         assert command in shown.stdout
+
+
+def test_cli_import_one_based_converts_paper_numbers(tmp_path: Path, labels_csv: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'labels.db'}"
+    common = ("--annotator", "dr_a", "--bundle-hash", "ab" * 32)
+    imported = run_cli("--db", db, "import", str(labels_csv), "--one-based", *common, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 2 annotation(s)" in imported.stdout and "1-based ids, stored 0-based" in imported.stdout
+    listed = json.loads(run_cli("--db", db, "list", "--json", cwd=tmp_path).stdout)
+    # paper unit 1814 "Edge of a mass with circumscribed margins" is layer4 index 1813
+    assert {row["unit_id"]: row["label"] for row in listed} == {
+        1813: "Edge of a mass with circumscribed margins",
+        1151: "Malignant pleomorphic calcifications",
+    }
+
+    zero = tmp_path / "zero.csv"
+    zero.write_text("unit_id,label,category\n5,A,Mass\n0,B,Mass\n", encoding="utf-8")
+    refused = run_cli("--db", db, "import", str(zero), "--one-based", *common, cwd=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("error: row 2: unit_id: is 0, but with one_based (--one-based) units are numbered")
+    assert len(json.loads(run_cli("--db", db, "list", "--json", cwd=tmp_path).stdout)) == 2  # nothing written

@@ -221,3 +221,32 @@ def test_files_that_are_not_tables_are_refused(tmp_path: Path) -> None:
         load_annotation_rows(tmp_path / "labels.txt")
     with pytest.raises(ValueError, match="fmt must be 'csv' or 'json', got 'xml'"):
         load_annotation_rows(not_a_list, fmt="xml")  # type: ignore[arg-type]
+
+
+def test_one_based_json_ids_are_converted_on_load_only(tmp_path: Path) -> None:
+    path = tmp_path / "paper.json"
+    rows = [{"unit_id": 1814, "annotator": "dr_a", "label": "Edge of a mass", "category": "Mass"},
+            {"unit_id": 1, "annotator": "dr_a", "label": "First unit", "category": "Other"}]
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    assert [r.unit_id for r in load_annotation_rows(path, bundle_hash=HASH, one_based=True)] == [1813, 0]
+    assert [r.unit_id for r in load_annotation_rows(path, bundle_hash=HASH)] == [1814, 1]
+    path.write_text(json.dumps([*rows, {**rows[0], "unit_id": 0}]), encoding="utf-8")
+    with pytest.raises(AnnotationValidationError, match="row 3: unit_id: is 0, but with one_based") as exc:
+        load_annotation_rows(path, bundle_hash=HASH, one_based=True)
+    assert exc.value.row == 3 and exc.value.field == "unit_id"
+    path.write_text(json.dumps([{**rows[0], "unit_id": "1814"}]), encoding="utf-8")
+    with pytest.raises(AnnotationValidationError, match=r"must be an integer, got '1814'"):
+        load_annotation_rows(path, bundle_hash=HASH, one_based=True)
+
+
+def test_not_recognisable_rows_need_no_label(tmp_path: Path) -> None:
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("unit_id,label,category,recognizable\n3,,Other,false\n4,Mass edge,Mass,true\n", encoding="utf-8")
+    rows = load_annotation_rows(csv_path, bundle_hash=HASH, annotator="dr_a")
+    assert [(r.unit_id, r.label, r.recognizable) for r in rows] == [(3, "", False), (4, "Mass edge", True)]
+    json_path = tmp_path / "labels.json"
+    json_path.write_text(json.dumps([{"unit_id": 3, "category": "Other", "recognizable": False}]), encoding="utf-8")
+    assert load_annotation_rows(json_path, bundle_hash=HASH, annotator="dr_a")[0].label == ""
+    json_path.write_text(json.dumps([{"unit_id": 3, "category": "Other", "recognizable": None}]), encoding="utf-8")
+    with pytest.raises(AnnotationValidationError, match="row 1: label: missing"):
+        load_annotation_rows(json_path, bundle_hash=HASH, annotator="dr_a")

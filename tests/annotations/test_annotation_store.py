@@ -228,3 +228,17 @@ def test_ping(store: AnnotationStore, tmp_path: Any) -> None:
     with pytest.raises(StoreUnavailableError, match="unable to open database file"):
         unreachable.ping()
     unreachable.close()
+
+
+def test_only_a_not_recognisable_answer_may_leave_the_label_empty() -> None:
+    from annotations import names_phenomenon
+
+    base = {"unit_id": 3, "annotator": "dr_a", "category": "Other", "bundle_hash": "ab" * 32}
+    nothing = NewAnnotation(**base, label="  ", recognizable=False)
+    assert nothing.label == "" and not names_phenomenon(nothing)
+    assert names_phenomenon(NewAnnotation(**base, label="Mass edge")) and names_phenomenon(
+        NewAnnotation(**base, label="Mass edge", recognizable=True)
+    )
+    for recognizable in (None, True):
+        with pytest.raises(AnnotationValidationError, match="label: must not be empty, got ''"):
+            NewAnnotation(**base, label="", recognizable=recognizable)

@@ -136,8 +136,9 @@ def test_labels_of_another_bundle_are_shown_flagged(make_client: Callable[..., A
 @pytest.mark.parametrize(
     ("body", "code", "field"),
     [
-        ({k: v for k, v in EXPERT.items() if k != "label"}, "validation_error", "label"),
-        ({**EXPERT, "label": ""}, "validation_error", "label"),
+        ({k: v for k, v in EXPERT.items() if k != "label"}, "invalid_annotation", "label"),
+        ({**EXPERT, "label": ""}, "invalid_annotation", "label"),
+        ({**EXPERT, "label": "", "recognizable": True}, "invalid_annotation", "label"),
         ({**EXPERT, "label": "   "}, "invalid_annotation", "label"),
         ({**EXPERT, "annotator": " "}, "invalid_annotation", "annotator"),
         ({**EXPERT, "category": "Tumour"}, "validation_error", "category"),
@@ -182,3 +183,27 @@ def test_label_of_a_top_unit_appears_in_explain(
             ("dr-a", 2, "Edge of a circumscribed mass")
         ]
         assert all(u["annotations"] == [] for k, u in explained.items() if k != target)
+
+
+def test_not_recognisable_needs_no_label_and_never_names_an_image(
+    make_client: Callable[..., Any], database_url: str, phantom_png: bytes
+) -> None:
+    files = {"file": ("mammogram.png", phantom_png, "image/png")}
+    nothing = {"annotator": "dr-b", "recognizable": False, "category": "Other", "cancer_association": "unsure"}
+    with make_client(database_url=database_url) as client:
+        target = client.post("/explain", files=files).json()["units"][0]["unit_id"]
+        saved = client.put(f"/units/{target}", json=nothing)
+        assert saved.status_code == 201, saved.text
+        assert saved.json()["label"] == "" and saved.json()["recognizable"] is False
+        client.put(f"/units/{target}", json={**EXPERT, "recognizable": True})
+
+        # the survey and /units show both answers ...
+        shown = client.get(f"/units/{target}").json()["annotations"]
+        assert sorted((a["annotator"], a["label"]) for a in shown) == [("dr-a", EXPERT["label"]), ("dr-b", "")]
+        # ... but only the named one explains the image
+        explained = {u["unit_id"]: u for u in client.post("/explain", files=files).json()["units"]}
+        assert [(a["annotator"], a["label"]) for a in explained[target]["annotations"]] == [("dr-a", EXPERT["label"])]
+        # and an annotator whose latest answer is "not recognisable" names nothing any more
+        client.put(f"/units/{target}", json={**nothing, "annotator": "dr-a"})
+        explained = {u["unit_id"]: u for u in client.post("/explain", files=files).json()["units"]}
+        assert explained[target]["annotations"] == []

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +16,14 @@ from deepminer.imaging import network_input, read_image
 from training.benchmark import (
     BLINDED_COLUMNS,
     ResponseError,
+    draw_per_class,
     export_benchmark,
     score_answers,
     score_responses,
     unit_labels,
 )
 from training.cli import main as cli_main
-from training.manifest import read_manifest, write_manifest
+from training.manifest import Finding, ImageRecord, read_manifest, write_manifest
 from training.split import split_by_case
 
 OTHER_BUNDLE = "cd" * 32
@@ -39,10 +41,16 @@ def _read_key(path):
 
 @pytest.fixture(scope="module")
 def labels_file(tiny_bundle, tmp_path_factory):
-    """Even units labelled neutrally under this bundle; odd ones only under another bundle."""
-    rows = [{"unit_id": k, "annotator": "dr_a", "label": f"pattern {k}", "category": "Mass"} for k in range(0, 512, 2)]
-    rows += [{"unit_id": k, "annotator": "dr_b", "label": "OTHER MODEL", "category": "Mass",
+    """Even units labelled neutrally under this bundle; odd ones under another bundle, as not recognisable, or by
+    an automatic procedure only."""
+    rows = [{"unit_id": k, "annotator": "dr_a", "label": f"pattern {k}", "category": "Mass", "recognizable": True}
+            for k in range(0, 512, 2)]
+    rows += [{"unit_id": k, "annotator": "dr_b", "label": "OTHER MODEL", "category": "Mass", "recognizable": True,
               "bundle_hash": OTHER_BUNDLE} for k in range(1, 512, 2)]
+    rows += [{"unit_id": k, "annotator": "dr_c", "label": "NOT RECOGNISABLE", "category": "Mass",
+              "recognizable": False} for k in range(1, 512, 4)]
+    rows += [{"unit_id": k, "annotator": "auto", "label": "AUTOMATIC", "category": "Mass", "recognizable": True,
+              "source": "automatic"} for k in range(3, 512, 4)]
     path = tmp_path_factory.mktemp("labels") / "labels.json"
     path.write_text(json.dumps(rows))
     return path
@@ -82,7 +90,7 @@ def test_export_is_blinded_and_keyed(exported, tiny_bundle, phantom_manifest):
 
     # nothing but the explanation reaches the expert
     text = "\n".join(",".join(r) for r in rows).lower()  # the header names "Benign" itself
-    for word in ("malignant", "benign", "other model"):
+    for word in ("malignant", "benign", "other model", "not recognisable", "automatic"):
         assert word not in text
     for k in key:
         assert k["image_id"].lower() not in text and k["case_id"].lower() not in text
@@ -96,16 +104,21 @@ def test_explanations_are_the_most_influential_annotated_units(exported, tiny_bu
     fcn = to_fcn(model).eval()
     weight, _ = bundle.head
     by_id = {r.image_id: r for r in read_manifest(phantom_manifest)}
+    narrowed = False
     for k in _read_key(exported.key):
         x = network_input(read_image(by_id[k["image_id"]].image_path), short_side=bundle.input_short_side)
         with torch.inference_mode():
             logits, features = (t[0].numpy() for t in fcn(torch.from_numpy(x)))
         scores = influence(features, weight)[2]  # malignant
-        even = sorted(range(0, 512, 2), key=lambda u: (-scores[u], u))[:3]
-        assert [int(u) for u in k["unit_ids"].split()] == even
+        # the paper's explanation: among the malignant class's ranked units, the labelled ones
+        ranked = [u["unit_id"] for u in bundle.rankings["per_class"]["malignant"]["units"]]
+        even = sorted((u for u in ranked if u % 2 == 0), key=lambda u: (-scores[u], u))[:3]
+        assert even and [int(u) for u in k["unit_ids"].split()] == even
         assert k["explanation"] == "; ".join(f"pattern {u}" for u in even)
+        narrowed |= even != sorted(range(0, 512, 2), key=lambda u: (-scores[u], u))[:3]
         probability = softmax(logits.reshape(3, -1).mean(axis=1))[2]
         assert float(k["malignant_probability"]) == pytest.approx(float(probability), abs=2e-6)
+    assert narrowed, "on some case an unranked labelled unit must outrank the explanation's, or nothing is tested"
 
 
 def test_export_from_the_store_matches_the_file(exported, tiny_bundle, phantom_manifest, labels_file, tmp_path):
@@ -130,8 +143,49 @@ def test_export_refuses_another_split_and_no_labels(tiny_bundle, phantom_records
         export_benchmark(tiny_bundle, manifest, tmp_path / "a", labels_file=labels_file, progress=False)
     empty = tmp_path / "none.json"
     empty.write_text("[]")
-    with pytest.raises(ValueError, match="no unit of bundle"):
+    with pytest.raises(ValueError, match="no unit of bundle .* has an expert label answered as recognisable"):
         export_benchmark(tiny_bundle, manifest, tmp_path / "b", labels_file=empty, progress=False)
+
+
+def test_export_admits_automatic_labels_only_when_asked(tiny_bundle, phantom_manifest, tmp_path):
+    ranked = [u["unit_id"] for u in load_bundle(tiny_bundle).rankings["per_class"]["malignant"]["units"]]
+    labels = tmp_path / "automatic.json"
+    labels.write_text(json.dumps([{"unit_id": k, "annotator": "auto", "label": f"concept {k}", "category": "Mass",
+                                   "recognizable": True, "source": "automatic"} for k in ranked]))
+    with pytest.raises(ValueError, match="or admit automatic labels"):
+        export_benchmark(tiny_bundle, phantom_manifest, tmp_path / "a", labels_file=labels, progress=False)
+    result = export_benchmark(tiny_bundle, phantom_manifest, tmp_path / "b", labels_file=labels,
+                              include_automatic=True, device="cpu", progress=False)
+    assert result.explaining_units == len(ranked)
+    assert all(k["explanation"].startswith("concept ") for k in _read_key(result.key))
+
+
+def test_export_draws_per_class_or_refuses(tiny_bundle, phantom_manifest, labels_file, tmp_path):
+    # the tiny test split has malignant mammograms only, so no balanced sample can be drawn
+    with pytest.raises(ValueError, match="holds 0 benign mammograms, fewer than the 1 per class asked for"):
+        export_benchmark(tiny_bundle, phantom_manifest, tmp_path, labels_file=labels_file, per_class=1,
+                         progress=False)
+
+
+def _cases(benign, malignant):
+    finding = {p: Finding(finding_id="1", pathology=p, concept="mass", lexicon="Mass", descriptors={},
+                          mask_path=Path("/x/m.png")) for p in ("benign", "malignant")}
+    kinds = ["benign"] * benign + ["malignant"] * malignant
+    return [ImageRecord(image_id=f"i{i}", case_id=f"c{i}", image_path=Path(f"/x/{i}.png"), view="CC",
+                        laterality="L", findings=(finding[p],)) for i, p in enumerate(kinds)]
+
+
+def test_draw_per_class_is_balanced_seeded_and_without_replacement():
+    images = _cases(benign=300, malignant=200)
+    drawn = draw_per_class(images, 165, seed=4)
+    assert len(drawn) == 330 and len({r.image_id for r in drawn}) == 330
+    assert sum(r.pathology == "benign" for r in drawn) == sum(r.pathology == "malignant" for r in drawn) == 165
+    assert [r.image_id for r in drawn] == [r.image_id for r in draw_per_class(images, 165, seed=4)]
+    assert [r.image_id for r in drawn] != [r.image_id for r in draw_per_class(images, 165, seed=5)]
+    order = [int(r.image_id[1:]) for r in drawn]
+    assert order == sorted(order)  # the input's order is kept; the export shuffles afterwards
+    with pytest.raises(ValueError, match="holds 200 malignant mammograms, fewer than the 201 per class"):
+        draw_per_class(images, 201, seed=0)
 
 
 def test_unit_labels_prefer_experts_then_majority_then_latest():
@@ -139,7 +193,7 @@ def test_unit_labels_prefer_experts_then_majority_then_latest():
 
     def a(unit, who, label, source="expert", bundle=h):
         return NewAnnotation(unit_id=unit, annotator=who, label=label, category="Mass", bundle_hash=bundle,
-                             source=source)
+                             source=source, recognizable=True)
 
     labels = unit_labels(
         [
@@ -151,7 +205,32 @@ def test_unit_labels_prefer_experts_then_majority_then_latest():
         ],
         bundle_hash=h,
     )
-    assert labels == {1: "Spiculation", 2: "only automatic", 3: "Mass edge"}
+    assert labels == {1: "Spiculation", 3: "Mass edge"}  # expert labels only, by default
+    wider = unit_labels(
+        [a(1, "auto", "auto label", source="automatic"), a(1, "x", "Spiculation"),
+         a(2, "auto", "only automatic", source="automatic")],
+        bundle_hash=h, include_automatic=True,
+    )
+    assert wider == {1: "Spiculation", 2: "only automatic"}
+
+
+def test_unit_labels_need_a_recognisable_answer():
+    h = "ab" * 32
+
+    def a(unit, who, label, recognizable):
+        return NewAnnotation(unit_id=unit, annotator=who, label=label, category="Mass", bundle_hash=h,
+                             recognizable=recognizable)
+
+    labels = unit_labels(
+        [
+            a(1, "x", "Spiculation", True),
+            a(2, "x", "unanswered", None),
+            a(3, "x", "withdrawn", True), a(3, "x", "withdrawn", False),  # x's latest answer: not recognisable
+            a(4, "x", "kept", True), a(4, "y", "no", False),
+        ],
+        bundle_hash=h,
+    )
+    assert labels == {1: "Spiculation", 4: "kept"}
 
 
 def test_paper_figure_182_of_330():
@@ -201,8 +280,29 @@ def test_paper_figure_through_files_and_cli(tmp_path, capsys):
     responses = _write(tmp_path / "r.csv", BLINDED_COLUMNS, [[i + 1, "", a] for i, a in enumerate(answers)])
     out = tmp_path / "score.json"
     assert cli_main(["score", "--responses", str(responses), "--key", str(key), "--out", str(out)]) == 0
-    assert "p = 0.03456" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "p = 0.03456" in printed and "H1: accuracy > 0.5 (balanced: 165 malignant, 165 benign)" in printed
     assert json.loads(out.read_text())["correct"] == 182
+
+
+def test_unbalanced_sample_is_tested_against_the_majority_rate(tmp_path, capsys):
+    # 60 benign, 40 malignant: answering B throughout scores 60%, which is no evidence at all
+    truth = ["B"] * 60 + ["C"] * 40
+    always_benign = score_answers(truth, ["B"] * 100)
+    assert always_benign.chance == pytest.approx(0.6) and always_benign.accuracy == pytest.approx(0.6)
+    assert always_benign.p_value > 0.5
+    from scipy.stats import binomtest
+
+    answers = ["B"] * 55 + ["C"] * 5 + ["C"] * 20 + ["B"] * 20  # 75 correct
+    score = score_answers(truth, answers)
+    assert score.correct == 75
+    assert score.p_value == pytest.approx(binomtest(75, 100, 0.6, alternative="greater").pvalue)
+    assert score.p_value > binomtest(75, 100, 0.5, alternative="greater").pvalue
+    key = _write(tmp_path / "key.csv", ["Case #", "answer"], [[i + 1, t] for i, t in enumerate(truth)])
+    responses = _write(tmp_path / "r.csv", BLINDED_COLUMNS, [[i + 1, "", a] for i, a in enumerate(answers)])
+    assert cli_main(["score", "--responses", str(responses), "--key", str(key)]) == 0
+    printed = capsys.readouterr().out
+    assert "H1: accuracy > 0.6, the majority-class rate: the sample is unbalanced (60 of 100 benign)" in printed
 
 
 def test_bad_responses_are_reported_by_row(tmp_path, key, capsys):

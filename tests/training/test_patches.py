@@ -11,6 +11,7 @@ from training.split import case_pathology, split_by_case
 from deepminer.tissue import otsu_threshold, tissue_mask
 
 RULE = PatchRule()
+AS_NORMAL = PatchRule(partly_touching="normal")
 
 
 def test_sliding_grid_geometry():
@@ -43,7 +44,7 @@ def test_lesion_fraction_of_patch_rule():
     mask[:, 300:] = True  # ... of a lesion so big that < 30% of it lies in the window
     assert label_boxes([box], _full_tissue(), [("benign", mask)], RULE)[0][1] == "benign"
     mask[29, :100] = False  # 29% of the window, still < 30% of the lesion
-    assert label_boxes([box], _full_tissue(), [("benign", mask)], RULE)[0][1] == "normal"
+    assert label_boxes([box], _full_tissue(), [("benign", mask)], AS_NORMAL)[0][1] == "normal"
 
 
 def test_lesion_fraction_inside_rule():
@@ -51,9 +52,34 @@ def test_lesion_fraction_inside_rule():
     mask = np.zeros((400, 400), dtype=bool)
     mask[90:100, 90:100] = True  # 100 px inside the window ...
     mask[100:110, 100:133] = True  # ... of 430 in all: 23%
-    assert label_boxes([box], _full_tissue(), [("malignant", mask)], RULE)[0][1] == "normal"
+    assert label_boxes([box], _full_tissue(), [("malignant", mask)], AS_NORMAL)[0][1] == "normal"
     mask[100:110, 123:133] = False  # 100 of 330: 30.3%
     assert label_boxes([box], _full_tissue(), [("malignant", mask)], RULE)[0][1] == "malignant"
+
+
+def test_partly_touching_windows_are_dropped_by_default():
+    boxes = [Box(0, 0, 100), Box(0, 100, 100), Box(0, 200, 100)]
+    mask = np.zeros((400, 400), dtype=bool)
+    mask[:10, 90:110] = True  # 100 px in each of the first two windows: 1% of a window, 50% of the lesion
+    big = np.zeros((400, 400), dtype=bool)
+    big[:5, 150:400] = True  # 250 px in window 2, 500 in window 3, of 121,250 in all: neither rule met
+    big[100:400, :] = True
+    lesions = [("malignant", mask), ("benign", big)]
+    assert label_boxes(boxes, _full_tissue(), lesions, RULE) == [(boxes[0], "malignant"), (boxes[1], "malignant")]
+    assert label_boxes(boxes, _full_tissue(), lesions, AS_NORMAL) == [
+        (boxes[0], "malignant"), (boxes[1], "malignant"), (boxes[2], "normal")
+    ]
+    # a window that no lesion touches stays normal under both
+    assert label_boxes([Box(300, 300, 100)], _full_tissue(), [("benign", mask)], RULE) == [(Box(300, 300, 100), "normal")]
+
+
+def test_partly_touching_is_recorded_and_checked():
+    assert RULE.to_dict()["partly_touching"] == "drop" and "meets neither lesion rule (partly_touching) is dropped" in (
+        RULE.to_dict()["text"]
+    )
+    assert "is labelled normal" in AS_NORMAL.to_dict()["text"]
+    with pytest.raises(ValueError, match=r"partly_touching must be one of \('drop', 'normal'\), got 'keep'"):
+        PatchRule(partly_touching="keep")
 
 
 def test_malignant_wins_over_benign():

@@ -8,12 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from deepminer.bundle import UNITS_INDEX_FILE, finalise_bundle, load_bundle
+from deepminer.bundle import PATCHES_PER_UNIT, UNITS_INDEX_FILE, finalise_bundle, load_bundle
 from deepminer.fcn import build_classifier, to_fcn
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD, read_image
+from training.cli import build_parser
+from training.config import TrainConfig
+from training.config_file import read_run_file
 from training.data import cut_patches
 from training.evaluate import batch_input
 from training.patches import CLASSES, PatchRule, crop_patch
+from training.pipeline import build_bundle, unit_visualisation_meta
 from training.ranking import UnitRanking
 from training.visualise import dim_outside, merge_top, to_uint8, top_activating_patches, write_unit_visualisations
 
@@ -154,7 +158,7 @@ def test_bundle_holds_unit_visualisations(tiny_bundle):
     assert {int(k) for k in index} == ranked
     patch_size = bundle.meta["preprocessing"]["patch_size"]
     holdout = bundle.meta["split"]["patches"]["holdout"]
-    per_unit = min(8, sum(holdout.values()))
+    per_unit = min(24, sum(holdout.values()))  # PATCHES_PER_UNIT, build_bundle's default
     for unit, entry in index.items():
         # masks use the hold-out patches' threshold; the whole-mammogram one is recorded beside it
         assert entry["threshold_source"] == "patches"
@@ -169,7 +173,40 @@ def test_bundle_holds_unit_visualisations(tiny_bundle):
                 assert item[key] in bundle.meta["files"] and (tiny_bundle / item[key]).is_file()
             assert Image.open(tiny_bundle / item["patch"]).size == (patch_size, patch_size)
             assert Image.open(tiny_bundle / item["context"]).height <= 256
-    assert bundle.meta["unit_visualisation"]["index"] == UNITS_INDEX_FILE
+    meta = bundle.meta["unit_visualisation"]
+    assert meta["index"] == UNITS_INDEX_FILE and meta["patches_per_unit"] == PATCHES_PER_UNIT == 24
+    # meta.json says the threshold the masks were made with, not the ranking's
+    assert meta["threshold_source"] == "patches"
+    assert "0.99 quantile of its layer4 activations over every hold-out patch" in meta["mask"]
+    assert "recorded beside it but not used" in meta["mask"]
+
+
+def test_visualisation_meta_names_the_threshold_used():
+    ranking = unit_visualisation_meta(top_patches=30, threshold_source="ranking", quantile=0.99)
+    assert ranking["patches_per_unit"] == 30 and ranking["threshold_source"] == "ranking"
+    assert "rankings.json unit_thresholds" in ranking["mask"] and "hold-out patch" not in ranking["mask"]
+    patches = unit_visualisation_meta(top_patches=24, threshold_source="patches", quantile=0.95)
+    assert "the unit's 0.95 quantile" in patches["mask"]
+    with pytest.raises(ValueError, match="threshold_source must be one of .*got 'x'"):
+        unit_visualisation_meta(top_patches=24, threshold_source="x", quantile=0.99)
+
+
+def test_top_patches_reaches_the_pipeline_from_the_cli_and_run_file(tmp_path, phantom_manifest):
+    args = ["build", "--manifest", "m.csv", "--out", "b"]
+    assert build_parser().parse_args(args).top_patches == 24
+    assert build_parser().parse_args([*args, "--top-patches", "40"]).top_patches == 40
+    assert build_parser().parse_args(["demo", "--top-patches", "30"]).top_patches == 30
+    run = tmp_path / "run.toml"
+    run.write_text('[build]\nmanifest = "m.csv"\nout = "b"\ntop_patches = 36\n')
+    assert build_parser(read_run_file(run)).parse_args(["build"]).top_patches == 36
+    run.write_text('[build]\ntop_patches = true\n')
+    with pytest.raises(ValueError, match="build.top_patches must be int, got True"):
+        read_run_file(run)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*args, "--top-patches", "0"])
+    # refused before any training starts
+    with pytest.raises(ValueError, match="top_patches must be a whole number >= 1, got 0"):
+        build_bundle(phantom_manifest, tmp_path / "never", TrainConfig(), top_patches=0, progress=False)
 
 
 def test_bundles_without_visualisations_still_load(tmp_path):

@@ -63,6 +63,7 @@ function fillForm(answers) {
   $("description").value = answers.description || "";
   $("label").value = answers.label || "";
   $("category").value = answers.category || "";
+  syncLabelRequirement();
 }
 
 function saveDraft() {
@@ -132,7 +133,7 @@ function annotationItem(a, { mine = false } = {}) {
   return el(
     "li",
     { dataset: { annotator: a.annotator, source: a.source } },
-    el("strong", {}, a.label),
+    a.recognizable === false && !a.label ? el("strong", {}, "Not recognisable") : el("strong", {}, a.label),
     ` — ${a.category}`,
     el("br"),
     el("span", { class: "hint" }, `${a.annotator}${mine ? " (you)" : ""} · ${a.source} · version ${a.version} · ${when}`),
@@ -141,6 +142,13 @@ function annotationItem(a, { mine = false } = {}) {
     el("span", { class: "hint" }, answers.join(" · ")),
     a.description ? el("p", { class: "hint" }, a.description) : null,
   );
+}
+
+/** The label is required unless the expert answers "not recognisable"; the form says which. */
+function syncLabelRequirement() {
+  const optional = readForm().recognizable === false;
+  $("label").required = !optional;
+  $("label-required").textContent = optional ? "(optional: not recognisable)" : "(required)";
 }
 
 function renderLabels() {
@@ -198,6 +206,7 @@ async function renderPatches() {
   });
   grid.replaceChildren(...items);
   if (!items.length) grid.append(el("li", { class: "muted" }, "No patches."));
+  $("patch-count").textContent = items.length ? `${items.length} patches, best first; the grid scrolls.` : "";
 }
 
 // -- saving and conflicts -----------------------------------------------------
@@ -210,7 +219,8 @@ function invalid(input, message) {
 function validate(answers) {
   for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
   const problems = [];
-  if (!answers.label.trim()) problems.push([$("label"), invalid($("label"), "Give a short label.")]);
+  // An expert who sees no recognisable phenomenon has nothing to name: the label is then optional.
+  if (!answers.label.trim() && answers.recognizable !== false) problems.push([$("label"), invalid($("label"), "Give a short label (or answer that the images show no recognizable phenomena).")]);
   if (!answers.category) problems.push([$("category"), invalid($("category"), "Choose a BI-RADS lexicon category.")]);
   if (!answers.cancer_association) problems.push([form.querySelector('input[name="cancer_association"]'), "Answer whether they are associated with breast cancer."]);
   return problems;
@@ -250,7 +260,8 @@ async function save() {
     clearAlert();
     $("conflict").hidden = true;
     await reloadUnit();
-    announce(`Saved: “${saved.label}” is version ${saved.version} of ${saved.annotator}'s label for unit ${saved.unit_id}.`);
+    const what = saved.label ? `“${saved.label}”` : "“not recognisable”";
+    announce(`Saved: ${what} is version ${saved.version} of ${saved.annotator}'s label for unit ${saved.unit_id}.`);
   } catch (error) {
     if (error instanceof ApiError && error.status === 412) await showConflict();
     else if (error instanceof ApiError && error.field && form.elements[error.field]) {
@@ -344,6 +355,7 @@ function bindKeys() {
   });
   form.addEventListener("input", saveDraft);
   form.addEventListener("change", saveDraft);
+  form.addEventListener("change", syncLabelRequirement);
   $("show-plain").addEventListener("change", (event) => {
     state.plain = event.target.checked;
     renderPatches();

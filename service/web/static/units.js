@@ -24,9 +24,13 @@ export function bestAnnotations(annotations) {
   return experts.length ? experts : currentAnnotations(annotations);
 }
 
-/** The unit's label(s) as one line, e.g. "Spiculation / Irregular mass"; "" when unlabelled. */
+/** The unit's label(s) as one line, e.g. "Spiculation / Irregular mass"; "" when unlabelled.
+ * Answers "not recognisable" name nothing, so they give no label; "not recognisable" when they are all there is. */
 export function labelText(annotations) {
-  return [...new Set(bestAnnotations(annotations).map((a) => a.label))].join(" / ");
+  const best = bestAnnotations(annotations);
+  const named = best.filter((a) => a.recognizable !== false && a.label);
+  if (!named.length && best.length) return "not recognisable";
+  return [...new Set(named.map((a) => a.label))].join(" / ");
 }
 
 /** The BI-RADS category most of the best annotations give, or "" when unlabelled. */
