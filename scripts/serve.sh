@@ -16,4 +16,12 @@ if [ ! -f "$DEEPMINER_BUNDLE/meta.json" ]; then
     echo "==> no bundle at $DEEPMINER_BUNDLE: building the demo bundle on phantoms"
     .venv/bin/python -m training demo --out "$DEEPMINER_BUNDLE" --data data/phantoms
 fi
+if [ "$DEEPMINER_BUNDLE" = "bundles/demo" ]; then
+    # The demo bundle has no expert labels yet, only automatic ones (concept_labels.json): let them explain.
+    export DEEPMINER_EXPLAIN_AUTOMATIC_LABELS=${DEEPMINER_EXPLAIN_AUTOMATIC_LABELS:-true}
+    if [ "$DEEPMINER_EXPLAIN_AUTOMATIC_LABELS" = "true" ]; then
+        echo "==> demo bundle: DEEPMINER_EXPLAIN_AUTOMATIC_LABELS=true, so explanations also name units by its" \
+            "automatic labels, each marked 'automatic label' (the paper's explanations use expert labels only)"
+    fi
+fi
 exec .venv/bin/python -m service

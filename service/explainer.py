@@ -1,4 +1,4 @@
-"""One explanation: decode → preprocess → FCN forward → the method's formulas → annotations.
+"""One explanation: decode → preprocess → FCN forward → the method's formulas → annotations → named units.
 
 Runs in a worker thread (see :mod:`service.pool`); every step is blocking NumPy,
 backend or database work. All formulas come from :mod:`deepminer`.
@@ -25,6 +25,7 @@ from service.auxiliary import AuxiliaryExplanation, explain_aux
 from service.backends.base import Backend
 from service.decoding import decode_upload
 from service.errors import BackendUnavailableError, InferenceCancelledError, InvalidParameterError
+from service.explanation import CONSIDERED_UNITS, Explanation, build_explanation
 from service.units import UnitCatalog
 
 METHOD = "DeepMiner: CAM (Zhou et al. 2016) and unit influence max_xy A_k(x, y) * w_ck"
@@ -50,10 +51,11 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class UnitExplanation:
-    """One of the top-k units for the explained class.
+    """One of the most influential units for the explained class.
 
     ``influence = max_activation * weight`` (DESIGN.md §2); ``activation_map`` is
-    the unit's layer4 channel ``A_k`` on the feature grid.
+    the unit's layer4 channel ``A_k`` on the feature grid; ``annotations``: its
+    latest annotation per annotator that names a phenomenon, under any bundle.
     """
 
     unit_id: int
@@ -87,7 +89,8 @@ class ExplanationResult:
     probability_maps: np.ndarray  # (C, h, w) per-location softmax
     cam: np.ndarray  # (h, w) CAM of the explained class
     mapping: GridMapping
-    units: tuple[UnitExplanation, ...]
+    units: tuple[UnitExplanation, ...]  # the top-k
+    explanation: Explanation  # the labelled units among the top eight (service.explanation)
     timings_ms: Mapping[str, float]
     aux: AuxiliaryExplanation | None = None  # the auxiliary features used, for bundles that have them
 
@@ -123,12 +126,14 @@ class Explainer:
         catalog: UnitCatalog,
         max_image_pixels: int = imaging.DEFAULT_MAX_PIXELS,
         max_top_k: int = 50,
+        explain_automatic_labels: bool = False,
     ) -> None:
         self.bundle = bundle
         self.backend = backend
         self.catalog = catalog
         self.max_image_pixels = max_image_pixels
         self.max_top_k = max_top_k
+        self.explain_automatic_labels = explain_automatic_labels
         self.classes = tuple(bundle.classes)
         self.score_rule = bundle.score_rule
         self.weight, self.bias = bundle.head
@@ -230,6 +235,8 @@ class Explainer:
         """Explain the image in ``data`` for ``class_name`` (default: the predicted class) with ``top_k`` units.
 
         The predicted class is the argmax of the image-level scores (:meth:`score`).
+        The result's ``explanation`` names the labelled units among the top eight,
+        whatever ``top_k`` (:func:`service.explanation.build_explanation`).
 
         ``cancel``, once set, stops the work at the next stage boundary with
         :class:`InferenceCancelledError`. ``submitted_at`` (``time.perf_counter()``
@@ -259,28 +266,32 @@ class Explainer:
         predicted = int(np.argmax(scores))
         explained = predicted if class_name is None else self.classes.index(class_name)
         cam = class_activation_map(features, self.weight, explained)
-        influences = influence(features, self.weight)[explained]
-        top = top_units(influences, top_k)
-        maps = features[top]  # fancy indexing copies only the k returned maps
-        maxima = unit_max_activations(maps)
+        maxima = unit_max_activations(features)  # max_xy A_k(x, y) of every unit, computed once
+        # A unit's maximum as a 1 x 1 map has the same maximum, so influence() (the one formula) needs no second pass.
+        influences = influence(maxima[:, None, None], self.weight)[explained]
+        # The explanation looks at the top eight whatever top_k, so rank at least that many.
+        top = top_units(influences, max(top_k, CONSIDERED_UNITS))
+        maps = features[top]  # fancy indexing copies only the ranked units' maps
         mapping = GridMapping.for_input(image_shape=image.pixels.shape, input_shape=(x.shape[2], x.shape[3]))
         clock.lap("explain")
 
         labels = self.catalog.annotations_for([int(u) for u in top], naming_only=True)
-        clock.lap("annotations")
-
-        units = tuple(
+        ranked = tuple(
             UnitExplanation(
                 unit_id=int(unit),
                 rank=rank,
                 influence=float(influences[unit]),
-                max_activation=float(max_activation),
+                max_activation=float(maxima[unit]),
                 weight=float(self.weight[explained, unit]),
                 activation_map=activation_map,
                 annotations=labels[int(unit)],
             )
-            for rank, (unit, activation_map, max_activation) in enumerate(zip(top, maps, maxima), start=1)
+            for rank, (unit, activation_map) in enumerate(zip(top, maps), start=1)
         )
+        explanation = build_explanation(
+            ranked, bundle_hash=self.bundle.hash, include_automatic=self.explain_automatic_labels
+        )
+        clock.lap("annotations")
         return ExplanationResult(
             method=METHOD,
             model=self.model,
@@ -300,7 +311,8 @@ class Explainer:
             probability_maps=probability_maps,
             cam=cam,
             mapping=mapping,
-            units=units,
+            units=ranked[:top_k],
+            explanation=explanation,
             timings_ms=MappingProxyType({**clock.laps, "total": sum(clock.laps.values())}),
             aux=None
             if aux is None or self.aux_weight is None

@@ -22,6 +22,7 @@ from annotations.lexicon import (
 from deepminer.dicom import DicomInfo
 from deepminer.grid import GridMapping
 from service.explainer import ExplanationResult, ModelInfo, UnitExplanation
+from service.explanation import Explanation, NamedLabel, NamedUnit
 from service.maps import quantise
 from service.overlays import COLORMAP, MAX_ALPHA, Canvas
 from service.queries import RegionQueryResult
@@ -251,13 +252,16 @@ class ExplainedUnit(BaseModel):
     """One of the top-k units for the explained class, most influential first."""
 
     unit_id: int = Field(description="0-based layer4 unit index.")
-    rank: int = Field(description="1-based position among this image's top-k units.")
+    rank: int = Field(description="1-based position among all units by influence on the explained class.")
     influence: float = Field(description="max_xy A_k(x, y) * w_ck for the explained class c.")
     max_activation: float = Field(description="max_xy A_k(x, y).")
     weight: float = Field(description="w_ck, the unit's weight for the explained class.")
     activation_map: Map = Field(description="A_k on the layer4 grid.")
     annotations: list[AnnotationOut] = Field(
-        description="Latest label per annotator made under this bundle; empty when the unit is unlabelled."
+        description=(
+            "Latest label per annotator that names a phenomenon (not answered \"not recognisable\"), under any "
+            "bundle, each flagged `current_bundle`; empty when there is none. `explanation` says which of them count."
+        )
     )
 
     @classmethod
@@ -322,6 +326,86 @@ class AuxiliaryOut(BaseModel):
     )
 
 
+class NamedLabelOut(BaseModel):
+    """One label of a unit in the explanation; the annotators who gave the same label are counted together."""
+
+    label: str = Field(description="The short label, as its first annotator spelled it.")
+    category: Category = Field(description="BI-RADS lexicon category.")
+    cancer_association: CancerAssociation = Field(description="Are the unit's images associated with breast cancer?")
+    annotators: int = Field(description="How many annotators' latest label of the unit this is.")
+    automatic: bool = Field(
+        description="True for a label made by an automatic procedure (admitted only with explain_automatic_labels)."
+    )
+
+    @classmethod
+    def from_label(cls, label: NamedLabel) -> NamedLabelOut:
+        return cls(
+            label=label.label,
+            category=label.category,  # type: ignore[arg-type]
+            cancer_association=label.cancer_association,  # type: ignore[arg-type]
+            annotators=label.annotators,
+            automatic=label.automatic,
+        )
+
+
+class NamedUnitOut(BaseModel):
+    """A labelled unit among the top eight, with the sentence that explains it."""
+
+    unit_id: int = Field(description="0-based layer4 unit index.")
+    rank: int = Field(description="1-based position among all units by influence on the explained class.")
+    influence: float = Field(description="max_xy A_k(x, y) * w_ck for the explained class c.")
+    experts: int = Field(description="Experts whose label of the unit counts (the denominator of 'n of m experts').")
+    labels: list[NamedLabelOut] = Field(
+        description="The unit's labels that count: expert ones first, most annotators first."
+    )
+    text: str = Field(
+        description="One readable sentence built from the labels.",
+        examples=[
+            "Unit 1813 (influence 4.2, rank 1): 'Spiculated mass margin' — Mass; associated with cancer (2 of 2 experts)"
+        ],
+    )
+
+    @classmethod
+    def from_unit(cls, unit: NamedUnit) -> NamedUnitOut:
+        return cls(
+            unit_id=unit.unit_id,
+            rank=unit.rank,
+            influence=unit.influence,
+            experts=unit.experts,
+            labels=[NamedLabelOut.from_label(label) for label in unit.labels],
+            text=unit.text,
+        )
+
+
+class ExplanationOut(BaseModel):
+    """The paper's explanation: up to five labelled units among the eight most influential, most influential first.
+
+    A unit counts when it carries a label made under this model bundle that names
+    a phenomenon (not answered "not recognisable"), from an expert, or from an
+    automatic procedure when the explain_automatic_labels setting allows it.
+    """
+
+    considered: int = Field(
+        description="How many of the most influential units were looked at: 8, or fewer in a smaller layer."
+    )
+    max_units: int = Field(description="The most units the explanation names: 5.")
+    sources: list[Source] = Field(
+        description="Label sources admitted: `expert`, and `automatic` when explain_automatic_labels is true."
+    )
+    units: list[NamedUnitOut] = Field(
+        description="The named units; empty when none of the considered units is labelled."
+    )
+
+    @classmethod
+    def from_explanation(cls, explanation: Explanation) -> ExplanationOut:
+        return cls(
+            considered=explanation.considered,
+            max_units=explanation.max_units,
+            sources=list(explanation.sources),  # type: ignore[arg-type]
+            units=[NamedUnitOut.from_unit(u) for u in explanation.units],
+        )
+
+
 class ExplainResponse(BaseModel):
     """A classified mammogram and why: probability maps, CAM and the most influential units."""
 
@@ -362,7 +446,15 @@ class ExplainResponse(BaseModel):
             "`aux.contribution` when the model takes auxiliary features)."
         )
     )
-    units: list[ExplainedUnit]
+    explanation: ExplanationOut = Field(
+        description=(
+            "The paper's explanation, read first: up to five units among the top eight by influence that carry a "
+            "label of this bundle naming a phenomenon, each with a sentence. Independent of `top_k`."
+        )
+    )
+    units: list[ExplainedUnit] = Field(
+        description="The top-k units by influence on the explained class, with their maps."
+    )
     aux: AuxiliaryOut | None = Field(
         default=None, description="The auxiliary features used and their contribution; null for models without them."
     )
@@ -370,8 +462,8 @@ class ExplainResponse(BaseModel):
     timings_ms: dict[str, float] = Field(
         description=(
             "Milliseconds per stage: upload (reading the multipart body), queue (waiting for a worker), decode, "
-            "preprocess, inference (the FCN forward pass), explain (formulas), annotations (label look-up), encode "
-            "(maps and overlays), and their total."
+            "preprocess, inference (the FCN forward pass), explain (formulas), annotations (label look-up and "
+            "`explanation`), encode (maps and overlays), and their total."
         )
     )
 
@@ -402,6 +494,7 @@ class ExplainResponse(BaseModel):
                 c: Map.from_array(m, mapping, maps) for c, m in zip(result.classes, result.probability_maps)
             },
             cam=Map.from_array(result.cam, mapping, maps),
+            explanation=ExplanationOut.from_explanation(result.explanation),
             units=[ExplainedUnit.from_unit(u, mapping, maps) for u in result.units],
             overlays=None if overlay_max_side is None else Overlays.from_result(result, max_side=overlay_max_side),
             timings_ms=dict(result.timings_ms),

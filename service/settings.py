@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     seed_automatic_labels: bool = True
     """On start-up, store the bundle's automatic unit labels (concept_labels.json) once per bundle."""
 
+    explain_automatic_labels: bool = False
+    """Let automatic labels (e.g. the bundle's concept_labels.json) name units in the `explanation` of /explain,
+    /dicomweb/explain and the DICOM SR, flagged `automatic`; off, only expert labels do, as in the paper."""
+
     environment: Literal["development", "production"] = "development"
     """Outside `development`, start-up refuses weak configuration: `auth` off, placeholder tokens."""
 

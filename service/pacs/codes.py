@@ -13,7 +13,7 @@ import re
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr.coding import CodedConcept
 
-from annotations import AnnotationRecord
+from service.explanation import NamedLabel
 
 SCHEME = "99DEEPMINER"
 CODING_SCHEME = CodingSchemeIdentificationItem(
@@ -41,6 +41,7 @@ CLASSIFICATION = concept("classification", "Image classification")
 PREDICTED_CLASS = concept("predicted-class", "Predicted class")
 EXPLAINED_CLASS = concept("explained-class", "Explained class")
 NAMED_CONCEPT = concept("named-concept", "Expert-named concept of the unit")
+AUTOMATIC_CONCEPT = concept("automatic-concept", "Automatically named concept of the unit")
 INFLUENCE = concept("influence", "Unit influence on the explained class")
 INFLUENCE_RANK = concept("influence-rank", "Unit rank by influence")
 MAX_ACTIVATION = concept("max-activation", "Unit maximum activation")
@@ -62,9 +63,14 @@ def unit_concept(unit_id: int) -> CodedConcept:
     return concept(f"unit-{unit_id}", f"Layer4 unit {unit_id}")
 
 
-def annotation_concept(record: AnnotationRecord) -> CodedConcept:
-    """An expert's label of a unit; the code is the label's id in the unit-label store."""
-    return concept(f"label-{record.id}", record.label)
+def label_concept(label: NamedLabel) -> CodedConcept:
+    """A label of a unit; the code is the id in the unit-label store of the first annotation that gave it."""
+    return concept(f"label-{label.annotation_ids[0]}", label.label)
+
+
+def label_name(label: NamedLabel) -> CodedConcept:
+    """What names the label's evaluation: an expert, or an automatic procedure."""
+    return AUTOMATIC_CONCEPT if label.automatic else NAMED_CONCEPT
 
 
 def category_concept(category: str) -> CodedConcept:

@@ -7,11 +7,13 @@ Content, each measurement group (TID 1501) naming the model as its algorithm
 - ``classification``: the image-level score of every class (UCUM ``1``; the
   ``scores`` of ``/explain``, under the bundle's rule, :mod:`deepminer.scoring`),
   the predicted class (their argmax) and the explained class;
-- one group per annotated unit among the explanation's top units, tracked as
-  ``unit <id>``: finding type = the unit, finding category = the BI-RADS
-  category of its first label, a qualitative evaluation per expert label
-  (the named concepts), and its influence, rank, maximum activation and
-  class weight.
+- one group per unit of the explanation (:mod:`service.explanation`: up to five
+  units among the top eight that carry a label of this bundle naming a
+  phenomenon), tracked as ``unit <id>``: finding type = the unit, finding
+  category = the BI-RADS category of its first label, a qualitative evaluation
+  per label (an expert-named concept, or an automatically named one when
+  automatic labels are admitted), and its influence, rank, maximum activation
+  and class weight. Labels of other bundles never appear.
 
 The source image is referenced from every group, from the image library
 (when its header has what TID 1603 needs) and as evidence.
@@ -26,7 +28,8 @@ from highdicom.sr.templates import ImageLibraryEntryDescriptors
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dicom_codes
 
-from service.explainer import ExplanationResult, UnitExplanation
+from service.explainer import ExplanationResult
+from service.explanation import NamedUnit
 from service.pacs import codes
 from service.pacs.equipment import DEVICE_NAME, MANUFACTURER, Equipment
 
@@ -72,7 +75,7 @@ def _classification(
 
 
 def _unit(
-    unit: UnitExplanation, source: hd.sr.SourceImageForMeasurementGroup, algorithm: hd.sr.AlgorithmIdentification
+    unit: NamedUnit, source: hd.sr.SourceImageForMeasurementGroup, algorithm: hd.sr.AlgorithmIdentification
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     def measurement(name: hd.sr.CodedConcept, value: float, unit_code: hd.sr.CodedConcept) -> hd.sr.Measurement:
         return hd.sr.Measurement(name=name, value=value, unit=unit_code, algorithm_id=algorithm)
@@ -80,7 +83,7 @@ def _unit(
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"unit {unit.unit_id}"),
         finding_type=codes.unit_concept(unit.unit_id),
-        finding_category=codes.category_concept(unit.annotations[0].category),
+        finding_category=codes.category_concept(unit.labels[0].category),
         algorithm_id=algorithm,
         source_images=[source],
         measurements=[
@@ -90,8 +93,8 @@ def _unit(
             measurement(codes.CLASS_WEIGHT, unit.weight, codes.NO_UNITS),
         ],
         qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(codes.NAMED_CONCEPT, codes.annotation_concept(record))
-            for record in unit.annotations
+            hd.sr.QualitativeEvaluation(codes.label_name(label), codes.label_concept(label))
+            for label in unit.labels
         ],
     )
 
@@ -122,7 +125,7 @@ def build_report(
     algorithm = _algorithm(equipment, result.score_rule)
     reference = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
     groups = [_classification(result, reference, algorithm)]
-    groups += [_unit(unit, reference, algorithm) for unit in result.units if unit.annotations]
+    groups += [_unit(unit, reference, algorithm) for unit in result.explanation.units]
     observer = hd.sr.ObserverContext(
         observer_type=dicom_codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

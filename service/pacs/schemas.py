@@ -1,8 +1,8 @@
 """The HTTP contract of ``/dicomweb/explain``: the request by UIDs and a compact answer.
 
-The answer summarises the explanation (classes, image-level scores, top units and
-their labels) rather than repeating ``/explain``'s maps: the full result is in
-the PACS, as DICOM, next to the image.
+The answer summarises the explanation (classes, image-level scores, the named
+units of ``/explain``'s ``explanation``, the top units) rather than repeating
+``/explain``'s maps: the full result is in the PACS, as DICOM, next to the image.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.pacs.service import PacsExplanation
+from service.schemas import ExplanationOut
 
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 Uid = Annotated[str, Field(min_length=1, max_length=64, pattern=UID_PATTERN, examples=["1.2.840.113619.2.55.3.42"])]
@@ -47,12 +48,17 @@ class ModelSummary(BaseModel):
 
 
 class UnitSummary(BaseModel):
-    """One of the top units, with its expert labels (the named concepts in the SR)."""
+    """One of the top units, with its labels of this model bundle."""
 
     unit_id: int = Field(description="0-based index into layer4.")
     rank: int
     influence: float = Field(description="`max_xy A_k(x, y) * w_ck` for the explained class.")
-    labels: list[str] = Field(description="The unit's expert labels (latest version per annotator); empty if none.")
+    labels: list[str] = Field(
+        description=(
+            "The unit's labels made under this model bundle that name a phenomenon, expert or automatic (latest "
+            "version per annotator); empty if none. `explanation` says which of them explain the image (the SR's)."
+        )
+    )
 
 
 class StoredObject(BaseModel):
@@ -84,6 +90,9 @@ class DicomWebExplainResponse(BaseModel):
     classifier_probabilities: dict[str, float] = Field(
         description="Softmax of the spatial mean of the FCN's logit map: the exact patch-classifier equivalent."
     )
+    explanation: ExplanationOut = Field(
+        description="As in /explain: up to five labelled units among the top eight; the SR names exactly these."
+    )
     units: list[UnitSummary] = Field(description="The top units for the explained class, by influence.")
     stored: list[StoredObject] = Field(description="The results stored in the study; empty unless store_results.")
     timings_ms: dict[str, float] = Field(
@@ -105,12 +114,13 @@ class DicomWebExplainResponse(BaseModel):
             classifier_probabilities={
                 name: float(p) for name, p in zip(result.classes, result.classifier_probabilities)
             },
+            explanation=ExplanationOut.from_explanation(result.explanation),
             units=[
                 UnitSummary(
                     unit_id=unit.unit_id,
                     rank=unit.rank,
                     influence=unit.influence,
-                    labels=[record.label for record in unit.annotations],
+                    labels=[record.label for record in unit.annotations if record.bundle_hash == result.model.hash],
                 )
                 for unit in result.units
             ],

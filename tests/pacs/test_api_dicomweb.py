@@ -217,3 +217,44 @@ def test_no_log_line_holds_a_patient_identifier(
     logged = caplog.text + " ".join(str(r.args) for r in caplog.records)
     assert "pacs_store_failed" in logged
     assert not any(text in logged for text in patient_identifiers)
+
+
+def test_the_answer_and_the_stored_sr_carry_the_same_explanation(
+    make_client: ClientFactory, fake_pacs: FakePacs, mammogram: bytes
+) -> None:
+    """Labels of this bundle name units in `explanation` and in the SR; another bundle's label appears in neither."""
+    from annotations import NewAnnotation
+
+    uids = fake_pacs.add(mammogram)
+    with make_client(dicomweb_url=fake_pacs.url, seed_automatic_labels=False) as client:
+        state: Any = client.app.state  # type: ignore[attr-defined]
+        first, second = (u.unit_id for u in state.explainer.explain(mammogram, top_k=2).units)
+        put = client.put(
+            f"/units/{first}", json={"annotator": "dr_a", "label": "Mass edge", "category": "Mass", "cancer_association": "unsure"}
+        )
+        assert put.status_code == 201, put.text
+        state.store.add_many([
+            NewAnnotation(unit_id=second, annotator="dr_a", label="Elsewhere", category="Mass", bundle_hash="0" * 64)
+        ])
+        response = client.post("/dicomweb/explain", json=body(uids, store_results=True, top_k=2))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    (named,) = answer["explanation"]["units"]
+    assert named["unit_id"] == first and named["rank"] == 1 and answer["explanation"]["sources"] == ["expert"]
+    assert named["text"].endswith("'Mass edge' — Mass; association with cancer unsure (1 of 1 expert)")
+    assert [u["labels"] for u in answer["units"]] == [["Mass edge"], []]
+    (sr,) = (s for s in answer["stored"] if s["kind"] == "sr")
+    ds = pydicom.dcmread(io.BytesIO(fake_pacs.instances[sr["sop_instance_uid"]]))
+    texts = []
+
+    def walk(items: Any) -> None:
+        for item in items:
+            if item.ValueType == "TEXT":
+                texts.append(str(item.TextValue))
+            if item.ValueType == "CODE":
+                texts.append(str(item.ConceptCodeSequence[0].CodeMeaning))
+            walk(item.get("ContentSequence", []))
+
+    walk(ds.ContentSequence)
+    assert [t for t in texts if t.startswith("unit ")] == [f"unit {first}"]
+    assert "Mass edge" in texts and "Elsewhere" not in texts

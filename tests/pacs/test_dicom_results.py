@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 
+from annotations import NewAnnotation
 from deepminer.grid import GridMapping, upsample
 from service.explainer import ExplanationResult
 from service.main import create_app
@@ -29,6 +30,7 @@ SR_COMPREHENSIVE = "1.2.840.10008.5.1.4.1.1.88.33"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
 LABELS = {0: ("Spiculated mass margin", "Mass"), 1: ("Fine pleomorphic calcifications", "Calcification")}
+OTHER_BUNDLE_LABEL = "Label of another model"
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,20 @@ def app_client(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def explain(client: TestClient, source: bytes) -> Explained:
-    """Explain ``source``, with expert labels on its two most influential units, and write the three results."""
+    """Explain ``source`` and write the three results, with expert labels on its two most influential units and,
+    on the third, a label made under another bundle."""
     state: Any = client.app.state  # type: ignore[attr-defined]
     first = state.explainer.explain(source, top_k=5)
     for rank, unit in enumerate(first.units[:2]):
         label, category = LABELS[rank]
         if not any(a.annotator == "dr_pacs" for a in unit.annotations):
             state.catalog.annotate(unit.unit_id, annotator="dr_pacs", label=label, category=category)
+    third = first.units[2]
+    if not any(a.annotator == "dr_elsewhere" for a in third.annotations):
+        state.store.add_many([
+            NewAnnotation(unit_id=third.unit_id, annotator="dr_elsewhere", label=OTHER_BUNDLE_LABEL,
+                          category="Mass", bundle_hash="0" * 64)
+        ])
     result = state.explainer.explain(source, top_k=5)
     header = read_header(source)
     equipment = Equipment.for_model(result.model, software_version="9.9.9")
@@ -137,8 +146,8 @@ def test_sr_holds_the_classification_and_its_image_level_scores(explained: Expla
     assert f"image_score={result.score_rule}" in parameters
 
 
-def test_sr_names_the_concepts_of_the_annotated_units_with_ids_and_influence(explained: Explained) -> None:
-    sr = read(explained.results["sr"])
+def unit_groups(sr: Dataset) -> dict[int, list[Dataset]]:
+    """The SR's measurement groups tracked as ``unit <id>``, by unit id, in the SR's order."""
     groups = [g for g in content_items(sr) if g.ValueType == "CONTAINER" and meaning(g) == "Measurement Group"]
     by_unit = {}
     for group in groups:
@@ -146,19 +155,53 @@ def test_sr_names_the_concepts_of_the_annotated_units_with_ids_and_influence(exp
         tracking = [c.TextValue for c in children if meaning(c) == "Tracking Identifier"]
         if tracking and tracking[0].startswith("unit "):
             by_unit[int(tracking[0].split()[1])] = children
-    annotated = [u for u in explained.result.units if u.annotations]
-    assert {u.unit_id for u in annotated} == set(by_unit)
-    assert len(annotated) >= 2
-    for unit in annotated:
+    return by_unit
+
+
+def test_sr_names_exactly_the_units_and_labels_of_the_explanation(explained: Explained) -> None:
+    sr = read(explained.results["sr"])
+    by_unit = unit_groups(sr)
+    named = explained.result.explanation.units
+    assert list(by_unit) == [u.unit_id for u in named]
+    assert [u.rank for u in named[:2]] == [1, 2]  # the two expert-labelled units; automatic labels are not admitted
+    for unit in named:
         children = by_unit[unit.unit_id]
         concepts = {c.ConceptCodeSequence[0].CodeMeaning for c in children if meaning(c).startswith("Expert-named")}
-        assert concepts == {a.label for a in unit.annotations}
+        assert concepts == {label.label for label in unit.labels}
+        assert not any(meaning(c).startswith("Automatically named") for c in children)
         influence = [c for c in children if meaning(c) == "Unit influence on the explained class"]
         assert float(influence[0].MeasuredValueSequence[0].NumericValue) == pytest.approx(unit.influence, rel=1e-6)
+        rank = [c for c in children if meaning(c) == "Unit rank by influence"]
+        assert float(rank[0].MeasuredValueSequence[0].NumericValue) == unit.rank
         finding = [c for c in children if meaning(c) == "Finding"]
         assert finding[0].ConceptCodeSequence[0].CodeValue == f"unit-{unit.unit_id}"
-    labels = {label for label, _ in LABELS.values()}
-    assert labels <= {c.ConceptCodeSequence[0].CodeMeaning for c in content_items(sr) if c.ValueType == "CODE"}
+    meanings = {c.ConceptCodeSequence[0].CodeMeaning for c in content_items(sr) if c.ValueType == "CODE"}
+    assert {label for label, _ in LABELS.values()} <= meanings
+    # The third unit carries a label, but of another bundle: it is neither named nor a group of its own.
+    third = explained.result.units[2]
+    assert OTHER_BUNDLE_LABEL in {a.label for a in third.annotations}
+    assert OTHER_BUNDLE_LABEL not in meanings and third.unit_id not in by_unit
+
+
+def test_sr_flags_automatic_labels_when_they_are_admitted(
+    make_client: Callable[..., Any], mammogram: bytes, dicom_errors: Callable[[bytes], list[str]]
+) -> None:
+    with make_client(explain_automatic_labels=True) as client:
+        state: Any = client.app.state
+        top = state.explainer.explain(mammogram, top_k=1).units[0]
+        state.store.add_many([
+            NewAnnotation(unit_id=top.unit_id, annotator="auto:test", label="Round mass", category="Mass",
+                          bundle_hash=state.bundle.hash, source="automatic")
+        ])
+        other = explain(client, mammogram)
+    named = other.result.explanation.units
+    assert named[0].unit_id == top.unit_id and "Round mass" in {label.label for label in named[0].labels}
+    children = unit_groups(read(other.results["sr"]))[top.unit_id]
+    automatic = {c.ConceptCodeSequence[0].CodeMeaning for c in children if meaning(c).startswith("Automatically")}
+    expert = {c.ConceptCodeSequence[0].CodeMeaning for c in children if meaning(c).startswith("Expert-named")}
+    assert "Round mass" in automatic and expert == {LABELS[0][0]}
+    assert list(unit_groups(read(other.results["sr"]))) == [u.unit_id for u in named]
+    assert dicom_errors(other.results["sr"].data) == []
 
 
 def test_sr_names_the_model_and_its_version(explained: Explained) -> None:

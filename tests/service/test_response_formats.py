@@ -179,6 +179,7 @@ def test_response_sizes_at_the_papers_input_size(full_size_png: bytes, capsys: p
     """
     from deepminer.grid import resized_shape
     from service.explainer import METHOD, ExplanationResult, ModelInfo, UnitExplanation
+    from service.explanation import build_explanation
     from service.responses import render_explanation
 
     pixels = np.asarray(Image.open(io.BytesIO(full_size_png)), dtype=np.float32) / 65535.0
@@ -193,6 +194,11 @@ def test_response_sizes_at_the_papers_input_size(full_size_png: bytes, capsys: p
 
     logits = np.stack([smooth(1.0) for _ in range(3)])
     maps = np.exp(logits) / np.exp(logits).sum(axis=0)
+    units = tuple(
+        UnitExplanation(unit_id=u, rank=r, influence=1.0 / r, max_activation=2.0, weight=0.5 / r,
+                        activation_map=np.maximum(smooth(1.0) - 1.0, 0.0), annotations=())
+        for r, u in enumerate((1814, 1152, 860, 1299, 1468), start=1)
+    )
     result = ExplanationResult(
         method=METHOD,
         model=ModelInfo(id="paper@000000000000", hash="0" * 64, architecture="resnet152", layer="layer4",
@@ -203,11 +209,8 @@ def test_response_sizes_at_the_papers_input_size(full_size_png: bytes, capsys: p
         peak_probabilities=maps.max(axis=(1, 2)),
         predicted_class="malignant", explained_class="malignant", probability_maps=maps, cam=smooth(3.0) - 4.0,
         mapping=mapping,
-        units=tuple(
-            UnitExplanation(unit_id=u, rank=r, influence=1.0 / r, max_activation=2.0, weight=0.5 / r,
-                            activation_map=np.maximum(smooth(1.0) - 1.0, 0.0), annotations=())
-            for r, u in enumerate((1814, 1152, 860, 1299, 1468), start=1)
-        ),
+        units=units,
+        explanation=build_explanation(units, bundle_hash="0" * 64),
         timings_ms={"total": 1.0},
     )
     sizes = {

@@ -248,3 +248,38 @@ def test_a_polygon_can_be_drawn_and_cleared_with_the_keyboard(page, service, use
     page.get_by_role("button", name="Find units in region").click()
     expect(page.locator("#region-results")).to_be_visible()
     expect(page.locator("#region-summary")).to_contain_text("of the image")
+
+
+def test_the_explanation_is_read_first_one_sentence_per_named_unit(
+    page, service, use_token, phantom_png, tmp_path
+) -> None:
+    """A unit an expert named under this bundle is explained in words above the image and its maps."""
+    with service.client("dr_b") as client:
+        top = client.post("/explain", files={"file": ("p.png", phantom_png, "image/png")}, params={"top_k": 8})
+        assert top.status_code == 200, top.text
+        first = top.json()["units"][0]["unit_id"]
+        put = client.put(
+            f"/units/{first}",
+            json={"label": "Spiculated margin (web test)", "category": "Mass", "cancer_association": "yes"},
+        )
+        assert put.status_code == 201, put.text
+    image = tmp_path / "phantom.png"
+    image.write_bytes(phantom_png)
+    use_token(page, service.tokens["viewer"])
+    page.goto("/ui/explain")
+    with page.expect_response(lambda r: "/explain?" in r.url and r.request.method == "POST") as answer:
+        upload(page, image)
+    block = answer.value.json()["explanation"]
+
+    sentences = page.locator("#explanation-units > li")
+    expect(sentences).to_have_count(len(block["units"]))
+    assert block["units"][0]["unit_id"] == first and "'Spiculated margin (web test)' — Mass" in block["units"][0]["text"]
+    for i, unit in enumerate(block["units"]):
+        expect(sentences.nth(i).locator(".sentence")).to_have_text(unit["text"])
+    expect(page.locator("#explanation-intro")).to_contain_text("that carry expert labels of this model")
+    # First on the page: above the image, the scores and the unit maps.
+    top_of = {name: page.locator(name).bounding_box()["y"] for name in ("#explanation", "#image-canvas", "#scores")}
+    assert top_of["#explanation"] < top_of["#image-canvas"] and top_of["#explanation"] < top_of["#scores"]
+    # Its unit can be shown over the image from the sentence.
+    sentences.first.get_by_role("button").click()
+    expect(page.get_by_role("combobox", name="Overlay")).to_have_value(f"unit:{first}")

@@ -1,4 +1,5 @@
-// The explanation viewer: upload a mammogram, see the CAM over it (opacity control), the image-level
+// The explanation viewer: upload a mammogram, read its explanation first (up to five labelled units
+// among the top eight, one sentence each), then see the CAM over it (opacity control), the image-level
 // class scores (the patch classifier's probabilities beside them) and probability maps, the top-k
 // units with their labels and influence; draw a
 // region to find the units whose maps match it, and label those units as a group.
@@ -143,6 +144,31 @@ function unitLabel(unit) {
   return labelText(unit.annotations) || "unlabelled";
 }
 
+/** The response's `explanation`: one sentence per named unit, as the service wrote it, and what was admitted. */
+function renderExplanation() {
+  const r = state.result;
+  const x = r.explanation;
+  const kinds = x.sources.includes("automatic") ? "expert or automatic labels (automatic ones marked)" : "expert labels";
+  $("explanation-intro").textContent = x.units.length
+    ? `Up to ${x.max_units} units among the ${x.considered} most influential for ${r.explained_class} that carry ${kinds} of this model, most influential first.`
+    : `None of the ${x.considered} most influential units for ${r.explained_class} carries ${kinds} of this model that name what they show.`;
+  const shown = new Set(r.units.map((u) => u.unit_id));
+  $("explanation-units").replaceChildren(
+    ...x.units.map((u) =>
+      el(
+        "li",
+        { dataset: { unit: u.unit_id } },
+        el("span", { class: "sentence" }, u.text),
+        " ",
+        u.labels.some((l) => l.automatic) ? [el("span", { class: "badge automatic" }, "automatic label"), " "] : null,
+        shown.has(u.unit_id)
+          ? el("button", { type: "button", "aria-label": `Show unit ${u.unit_id}'s map over the image`, onclick: () => select(`unit:${u.unit_id}`) }, "show map")
+          : el("a", { href: `/ui/units/${u.unit_id}` }, "unit page"),
+      ),
+    ),
+  );
+}
+
 function renderOverlayChoices() {
   const r = state.result;
   const options = [
@@ -228,6 +254,7 @@ function render() {
   const r = state.result;
   $("result").hidden = false;
   fitStage();
+  renderExplanation();
   renderOverlayChoices();
   renderScores();
   renderUnits();
