@@ -33,6 +33,9 @@ TINY_CONFIG = TrainConfig(
     lr=0.01,
     lr_decay_epoch=None,
     samples_per_epoch=256,
+    # One epoch on 256 patches: balanced sampling gives the tiny bundle lesion patches to learn from.
+    balance_classes=True,
+    augment_flips=True,
     top_per_image=8,
     top_per_class=20,
     device="cpu",

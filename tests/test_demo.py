@@ -22,6 +22,14 @@ from training.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 
+QUALITY_SEED = 4242
+"""Phantom seed for the quality check: the demo trains on seed 0, so these cases are new to it."""
+QUALITY_CASES = 24
+ENFORCED_BARS = ("auc_malignant", "normal_images_predicted_normal", "concept_named",
+                 "background_max_lesion_probability", "lesion_ranked_units_named_by_lesion_concept")
+"""The bars of training.quality.DEMO_BARS that the demo meets (README, "How good are these explanations?");
+the others are printed and tracked in issue 13."""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -42,41 +50,31 @@ def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "bundle"
 
 
-def test_demo_bundle_metrics_and_cam_localisation(demo_bundle: Path, tmp_path: Path) -> None:
-    """The demo model separates the classes, and its CAM points at lesions on unseen phantoms."""
-    import torch
-
-    from deepminer.fcn import build_classifier, to_fcn
-    from training.localisation import cam_peak_in_lesion
+def test_demo_explanations_pass_the_quality_bars_on_unseen_phantoms(demo_bundle: Path, tmp_path: Path) -> None:
+    """On phantom cases of a seed it never saw, the demo's explanations point at lesions and name them."""
     from training.phantoms import PhantomConfig, generate_phantoms
-    from training.ranking import fcn_maps
+    from training.quality import bundle_quality
 
     bundle = load_bundle(demo_bundle)
     meta = bundle.meta
-    auc = meta["metrics"]["test_patches"]["auc"]
-    print(f"\ndemo test AUC {auc}; pAUC {meta['metrics']['test_patches']['pauc']}")
-    assert all(v is not None and v > 0.5 for v in auc.values())
+    assert meta["training"]["recipe"] == "demo"
+    assert meta["image_score"]["rule"] == "breast_peak"
+    built = meta["metrics"]["explanation_quality"]
+    assert built is not None and built["report"] == "quality/quality.json"
+    assert bundle.has("quality/quality.json") and bundle.has("quality/quality.md")
     labels = json.loads((demo_bundle / "concept_labels.json").read_text())
     assert labels, "the demo must seed automatic labels for some ranked units"
 
-    # Fresh phantom cases (another seed): test images the model has never seen.
     manifest = generate_phantoms(
-        tmp_path / "unseen", config=PhantomConfig(n_cases=12, height=640, seed=101), workers=1, progress=False
-    )
-    model = build_classifier(depth=meta["model"]["depth"], num_classes=len(bundle.classes))
-    model.load_state_dict(torch.load(bundle.path("weights.pt"), weights_only=True))
-    maps = fcn_maps(
-        to_fcn(model).eval(), [r for r in read_manifest(manifest) if r.lesions],
-        short_side=bundle.input_short_side, mean=bundle.mean, std=bundle.std, device=torch.device("cpu"),
+        tmp_path / "unseen", config=PhantomConfig(n_cases=QUALITY_CASES, height=640, seed=QUALITY_SEED),
         progress=False,
     )
-    loc = cam_peak_in_lesion(maps, bundle.head[0], bundle.classes)
-    print(
-        f"CAM peak on a lesion in {loc['images']} unseen phantom mammograms: "
-        f"{loc['peak_in_lesion_rate']:.1%} (chance {loc['chance_rate']:.1%})"
-    )
-    assert loc["images"] >= 10
-    assert loc["peak_in_lesion_rate"] > loc["chance_rate"]
+    report, _ = bundle_quality(demo_bundle, manifest, tmp_path / "quality", bars=True, progress=False)
+    bars = report.figures["bars"]
+    print("\n" + "\n".join(f"{name}: {b['value']:.3f} ({b['bar']})" for name, b in bars.items()))
+    assert report.figures["lesion_images"] >= 20
+    failed = {name: b for name, b in bars.items() if name in ENFORCED_BARS and not b["pass"]}
+    assert not failed, f"the demo fell below its quality bars on unseen phantoms: {failed}"
 
 
 def test_served_demo_explains_a_phantom(demo_bundle: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from deepminer.bundle import PATCHES_PER_UNIT
-from training.config import DEMO_CONFIG, TrainConfig
+from training.config import DEMO_CONFIG, RECIPES, TrainConfig
 from training.config_file import RunFile, read_run_file
 
 log = logging.getLogger("training")
@@ -74,7 +74,7 @@ def _config_from(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig
     )
 
 
-def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
+def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) -> argparse.ArgumentParser:
     """The CLI; ``run`` (a ``build --config`` run file) supplies the ``build`` defaults that flags override."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
@@ -107,7 +107,12 @@ def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=from_file.get("resume", False),
                    help="continue from the checkpoint in --checkpoint-dir when it holds one")
     _add_top_patches(p, from_file.get("top_patches", PATCHES_PER_UNIT))
-    _add_train_options(p, run.config if run else TrainConfig())
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=(recipe or TrainConfig()).recipe,
+                   help="the defaults every other option starts from: 'paper' is exactly the paper and its reference "
+                   "code; 'demo' the small phantom demo's deviations (training/config.py) (default: %(default)s)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="allow a ResNet deeper than 18 to train from random weights (without --imagenet-weights)")
+    _add_train_options(p, run.config if run else recipe or TrainConfig())
 
     p = sub.add_parser("demo", help="phantoms + a small ResNet-18 bundle with automatic labels (a few minutes on CPU)")
     p.add_argument("--out", type=Path, default=Path("bundles/demo"), help="bundle directory (default: %(default)s)")
@@ -172,23 +177,29 @@ def build_parser(run: RunFile | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _run_file(argv: list[str]) -> RunFile | None:
-    """The run file of a ``build --config`` command line, read first so that its values become defaults."""
+def _run_file(argv: list[str]) -> tuple[RunFile | None, TrainConfig]:
+    """The recipe and run file of a ``build`` command line, read first so that their values become defaults.
+
+    Precedence: flags, then the run file, then the recipe.
+    """
     command = next((a for a in argv if not a.startswith("-")), None)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path)
+    pre.add_argument("--recipe", choices=sorted(RECIPES), default="paper")
     known, _ = pre.parse_known_args(argv)
-    return read_run_file(known.config) if command == "build" and known.config else None
+    base = RECIPES[known.recipe] if command == "build" else TrainConfig()
+    run = read_run_file(known.config, base=base) if command == "build" and known.config else None
+    return run, base
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        run = _run_file(argv)
+        run, recipe = _run_file(argv)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    args = build_parser(run).parse_args(argv)
+    args = build_parser(run, recipe).parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -214,7 +225,13 @@ def main(argv: list[str] | None = None) -> int:
             from training.distributed import distributed_run
             from training.pipeline import build_bundle
 
-            config = _config_from(args, run.config if run else TrainConfig())
+            config = _config_from(args, run.config if run else recipe)
+            if config.depth > 18 and config.imagenet_weights is None and not args.from_scratch:
+                raise ValueError(
+                    f"ResNet-{config.depth} without --imagenet-weights would train from random weights, which the "
+                    "paper never did; pass a local torchvision ImageNet state dict with --imagenet-weights FILE, "
+                    "or --from-scratch to train from random weights anyway"
+                )
             # Under torchrun every rank runs this; rank 0 alone logs, shows progress and writes.
             with distributed_run(config.device) as dist:
                 out = build_bundle(args.manifest, args.out, config, auto_label=args.auto_labels,

@@ -33,9 +33,16 @@ class _Concept:
 
 
 def concept_iou(
-    maps: Iterable[ImageMaps], units: Sequence[int], thresholds: np.ndarray
+    maps: Iterable[ImageMaps], units: Sequence[int], thresholds: np.ndarray, *, categories: bool = False
 ) -> tuple[list[str], dict[str, _Concept], np.ndarray]:
-    """IoU of every unit (rows) with every concept seen (columns), at network-input resolution."""
+    """IoU of every unit (rows) with every concept seen (columns), at network-input resolution.
+
+    ``categories``: also score each BI-RADS category of the lesions as a
+    concept of its own, named by the category (e.g. "Calcification"): the
+    union of its lesions' masks in each image. A unit that answers to every
+    calcification, whatever its type, is then named for what it sees rather
+    than for its most frequent type.
+    """
     units = list(units)
     concepts: dict[str, _Concept] = {}
     inter: dict[str, np.ndarray] = {}
@@ -46,13 +53,15 @@ def concept_iou(
             [binarise(upsample(item.features[k], mapping, item.input_shape), thresholds[k]) for k in units]
         )
         unit_area += unit_masks.reshape(len(units), -1).sum(axis=1)
+        by_category: dict[str, tuple[np.ndarray, list[str]]] = {}
         for finding in item.record.findings:
             mask = resize((read_image(finding.mask_path) > 0.5).astype(np.float32), item.input_shape) > 0.5
-            entry = concepts.setdefault(finding.concept, _Concept(finding.lexicon, Counter()))
-            entry.pathologies[finding.pathology or "none"] += 1
-            entry.area += float(mask.sum())
-            inter.setdefault(finding.concept, np.zeros(len(units)))
-            inter[finding.concept] += (unit_masks & mask).reshape(len(units), -1).sum(axis=1)
+            _add(concepts, inter, finding.concept, finding.lexicon, [finding.pathology or "none"], mask, unit_masks)
+            if categories and finding.is_lesion:
+                union, pathologies = by_category.get(finding.lexicon, (np.zeros_like(mask), []))
+                by_category[finding.lexicon] = (union | mask, [*pathologies, finding.pathology or "none"])
+        for lexicon, (mask, pathologies) in by_category.items():
+            _add(concepts, inter, lexicon, lexicon, pathologies, mask, unit_masks)
     names = sorted(concepts)
     iou = np.zeros((len(units), len(names)))
     for j, name in enumerate(names):
@@ -61,15 +70,36 @@ def concept_iou(
     return names, concepts, iou
 
 
+def _add(
+    concepts: dict[str, _Concept],
+    inter: dict[str, np.ndarray],
+    name: str,
+    lexicon: str,
+    pathologies: list[str],
+    mask: np.ndarray,
+    unit_masks: np.ndarray,
+) -> None:
+    """Count one image's mask of concept ``name``: its area, its pathologies and its overlap with every unit."""
+    entry = concepts.setdefault(name, _Concept(lexicon, Counter()))
+    entry.pathologies.update(pathologies)
+    entry.area += float(mask.sum())
+    inter.setdefault(name, np.zeros(unit_masks.shape[0]))
+    inter[name] += (unit_masks & mask).reshape(unit_masks.shape[0], -1).sum(axis=1)
+
+
 def automatic_labels(
     maps: Iterable[ImageMaps],
     units: Sequence[int],
     thresholds: np.ndarray,
     *,
     min_iou: float = 0.02,
+    categories: bool = False,
 ) -> list[dict[str, Any]]:
-    """One label per unit whose best concept IoU reaches ``min_iou`` (rows for ``annotations.io``)."""
-    names, concepts, iou = concept_iou(maps, units, thresholds)
+    """One label per unit whose best concept IoU reaches ``min_iou`` (rows for ``annotations.io``).
+
+    ``categories``: BI-RADS categories compete as concepts too (:func:`concept_iou`).
+    """
+    names, concepts, iou = concept_iou(maps, units, thresholds, categories=categories)
     labels = []
     for row, unit in enumerate(units):
         if not names:

@@ -49,7 +49,9 @@ class PatchesInImage(nn.Module):
         self.body = nn.Sequential(c.conv1, c.bn1, c.relu, c.maxpool, c.layer1, c.layer2, c.layer3, c.layer4)
         self.fc = c.fc
 
-    def forward(self, x: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cells: torch.Tensor, use_max: torch.Tensor | None = None) -> torch.Tensor:
+        """``use_max`` ``(N, P)`` bool: those patches take each class's largest logit over their cells
+        instead of the mean (multiple-instance pooling for lesion patches; see ``TrainConfig.lesion_pooling``)."""
         features = self.body(x)
         if cells.dim() != 4 or cells.shape[0] != features.shape[0] or cells.shape[2:] != features.shape[2:]:
             raise ValueError(
@@ -58,7 +60,14 @@ class PatchesInImage(nn.Module):
             )
         w = cells.to(features.dtype)
         pooled = torch.einsum("nkhw,nphw->npk", features, w) / w.sum(dim=(2, 3)).clamp_min(1e-6)[..., None]
-        return self.fc(pooled)
+        logits = self.fc(pooled)
+        if use_max is None or not bool(use_max.any()):
+            return logits
+        cell_logits = torch.einsum("nkhw,ck->nchw", features, self.fc.weight.to(features.dtype)).float()
+        cell_logits = cell_logits + self.fc.bias.float()[None, :, None, None]
+        outside = (cells <= 0)[:, :, None]  # (N, P, 1, h, w)
+        peak = cell_logits[:, None].masked_fill(outside, float("-inf")).amax(dim=(3, 4))  # (N, P, C)
+        return torch.where(use_max[..., None], peak.to(logits.dtype), logits)
 
 
 def patch_cells(

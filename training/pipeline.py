@@ -244,6 +244,7 @@ def build_bundle(
             fcn_maps(fcn, parts["holdout"], desc="auto labels", **{**map_args, "device": torch.device("cpu")}),
             ranking.ranked_union(),
             ranking.thresholds,
+            categories=config.label_categories,
         )
         (staging / CONCEPT_LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n")
         log.info("automatic labels for %d of %d ranked units", len(labels), len(ranking.ranked_union()))
@@ -277,7 +278,9 @@ def build_bundle(
         "training": {
             "config": config.to_dict(),
             "best_epoch": result.best_epoch,
-            "selection": "best hold-out mean one-vs-rest AUC",
+            "recipe": config.recipe,
+            "selection": "the last epoch" if config.select_epoch == "last" else "best hold-out mean one-vs-rest AUC",
+            "precision": result.history[-1].get("precision", "fp32") if result.history else "fp32",
             "history": result.history,
             "run_file": CONFIG_FILE,
             "learning_curves": LEARNING_CURVES_FILE,

@@ -37,6 +37,23 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def training_precision(config: TrainConfig, device: torch.device) -> str:
+    """``fp32`` or ``bf16``: what ``config.train_precision`` gives on ``device``.
+
+    ``auto`` is bf16 where the hardware computes it natively (CUDA with bf16
+    support, or a CPU with AVX-512 BF16 or AMX; about twice as fast there),
+    else fp32; ``bf16`` asks for it anywhere; ``fp32`` never uses it.
+    """
+    if config.train_precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"train_precision must be fp32, bf16 or auto, got {config.train_precision!r}")
+    if config.train_precision != "auto":
+        return config.train_precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
+
+
 def learning_rate(config: TrainConfig, epoch: int) -> float:
     """Step schedule: ``lr`` until ``lr_decay_epoch`` (0-based), then ``lr × lr_decay_factor``."""
     if config.lr_decay_epoch is not None and epoch >= config.lr_decay_epoch:
@@ -72,6 +89,8 @@ def train_step(
     world_size: int = 1,
     extra: torch.Tensor | None = None,
     class_weight: torch.Tensor | None = None,
+    bf16: bool = False,
+    lesion_max: bool = False,
 ) -> float:
     """One SGD step on this rank's part ``(x, y)`` of a global batch of ``global_batch`` patches.
 
@@ -80,6 +99,8 @@ def train_step(
     (:class:`training.context.PatchesInImage`, whose logits ``(n, P, C)`` go
     with labels ``(n, P)``, -100 on padding). ``class_weight``: per-class loss
     weights; ``global_batch`` is then the summed weight of the global batch's patches.
+    ``bf16``: the forward pass under bfloat16 autocast (weights, gradients and the loss stay float32).
+    ``lesion_max``: patches of a lesion class (label > 0) are pooled by their cells' largest logit per class.
 
     The local loss is ``world_size · Σ_local CE / global_batch``: DDP averages
     gradients over ranks, so the step follows the gradient of the mean
@@ -87,7 +108,14 @@ def train_step(
     this rank's share of that mean (the shares sum to the global batch loss).
     """
     optimiser.zero_grad(set_to_none=True)
-    logits = net(x) if extra is None else net(x, extra)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        if extra is None:
+            logits = net(x)
+        elif lesion_max:
+            logits = net(x, extra, (y > 0) & (y != -100))
+        else:
+            logits = net(x, extra)
+    logits = logits.float()
     loss_sum = nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), y.reshape(-1), weight=class_weight, reduction="sum"
     )
@@ -108,7 +136,8 @@ def fine_tune(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train all weights with SGD; keep the epoch with the best hold-out mean AUC (model selection).
+    """Train all weights with SGD; keep the last epoch, or the one with the best hold-out mean AUC
+    (``config.select_epoch``).
 
     ``dist``: the torchrun job this process belongs to (default: single
     process). Every rank draws the same epoch order and trains on its slice of
@@ -162,6 +191,7 @@ def fine_tune(
         counts = np.bincount(train.labels, minlength=len(CLASSES)).astype(np.float64)
         inverse = np.where(counts > 0, counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), 0.0)
         class_weight = inverse**config.class_weight_exponent
+    bf16 = training_precision(config, device) == "bf16"
     net = ctx.wrap(trained)
     started = time.perf_counter()
     try:
@@ -184,7 +214,8 @@ def fine_tune(
                 weight = None if class_weight is None else torch.from_numpy(class_weight).float().to(device)
                 loss_total += train_step(net, optimiser, x, torch.from_numpy(batch.labels).to(device),
                                          global_batch=batch.global_weight, world_size=ctx.world_size, extra=extra,
-                                         class_weight=weight)
+                                         class_weight=weight, bf16=bf16,
+                                         lesion_max=context is not None and config.lesion_pooling == "max")
                 batches_done += 1
                 patches_done += batch.global_patches
                 bar.set_postfix(loss=f"{loss_total * ctx.world_size / batches_done:.3f}")
@@ -201,6 +232,7 @@ def fine_tune(
                 "holdout_mean_auc": metrics["mean_auc"],
                 "holdout_auc": metrics.get("auc"),
                 "seconds": round(train_seconds, 2),
+                "precision": "bf16" if bf16 else "fp32",
                 # Every rank trains on its slice of the same global batches in
                 # lockstep: the global throughput is all patches over one rank's time.
                 "patches_per_second": round(patches_done / train_seconds, 1) if train_seconds > 0 else None,
@@ -215,7 +247,8 @@ def fine_tune(
                 f"{metrics['mean_auc']:.3f}" if metrics["mean_auc"] is not None else "n/a",
                 record["patches_per_second"] or 0.0, eta,
             )
-            if score > best_score:
+            # "last" keeps the final epoch, as the paper's reference did; "best_holdout" the best hold-out AUC.
+            if score > best_score or config.select_epoch == "last":
                 best_score, best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
             if checkpoint_dir is not None and ctx.is_main:
@@ -317,6 +350,12 @@ def _image_batches(
     context = train.context
     assert context is not None
     order = rng.permutation(len(context.images))
+    if config.normal_image_share < 1.0:
+        # Images without a lesion patch teach only "normal", which every image teaches already.
+        has_lesion = np.zeros(len(context.images), dtype=bool)
+        has_lesion[context.image_index[train.labels != 0]] = True
+        keep = has_lesion[order] | (rng.random(len(order)) < config.normal_image_share)
+        order = order[keep]
     min_batch = max(1, ctx.world_size)
     weights = np.ones(len(CLASSES)) if class_weight is None else class_weight
     for start in range(0, len(order), config.images_per_batch):
