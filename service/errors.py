@@ -183,6 +183,14 @@ class NotInBundleError(ServiceError):
     status = 404
 
 
+class NoQualityReportError(ServiceError):
+    """The loaded bundle carries no explanation-quality report (``quality/quality.json``): an older bundle, or a
+    build whose test split had no lesion masks."""
+
+    code = "no_quality_report"
+    status = 404
+
+
 class PacsNotConfiguredError(ServiceError):
     """A DICOMweb route was called but no PACS is configured (``dicomweb_url``)."""
 

@@ -16,13 +16,14 @@ from deepminer.bundle import BundleError, load_bundle
 from service.api.deps import AUTH_RESPONSES, read_access
 from service.api.errors import register_error_handlers
 from service.api.middleware import RequestMiddleware
-from service.api.routes import dicomweb, explain, health, metrics, pages, queries, units
+from service.api.routes import dicomweb, explain, health, metrics, pages, quality, queries, units
 from service.auth import load_authenticator
 from service.backends import create_backend
 from service.explainer import Explainer
 from service.logging import configure_logging
 from service.metrics import Metrics, multiprocess_dir
 from service.pool import InferencePool
+from service.quality import load_quality
 from service.queries import RegionQueries
 from service.settings import Settings
 from service.units import UnitCatalog
@@ -57,6 +58,7 @@ def _start(app: FastAPI, settings: Settings) -> None:
     authenticator = load_authenticator(settings)  # a bad token configuration stops start-up before anything loads
     bundle = load_bundle(settings.bundle)
     log.info("bundle verified", extra={"fields": {"event": "bundle_loaded", "model_id": bundle.id}})
+    report = load_quality(bundle)  # small, and read once: the bundle is immutable; a broken report stops start-up
     with ExitStack() as cleanup:  # undoes what was built if a later step fails
         backend = create_backend(settings, bundle, on_batch=app.state.metrics.observe_batch)
         cleanup.callback(backend.close)
@@ -78,6 +80,7 @@ def _start(app: FastAPI, settings: Settings) -> None:
         warm_ms = explainer.warm_up()
         cleanup.pop_all()  # started: app.state owns them now, _stop closes them
     app.state.bundle = bundle
+    app.state.quality = report
     app.state.backend = backend
     app.state.store = store
     app.state.catalog = catalog
@@ -153,7 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     # Probes and scrapes stay open; everything else reads behind DEEPMINER_AUTH (writes check more, per route).
-    for module in (explain, units, queries, dicomweb):
+    for module in (explain, units, queries, quality, dicomweb):
         app.include_router(module.router, dependencies=[Depends(read_access)], responses=AUTH_RESPONSES)
     for module in (health, metrics, pages):
         app.include_router(module.router)

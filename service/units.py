@@ -25,6 +25,7 @@ from annotations import (
 )
 from deepminer.bundle import CONCEPT_LABELS_FILE, UNITS_DIR, UNITS_INDEX_FILE, Bundle, BundleError
 from service.errors import InvalidParameterError, NotInBundleError, PreconditionFailedError, UnknownUnitError
+from service.quality import QUALITY_DIR
 
 _RECORD_FIELDS = tuple(f.name for f in fields(AnnotationRecord))
 VISUALISATION_SUFFIX = ".png"
@@ -109,7 +110,7 @@ class UnitEmbedding:
 
 @dataclass(frozen=True)
 class BundleFile:
-    """A unit-visualisation file of the loaded bundle, and its sha256 from meta.json."""
+    """A PNG of the loaded bundle that pages show (unit visualisation, quality figure) and its meta.json sha256."""
 
     path: Path
     sha256: str
@@ -391,16 +392,18 @@ class UnitCatalog:
         return entry  # type: ignore[no-any-return]
 
     def bundle_file(self, name: str) -> BundleFile:
-        """A unit-visualisation PNG: a path listed in meta.json, under ``units/``; else :class:`NotInBundleError`.
+        """A PNG of the bundle that pages show; else :class:`NotInBundleError`.
 
-        Only listed names are served, so no other file, and nothing outside the
-        bundle directory, can be reached; the resolved path is checked as well
-        in case a link was planted after the bundle was verified.
+        Served: a unit visualisation (a path listed in meta.json under
+        ``units/``) or an explanation-quality figure (listed, directly under
+        ``quality/``). Only listed names are served, so no other file, and
+        nothing outside the bundle directory, can be reached; the resolved path
+        is checked as well in case a link was planted after the bundle was verified.
         """
         listed = self.bundle.meta["files"]
         parts = name.split("/")
         allowed = (
-            parts[0] == UNITS_DIR
+            (parts[0] == UNITS_DIR or (parts[0] == QUALITY_DIR and len(parts) == 2))
             and name.endswith(VISUALISATION_SUFFIX)
             and not any(part in ("", ".", "..") or "\\" in part for part in parts)
             and name in listed
@@ -409,8 +412,8 @@ class UnitCatalog:
         path = (root / name).resolve() if allowed else root
         if not (allowed and path.is_relative_to(root) and path.is_file()):
             raise NotInBundleError(
-                f"bundle {self.bundle.id} has no unit visualisation {name[:200]!r}; paths come from "
-                "GET /units/{unit_id}/visualisation",
+                f"bundle {self.bundle.id} has no unit visualisation or quality figure {name[:200]!r}; paths come "
+                "from GET /units/{unit_id}/visualisation and GET /quality",
                 field="path",
             )
         return BundleFile(path=path, sha256=str(listed[name]))

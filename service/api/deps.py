@@ -19,6 +19,7 @@ from service.errors import NotReadyError
 from service.explainer import Explainer
 from service.metrics import Metrics
 from service.pool import InferencePool
+from service.quality import BundleQuality
 from service.queries import RegionQueries
 from service.schemas import ErrorResponse
 from service.settings import Settings
@@ -75,6 +76,14 @@ async def get_queries(request: Request) -> RegionQueries:
 
 
 QueriesDep = Annotated[RegionQueries, Depends(get_queries)]
+
+
+async def get_quality(request: Request) -> BundleQuality:
+    """The bundle's explanation-quality report, read at start-up (its ``report`` is None when the bundle has none)."""
+    return _from_state(request, "quality")  # type: ignore[no-any-return]
+
+
+QualityDep = Annotated[BundleQuality, Depends(get_quality)]
 
 # -- access -----------------------------------------------------------------
 

@@ -252,6 +252,8 @@ def test_all_mode_needs_a_reader_for_every_route_but_probes(all_client: TestClie
         lambda **kw: all_client.get("/units/1/history", **kw),
         lambda **kw: all_client.get("/units/embedding", **kw),
         lambda **kw: all_client.get("/bundle-files/units/index.json", **kw),
+        lambda **kw: all_client.get("/quality", **kw),
+        lambda **kw: all_client.get("/bundle-files/quality/worst_cases.png", **kw),
         lambda **kw: all_client.post("/explain", files=files, **kw),
         lambda **kw: all_client.post("/query/region", files=files, data=polygon, **kw),
     ]

@@ -44,6 +44,7 @@ def test_document_needs_no_bundle_and_has_stable_operation_ids(tmp_path: Path) -
         "units-annotate_units",
         "units-unit_visualisation",
         "units-bundle_file",
+        "quality-quality_report",
         "queries-query_region",
         "dicomweb-explain_instance",
         "health-healthz",

@@ -47,7 +47,7 @@ async def ui_root() -> RedirectResponse:
 
 @router.get("/")
 async def overview_page() -> FileResponse:
-    """The overview: ranked units per class and the unit embedding."""
+    """The overview: how good the explanations are, ranked units per class and the unit embedding."""
     return _page("overview.html")
 
 

@@ -170,16 +170,23 @@ def unit_visualisation(unit_id: UnitId, catalog: CatalogDep, request: Request) -
     response_class=FileResponse,
     responses={
         200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
-        404: {"model": ErrorResponse, "description": f"{_NOT_IN_BUNDLE}: not a unit visualisation of the bundle"},
+        404: {
+            "model": ErrorResponse,
+            "description": f"{_NOT_IN_BUNDLE}: not a unit visualisation or quality figure of the bundle",
+        },
     },
 )
 def bundle_file(
     path: Annotated[
-        str, Path(description="A file path from GET /units/{unit_id}/visualisation, e.g. units/7/patch_1.png.")
+        str,
+        Path(
+            description="A file path from GET /units/{unit_id}/visualisation (e.g. units/7/patch_1.png) or the "
+            "figure_url of GET /quality (quality/worst_cases.png)."
+        ),
     ],
     catalog: CatalogDep,
 ) -> FileResponse:
-    """Send a unit-visualisation PNG of the loaded bundle; only files its meta.json lists under units/."""
+    """Send a PNG of the loaded bundle; only files its meta.json lists under units/, or directly under quality/."""
     found = catalog.bundle_file(path)
     return FileResponse(
         found.path,

@@ -1,7 +1,9 @@
-// The overview page: ranked units per class (count, coverage, annotation status) and the unit
-// embedding as an SVG scatter plot whose points open the unit's survey.
+// The overview page: how good the bundle's explanations are (quality.js), ranked units per class
+// (count, coverage, annotation status) and the unit embedding as an SVG scatter plot whose points
+// open the unit's survey.
 
 import { getJSON, isMissingEndpoint, lexicon } from "./api.js";
+import { showQuality } from "./quality.js";
 import { announce, el, initSession, loadFailed } from "./session.js";
 import { STATUS_TEXT, labelText, mainCategory, progress, status } from "./units.js";
 
@@ -121,6 +123,8 @@ function drawScatter(container, legendList, points, mode, categories) {
 
 async function main() {
   initSession();
+  // Independent of the units: loads beside them and fills its own panel.
+  showQuality(document.getElementById("quality-body"));
   const tables = document.getElementById("class-tables");
   let overview;
   try {
