@@ -104,7 +104,6 @@ def test_explanations_are_the_most_influential_annotated_units(exported, tiny_bu
     fcn = to_fcn(model).eval()
     weight, _ = bundle.head
     by_id = {r.image_id: r for r in read_manifest(phantom_manifest)}
-    narrowed = False
     for k in _read_key(exported.key):
         x = network_input(read_image(by_id[k["image_id"]].image_path), short_side=bundle.input_short_side)
         with torch.inference_mode():
@@ -115,10 +114,46 @@ def test_explanations_are_the_most_influential_annotated_units(exported, tiny_bu
         even = sorted((u for u in ranked if u % 2 == 0), key=lambda u: (-scores[u], u))[:3]
         assert even and [int(u) for u in k["unit_ids"].split()] == even
         assert k["explanation"] == "; ".join(f"pattern {u}" for u in even)
-        narrowed |= even != sorted(range(0, 512, 2), key=lambda u: (-scores[u], u))[:3]
         probability = softmax(logits.reshape(3, -1).mean(axis=1))[2]
         assert float(k["malignant_probability"]) == pytest.approx(float(probability), abs=2e-6)
-    assert narrowed, "on some case an unranked labelled unit must outrank the explanation's, or nothing is tested"
+
+
+def test_explanations_never_leave_the_ranked_units(tiny_bundle, phantom_manifest, labels_file, tmp_path):
+    """With the malignant ranking cut to its four last labelled units, labelled units that outrank them by
+    influence on an image stay out of its explanation."""
+    import shutil
+
+    from deepminer.bundle import META_FILE, RANKINGS_FILE, finalise_bundle
+
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, root)
+    rankings = json.loads((root / RANKINGS_FILE).read_text())
+    units = rankings["per_class"]["malignant"]["units"]
+    kept = [u for u in units if u["unit_id"] % 2 == 0][-4:]
+    assert len(kept) == 4
+    rankings["per_class"]["malignant"]["units"] = kept
+    (root / RANKINGS_FILE).write_text(json.dumps(rankings))
+    meta = json.loads((root / META_FILE).read_text())
+    finalise_bundle(root, meta)
+    result = export_benchmark(root, phantom_manifest, tmp_path / "out", labels_file=labels_file, seed=5,
+                              device="cpu", progress=False)
+    bundle = load_bundle(root)
+    model = build_classifier(depth=18, num_classes=3)
+    model.load_state_dict(torch.load(bundle.path("weights.pt"), weights_only=True))
+    fcn = to_fcn(model).eval()
+    weight, _ = bundle.head
+    by_id = {r.image_id: r for r in read_manifest(phantom_manifest)}
+    ranked = [u["unit_id"] for u in kept]
+    narrowed = False
+    for k in _read_key(result.key):
+        x = network_input(read_image(by_id[k["image_id"]].image_path), short_side=bundle.input_short_side)
+        with torch.inference_mode():
+            _, features = (t[0].numpy() for t in fcn(torch.from_numpy(x)))
+        scores = influence(features, weight)[2]
+        chosen = [int(u) for u in k["unit_ids"].split()]
+        assert chosen == sorted(ranked, key=lambda u: (-scores[u], u))[:3]
+        narrowed |= chosen != sorted(range(0, 512, 2), key=lambda u: (-scores[u], u))[:3]
+    assert narrowed, "some image must have a labelled unit outside the four that outranks them"
 
 
 def test_export_from_the_store_matches_the_file(exported, tiny_bundle, phantom_manifest, labels_file, tmp_path):

@@ -100,14 +100,14 @@ def test_cli_flags_override_the_file(tmp_path, monkeypatch):
     path = write(tmp_path, 'epochs = 7\nlr = 0.5\nmomentum = 0.5\ndevice = "cpu"\n'
                            '[build]\nmanifest = "m.csv"\nout = "b"\nauto_labels = true\n')
     assert cli.main(["-q", "build", "--config", str(path), "--epochs", "3", "--no-auto-labels",
-                     "--checkpoint-dir", "ck", "--resume"]) == 0
+                     "--checkpoint-dir", "ck", "--resume", "--from-scratch"]) == 0
     (manifest, out, config, kwargs) = calls[-1]
     assert config == TrainConfig(epochs=3, lr=0.5, momentum=0.5, device="cpu")  # flag > file > default
     assert (manifest, out) == (tmp_path / "m.csv", tmp_path / "b")
     assert kwargs["auto_label"] is False and kwargs["resume"] is True and kwargs["checkpoint_dir"] == Path("ck")
 
     assert cli.main(["-q", "build", "--config", str(tmp_path / "missing.toml")]) == 2
-    assert cli.main(["-q", "build", "--manifest", "m.csv", "--out", "b", "--device", "cpu"]) == 0
+    assert cli.main(["-q", "build", "--manifest", "m.csv", "--out", "b", "--device", "cpu", "--from-scratch"]) == 0
     assert calls[-1][2] == TrainConfig(device="cpu") and calls[-1][3]["auto_label"] is False
 
 
