@@ -46,7 +46,8 @@ from annotations.io import load_annotation_rows
 from annotations.records import AnnotationRecord, NewAnnotation
 from deepminer.bundle import WEIGHTS_FILE, Bundle, load_bundle
 from deepminer.fcn import FullyConvolutional, build_classifier, select_device, to_fcn
-from deepminer.formulas import influence, softmax, top_units
+from deepminer.formulas import influence, top_units
+from deepminer.scoring import classifier_probabilities
 from training.manifest import ImageRecord, format_descriptors, read_manifest
 from training.ranking import fcn_maps
 from training.split import split_by_case
@@ -276,7 +277,7 @@ def export_benchmark(
     )
     for item in maps:
         units, scores = most_influential_annotated(item.features, weight, c, explaining, top=top)
-        probability = softmax(item.logits.reshape(item.logits.shape[0], -1).mean(axis=1))[c]
+        probability = classifier_probabilities(item.logits)[c]
         record = item.record
         rows.append(
             {

@@ -269,3 +269,19 @@ def test_pipeline_end_to_end_on_ingested_cbis(ingested, tmp_path: Path):
     assert bundle.meta["data"]["images"] == report.images
     assert bundle.meta["model"]["architecture"] == "resnet18"
     assert set(bundle.meta["split"]["cases"]) == {"train", "holdout", "test"}
+
+
+def test_quality_report_on_a_miniature_cbis_tree(ingested, tiny_bundle: Path, tmp_path: Path) -> None:
+    """`python -m training quality` on CBIS-DDSM's DICOM images and ROI masks, as ingested."""
+    import json
+
+    manifest, _, _ = ingested
+    out = tmp_path / "quality"
+    assert training_cli(["-q", "quality", "--bundle", str(tiny_bundle), "--manifest", str(manifest),
+                         "--out", str(out)]) == 0
+    figures = json.loads((out / "quality.json").read_text())
+    assert figures["dataset"]["part"] == "all"  # not the manifest the bundle was built from
+    lesion_images = [r for r in read_manifest(manifest) if r.lesions]
+    assert figures["lesion_images"] == len(lesion_images) > 0
+    assert figures["pointing_game"]["images"] == len(lesion_images)
+    assert set(figures["per_category"]) <= {"Mass", "Calcification"}
