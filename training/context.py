@@ -28,6 +28,7 @@ from torch import nn
 from torchvision.models.resnet import ResNet
 
 from deepminer.grid import NETWORK_STRIDE, feature_grid_shape
+from training.patches import CLASSES
 
 PATCH_CONTEXTS = ("bare", "image")
 
@@ -161,8 +162,7 @@ class ImageContext:
         return pixels, cells, out_labels, members
 
 
-NORMAL = 0
-"""Index of the normal class (training.patches.CLASSES)."""
+NORMAL = CLASSES.index("normal")
 
 
 def cellwise_normal(cells: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -355,7 +355,7 @@ def _image_batches(
     if config.normal_image_share < 1.0:
         # Images without a lesion patch teach only "normal", which every image teaches already.
         has_lesion = np.zeros(len(context.images), dtype=bool)
-        has_lesion[context.image_index[train.labels != 0]] = True
+        has_lesion[context.image_index[train.labels != CLASSES.index("normal")]] = True
         keep = has_lesion[order] | (rng.random(len(order)) < config.normal_image_share)
         order = order[keep]
     min_batch = max(1, ctx.world_size)
