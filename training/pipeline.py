@@ -43,7 +43,7 @@ from training.evaluate import one_vs_rest_metrics, plot_roc
 from training.export import AUX_INPUT_NAME, export_onnx
 from training.manifest import ImageRecord, read_manifest
 from training.patches import CLASSES
-from training.quality import DEMO_BARS, QUALITY_DIR, QUALITY_JSON, evaluate_records, headline, labels_by_unit, write_report
+from training.quality import DEMO_BARS, QUALITY_DIR, QUALITY_JSON, assess, headline, labels_by_unit, write_report
 from training.plots import LEARNING_CURVES_FILE, plot_learning_curves
 from training.ranking import fcn_maps, rank_units
 from training.split import PARTS, split_by_case
@@ -250,12 +250,13 @@ def build_bundle(
         log.info("automatic labels for %d of %d ranked units", len(labels), len(ranking.ranked_union()))
     quality = None
     if quality_report and any(r.lesions for r in parts["test"]):
-        quality = evaluate_records(
-            fcn, parts["test"], weight=weight, classes=CLASSES, labels=labels_by_unit(labels),
-            rankings=ranking.to_json(), score_rule=DEFAULT_SCORE_RULE,
+        quality = assess(
+            fcn_maps(fcn, parts["test"], desc="explanation quality", **{**map_args, "device": torch.device("cpu")}),
+            weight=weight, classes=CLASSES, labels=labels_by_unit(labels), rankings=ranking.to_json(),
+            score_rule=DEFAULT_SCORE_RULE,
             dataset={"manifest": str(Path(manifest).resolve()), "part": "test",
                      "labels": f"{CONCEPT_LABELS_FILE} (automatic)" if auto_label else "none"},
-            bars=DEMO_BARS if auto_label else None, **{**map_args, "device": torch.device("cpu")},
+            bars=DEMO_BARS if auto_label else None,
         )
         write_report(quality, staging / QUALITY_DIR, title=config.name)
         log.info("explanation quality on the test split: %s", headline(quality.figures))

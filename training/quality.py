@@ -41,8 +41,7 @@ from deepminer.formulas import class_activation_map, influence, softmax, top_uni
 from deepminer.grid import NETWORK_STRIDE, GridMapping
 from deepminer.scoring import BACKGROUND_CLASS, breast_cells, classifier_probabilities, image_scores
 from training.data import load_lesion_masks
-from training.manifest import ImageRecord
-from training.ranking import ImageMaps
+from training.ranking import ImageMaps, fcn_maps
 
 log = logging.getLogger(__name__)
 
@@ -468,32 +467,6 @@ def _plot_worst(cases: Sequence[_Case], path: Path) -> Path:
     return path
 
 
-def evaluate_records(
-    fcn: Any,
-    records: Sequence[ImageRecord],
-    *,
-    weight: np.ndarray,
-    classes: Sequence[str],
-    labels: Mapping[int, Sequence[UnitLabel]],
-    rankings: Mapping[str, Any],
-    score_rule: str,
-    short_side: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    device: Any,
-    dataset: Mapping[str, Any],
-    bars: Mapping[str, tuple[str, float]] | None = None,
-    progress: bool = True,
-) -> QualityReport:
-    """Run ``records`` through the torch FCN and :func:`assess` them."""
-    from training.ranking import fcn_maps
-
-    maps = fcn_maps(fcn, records, short_side=short_side, mean=mean, std=std, device=device,
-                    desc="explanation quality", progress=progress)
-    return assess(maps, weight=weight, classes=classes, labels=labels, rankings=rankings, score_rule=score_rule,
-                  dataset=dataset, bars=bars)
-
-
 def bundle_quality(
     bundle_dir: Path,
     manifest: Path,
@@ -517,7 +490,6 @@ def bundle_quality(
     from annotations.io import load_annotation_rows
     from deepminer.bundle import CONCEPT_LABELS_FILE, load_bundle
     from deepminer.fcn import select_device
-    from deepminer.scoring import DEFAULT_SCORE_RULE
     from training.benchmark import load_fcn
     from training.manifest import read_manifest
     from training.split import split_by_case
@@ -543,12 +515,13 @@ def bundle_quality(
     else:
         rows, label_source = [], "none"
     weight, _ = bundle.head
-    report = evaluate_records(
-        load_fcn(bundle), records, weight=weight, classes=bundle.classes, labels=labels_by_unit(rows),
-        rankings=bundle.rankings, score_rule=bundle.meta.get("image_score", {}).get("rule", DEFAULT_SCORE_RULE),
-        short_side=bundle.input_short_side, mean=bundle.mean, std=bundle.std, device=select_device(device),
+    maps = fcn_maps(load_fcn(bundle), records, short_side=bundle.input_short_side, mean=bundle.mean, std=bundle.std,
+                    device=select_device(device), desc="explanation quality", progress=progress)
+    report = assess(
+        maps, weight=weight, classes=bundle.classes, labels=labels_by_unit(rows), rankings=bundle.rankings,
+        score_rule=bundle.score_rule,
         dataset={"manifest": str(manifest), "part": part, "labels": label_source, "bundle": bundle.id},
-        bars=DEMO_BARS if bars else None, progress=progress,
+        bars=DEMO_BARS if bars else None,
     )
     out_dir = Path(out_dir) if out_dir else manifest.parent / QUALITY_DIR
     return report, write_report(report, out_dir, title=bundle.id)

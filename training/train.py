@@ -194,6 +194,8 @@ def fine_tune(
         inverse = np.where(counts > 0, counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), 0.0)
         class_weight = inverse**config.class_weight_exponent
     bf16 = training_precision(config, device) == "bf16"
+    loss_weight = None if class_weight is None else torch.from_numpy(class_weight).float().to(device)
+    lesion_max = context is not None and config.lesion_pooling == "max"
     net = ctx.wrap(trained)
     started = time.perf_counter()
     try:
@@ -213,11 +215,9 @@ def fine_tune(
             for batch in bar:
                 x = batch_input(batch.pixels, mean, std).to(device).contiguous(memory_format=layout)
                 extra = None if batch.extra is None else torch.from_numpy(batch.extra).to(device)
-                weight = None if class_weight is None else torch.from_numpy(class_weight).float().to(device)
                 loss_total += train_step(net, optimiser, x, torch.from_numpy(batch.labels).to(device),
                                          global_batch=batch.global_weight, world_size=ctx.world_size, extra=extra,
-                                         class_weight=weight, bf16=bf16,
-                                         lesion_max=context is not None and config.lesion_pooling == "max")
+                                         class_weight=loss_weight, bf16=bf16, lesion_max=lesion_max)
                 batches_done += 1
                 patches_done += batch.global_patches
                 bar.set_postfix(loss=f"{loss_total * ctx.world_size / batches_done:.3f}")

@@ -10,7 +10,6 @@ import torch
 
 from annotations import AnnotationStore, NewAnnotation, load_annotation_rows
 from deepminer.bundle import load_bundle
-from deepminer.fcn import build_classifier, to_fcn
 from deepminer.formulas import influence, softmax
 from deepminer.imaging import network_input, read_image
 from training.benchmark import (
@@ -18,6 +17,7 @@ from training.benchmark import (
     ResponseError,
     draw_per_class,
     export_benchmark,
+    load_fcn,
     score_answers,
     score_responses,
     unit_labels,
@@ -97,18 +97,21 @@ def test_export_is_blinded_and_keyed(exported, tiny_bundle, phantom_manifest):
         assert k["malignant_probability"] not in text
 
 
-def test_explanations_are_the_most_influential_annotated_units(exported, tiny_bundle, phantom_manifest):
-    bundle = load_bundle(tiny_bundle)
-    model = build_classifier(depth=18, num_classes=3)
-    model.load_state_dict(torch.load(bundle.path("weights.pt"), weights_only=True))
-    fcn = to_fcn(model).eval()
+def _keyed_influence(bundle, manifest, key_path):
+    """Per answer-key row: the row, the image's FCN logits, and every unit's malignant influence on it."""
+    fcn = load_fcn(bundle)
     weight, _ = bundle.head
-    by_id = {r.image_id: r for r in read_manifest(phantom_manifest)}
-    for k in _read_key(exported.key):
+    by_id = {r.image_id: r for r in read_manifest(manifest)}
+    for k in _read_key(key_path):
         x = network_input(read_image(by_id[k["image_id"]].image_path), short_side=bundle.input_short_side)
         with torch.inference_mode():
             logits, features = (t[0].numpy() for t in fcn(torch.from_numpy(x)))
-        scores = influence(features, weight)[2]  # malignant
+        yield k, logits, influence(features, weight)[2]
+
+
+def test_explanations_are_the_most_influential_annotated_units(exported, tiny_bundle, phantom_manifest):
+    bundle = load_bundle(tiny_bundle)
+    for k, logits, scores in _keyed_influence(bundle, phantom_manifest, exported.key):
         # the paper's explanation: among the malignant class's ranked units, the labelled ones
         ranked = [u["unit_id"] for u in bundle.rankings["per_class"]["malignant"]["units"]]
         even = sorted((u for u in ranked if u % 2 == 0), key=lambda u: (-scores[u], u))[:3]
@@ -137,19 +140,9 @@ def test_explanations_never_leave_the_ranked_units(tiny_bundle, phantom_manifest
     finalise_bundle(root, meta)
     result = export_benchmark(root, phantom_manifest, tmp_path / "out", labels_file=labels_file, seed=5,
                               device="cpu", progress=False)
-    bundle = load_bundle(root)
-    model = build_classifier(depth=18, num_classes=3)
-    model.load_state_dict(torch.load(bundle.path("weights.pt"), weights_only=True))
-    fcn = to_fcn(model).eval()
-    weight, _ = bundle.head
-    by_id = {r.image_id: r for r in read_manifest(phantom_manifest)}
     ranked = [u["unit_id"] for u in kept]
     narrowed = False
-    for k in _read_key(result.key):
-        x = network_input(read_image(by_id[k["image_id"]].image_path), short_side=bundle.input_short_side)
-        with torch.inference_mode():
-            _, features = (t[0].numpy() for t in fcn(torch.from_numpy(x)))
-        scores = influence(features, weight)[2]
+    for k, _, scores in _keyed_influence(load_bundle(root), phantom_manifest, result.key):
         chosen = [int(u) for u in k["unit_ids"].split()]
         assert chosen == sorted(ranked, key=lambda u: (-scores[u], u))[:3]
         narrowed |= chosen != sorted(range(0, 512, 2), key=lambda u: (-scores[u], u))[:3]
