@@ -1,0 +1,113 @@
+"""Layer4 units: the bundle's ranking with each unit's labels, and the 2-D unit embedding."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from service.schemas.annotations import AnnotationOut, LatestAnnotations, UnitIndex
+from service.units import UnitEmbedding, UnitInfo, UnitOverview
+
+
+class UnitOut(BaseModel):
+    """A layer4 unit: its place in the bundle's ranking and its current labels."""
+
+    unit_id: UnitIndex
+    threshold: float = Field(description="Activation threshold of the unit's binarised map (the ranking's quantile).")
+    ranks: dict[str, int] = Field(description="1-based rank per class that ranks the unit; empty when unranked.")
+    counts: dict[str, int] = Field(description="Per class, in how many hold-out images' top lists the unit appeared.")
+    mean_influence: dict[str, float] = Field(description="Per ranking class, the unit's mean influence.")
+    annotations: LatestAnnotations
+
+    @classmethod
+    def from_info(cls, info: UnitInfo) -> UnitOut:
+        r = info.ranking
+        return cls(
+            unit_id=r.unit_id,
+            threshold=r.threshold,
+            ranks=dict(r.ranks),
+            counts=dict(r.counts),
+            mean_influence=dict(r.mean_influence),
+            annotations=AnnotationOut.from_records(info.annotations),
+        )
+
+
+class ClassCoverageOut(BaseModel):
+    """How much of a class's per-image top lists its ranked units account for."""
+
+    coverage: float = Field(description="Share of all per-image top-n slots filled by the ranked units.")
+    slots_total: int = Field(description="top_per_image × number of hold-out images.")
+    ranked_units: int
+
+
+class UnitsResponse(BaseModel):
+    """The units the bundle ranked for its classes (the union, best rank first)."""
+
+    model_id: str = Field(description="The loaded bundle's id.")
+    bundle_hash: str = Field(description="The loaded bundle's hash; new annotations are recorded under it.")
+    classes: list[str]
+    num_units: int = Field(description="Units in the layer; valid ids are 0 to num_units - 1.")
+    num_images: int = Field(description="Hold-out images the ranking used.")
+    top_per_image: int
+    top_per_class: int
+    threshold_quantile: float
+    coverage: dict[str, ClassCoverageOut]
+    units: list[UnitOut]
+
+    @classmethod
+    def from_overview(cls, overview: UnitOverview) -> UnitsResponse:
+        return cls(
+            model_id=overview.model_id,
+            bundle_hash=overview.bundle_hash,
+            classes=list(overview.classes),
+            num_units=overview.num_units,
+            num_images=overview.num_images,
+            top_per_image=overview.top_per_image,
+            top_per_class=overview.top_per_class,
+            threshold_quantile=overview.threshold_quantile,
+            coverage={
+                name: ClassCoverageOut(coverage=c.coverage, slots_total=c.slots_total, ranked_units=c.ranked_units)
+                for name, c in overview.coverage.items()
+            },
+            units=[UnitOut.from_info(u) for u in overview.units],
+        )
+
+
+class EmbeddedUnit(BaseModel):
+    """A unit's place in the 2-D embedding, with its labels."""
+
+    unit_id: UnitIndex
+    x: float = Field(description="First principal component.")
+    y: float = Field(description="Second principal component.")
+    ranked: bool = Field(description="Whether the bundle's ranking lists the unit for some class.")
+    annotations: LatestAnnotations
+
+
+class EmbeddingResponse(BaseModel):
+    """Every unit of the layer placed in 2-D: PCA of its max activations over a reference image set (Lu & Perer)."""
+
+    model_id: str
+    bundle_hash: str
+    method: str = Field(description="How the embedding was made, as the bundle records it.")
+    num_images: int = Field(description="Reference images: the entries of each unit's vector of max activations.")
+    explained_variance_ratio: list[float] = Field(description="Share of the variance each of the two components holds.")
+    units: list[EmbeddedUnit] = Field(description="Every unit, by unit id.")
+
+    @classmethod
+    def from_embedding(cls, embedding: UnitEmbedding) -> EmbeddingResponse:
+        return cls(
+            model_id=embedding.model_id,
+            bundle_hash=embedding.bundle_hash,
+            method=embedding.method,
+            num_images=embedding.num_images,
+            explained_variance_ratio=list(embedding.explained_variance_ratio),
+            units=[
+                EmbeddedUnit(
+                    unit_id=u.unit_id,
+                    x=u.x,
+                    y=u.y,
+                    ranked=u.ranked,
+                    annotations=AnnotationOut.from_records(u.annotations),
+                )
+                for u in embedding.units
+            ],
+        )
