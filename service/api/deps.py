@@ -1,13 +1,16 @@
 """What routes receive: objects the lifespan put on ``app.state``, as ``Annotated`` dependency aliases.
 
 Tests replace any of them with ``app.dependency_overrides[get_x] = ...``.
-Before start-up has finished, asking for one gives a 503 ``not_ready``.
+Each getter checks the type of what it reads, so routes receive typed objects
+and nothing here needs a ``type: ignore``. Before start-up has finished,
+asking for one gives a 503 ``not_ready``.
 They are ``async`` only so FastAPI does not hop to a thread for an attribute read.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,42 +28,47 @@ from service.schemas import ErrorResponse
 from service.settings import Settings
 from service.units import UnitCatalog
 
+T = TypeVar("T")
+StateGetter = Callable[[Request], Coroutine[Any, Any, T]]
 
-def _from_state(request: Request, name: str) -> Any:
+
+def _from_state(request: Request, name: str, kind: type[T]) -> T:
+    """``app.state.<name>``, checked to be a ``kind``; 503 ``not_ready`` while start-up has not published it."""
     value = getattr(request.app.state, name, None)
     if value is None:
         raise NotReadyError("the service is starting: the model bundle is not loaded and warmed up yet")
+    if not isinstance(value, kind):
+        raise TypeError(f"app.state.{name} must be a {kind.__name__}, got {type(value).__name__}")
     return value
 
 
-async def get_settings(request: Request) -> Settings:
-    return _from_state(request, "settings")  # type: ignore[no-any-return]
+def _state_getter(name: str, kind: type[T], doc: str) -> StateGetter[T]:
+    """The dependency that reads ``app.state.<name>``; tests override it by this function."""
+
+    async def get(request: Request) -> T:
+        return _from_state(request, name, kind)
+
+    get.__name__ = get.__qualname__ = f"get_{name}"
+    get.__doc__ = doc
+    return get
 
 
-async def get_metrics(request: Request) -> Metrics:
-    return _from_state(request, "metrics")  # type: ignore[no-any-return]
-
-
-async def get_bundle(request: Request) -> Bundle:
-    return _from_state(request, "bundle")  # type: ignore[no-any-return]
-
-
-async def get_store(request: Request) -> AnnotationStore:
-    return _from_state(request, "store")  # type: ignore[no-any-return]
-
-
-async def get_catalog(request: Request) -> UnitCatalog:
-    return _from_state(request, "catalog")  # type: ignore[no-any-return]
-
-
-async def get_explainer(request: Request) -> Explainer:
-    """The explainer, which the lifespan publishes only after the warm-up inference succeeded."""
-    return _from_state(request, "explainer")  # type: ignore[no-any-return]
-
-
-async def get_pool(request: Request) -> InferencePool:
-    return _from_state(request, "pool")  # type: ignore[no-any-return]
-
+get_settings = _state_getter("settings", Settings, "The service's settings.")
+get_metrics = _state_getter("metrics", Metrics, "The Prometheus collectors.")
+get_bundle = _state_getter("bundle", Bundle, "The loaded, verified model bundle.")
+get_store = _state_getter("store", AnnotationStore, "The unit-label store.")
+get_catalog = _state_getter("catalog", UnitCatalog, "The unit catalogue (rankings joined with labels).")
+get_explainer = _state_getter(
+    "explainer", Explainer, "The explainer, which the lifespan publishes only after the warm-up inference succeeded."
+)
+get_pool = _state_getter("pool", InferencePool, "The bounded inference worker pool.")
+get_queries = _state_getter("queries", RegionQueries, "The region queries.")
+get_quality = _state_getter(
+    "quality",
+    BundleQuality,
+    "The bundle's explanation-quality report, read at start-up (its ``report`` is None when the bundle has none).",
+)
+get_authenticator = _state_getter("auth", Authenticator, "Tokens and roles (DEEPMINER_AUTH).")
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
@@ -69,21 +77,21 @@ StoreDep = Annotated[AnnotationStore, Depends(get_store)]
 CatalogDep = Annotated[UnitCatalog, Depends(get_catalog)]
 ExplainerDep = Annotated[Explainer, Depends(get_explainer)]
 PoolDep = Annotated[InferencePool, Depends(get_pool)]
-
-
-async def get_queries(request: Request) -> RegionQueries:
-    return _from_state(request, "queries")  # type: ignore[no-any-return]
-
-
 QueriesDep = Annotated[RegionQueries, Depends(get_queries)]
-
-
-async def get_quality(request: Request) -> BundleQuality:
-    """The bundle's explanation-quality report, read at start-up (its ``report`` is None when the bundle has none)."""
-    return _from_state(request, "quality")  # type: ignore[no-any-return]
-
-
 QualityDep = Annotated[BundleQuality, Depends(get_quality)]
+AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+
+
+async def bundle_file_url(request: Request) -> Callable[[str], str]:
+    """Turns a path inside the bundle into the URL of ``GET /bundle-files/{path}`` that serves it."""
+
+    def url(path: str) -> str:
+        return str(request.url_for("bundle_file", path=path))
+
+    return url
+
+
+BundleFileUrlDep = Annotated[Callable[[str], str], Depends(bundle_file_url)]
 
 # -- access -----------------------------------------------------------------
 
@@ -97,13 +105,6 @@ bearer = HTTPBearer(
     auto_error=False,
 )
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-
-
-async def get_authenticator(request: Request) -> Authenticator:
-    return _from_state(request, "auth")  # type: ignore[no-any-return]
-
-
-AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
 
 
 async def read_access(auth: AuthenticatorDep, credentials: BearerDep) -> Principal | None:

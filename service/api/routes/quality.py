@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from service.api.deps import QualityDep
+from service.api.deps import BundleFileUrlDep, QualityDep
 from service.schemas import ErrorResponse, QualityResponse
 
 router = APIRouter(tags=["quality"])
@@ -26,12 +26,10 @@ router = APIRouter(tags=["quality"])
 )
 async def quality_report(
     quality: QualityDep,
-    request: Request,
+    url: BundleFileUrlDep,
     per_image: Annotated[
         bool, Query(description="Include the report's per-image rows, which grow with the data set.")
     ] = False,
 ) -> QualityResponse:
     """Report how well the bundle's explanations localise and name lesions: AUC, pointing game, concept naming."""
-    return QualityResponse.from_report(
-        quality, per_image=per_image, url=lambda path: str(request.url_for("bundle_file", path=path))
-    )
+    return QualityResponse.from_report(quality, per_image=per_image, url=url)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import FileResponse
 
-from service.api.deps import AnnotatorDep, CatalogDep, SettingsDep
+from service.api.deps import AnnotatorDep, BundleFileUrlDep, CatalogDep, SettingsDep
 from service.auth import annotator_for
 from service.errors import PreconditionRequiredError
 from service.schemas import (
@@ -159,10 +159,9 @@ def unit_history(unit_id: UnitId, catalog: CatalogDep) -> UnitHistory:
         },
     },
 )
-def unit_visualisation(unit_id: UnitId, catalog: CatalogDep, request: Request) -> UnitVisualisation:
+def unit_visualisation(unit_id: UnitId, catalog: CatalogDep, url: BundleFileUrlDep) -> UnitVisualisation:
     """Show a unit's top hold-out patches, plain and masked by its map, with their source mammograms."""
-    entry = catalog.visualisation(unit_id)
-    return UnitVisualisation.from_entry(unit_id, entry, url=lambda path: str(request.url_for("bundle_file", path=path)))
+    return UnitVisualisation.from_entry(unit_id, catalog.visualisation(unit_id), url=url)
 
 
 @router.get(
