@@ -55,8 +55,9 @@ from serving import REPO, percentile, post_explain, rss_kib, start_server, stop_
 
 from deepminer import imaging, png
 from deepminer.bundle import Bundle, load_bundle
-from deepminer.formulas import class_activation_map, influence, softmax, top_units, unit_max_activations
+from deepminer.formulas import class_activation_map, influence, top_units, unit_max_activations
 from deepminer.grid import resized_shape
+from deepminer.scoring import classifier_probabilities
 
 PHASES = ("peak", "forward", "onnx-options", "decode", "precision", "peer", "service", "memory", "scaling", "batch")
 DEFAULT_PHASES = {"cpu": PHASES[:-1], "cuda": tuple(phase for phase in PHASES if phase != "onnx-options")}
@@ -411,7 +412,7 @@ def compare_outputs(bundle: Bundle, out: tuple[np.ndarray, np.ndarray], referenc
     """How far ``out`` is from ``reference`` in everything an explanation is made of."""
     (logits, features), (logits32, features32) = out, reference
     finite = bool(np.isfinite(logits).all() and np.isfinite(features).all())
-    p, p32 = softmax(logits.mean(axis=(1, 2)), axis=0), softmax(logits32.mean(axis=(1, 2)), axis=0)
+    p, p32 = classifier_probabilities(logits), classifier_probabilities(logits32)
     weight, _ = bundle.head
     shared = min(len(set(top_units(influence(features, weight)[c], top_k).tolist())
                      & set(top_units(influence(features32, weight)[c], top_k).tolist())) for c in range(len(p)))
@@ -433,8 +434,7 @@ def measure_peer(bundle: Bundle, x: np.ndarray, *, repeats: int, top_k: int, thr
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from deepminer.bundle import WEIGHTS_FILE
-    from deepminer.fcn import build_classifier
+    from deepminer.fcn import load_classifier
     from service.backends.torch import TorchBackend
 
     backend = TorchBackend(bundle, device=device, intra_op_threads=threads,  # type: ignore[arg-type]
@@ -443,13 +443,12 @@ def measure_peer(bundle: Bundle, x: np.ndarray, *, repeats: int, top_k: int, thr
 
     def ours() -> None:
         logits, features = backend.run(x)
-        explained = int(np.argmax(logits.mean(axis=(1, 2))))
+        explained = int(np.argmax(classifier_probabilities(logits)))
         class_activation_map(features, weight, explained)
-        scores = influence(features, weight)[explained]
-        unit_max_activations(features[top_units(scores, top_k)])
+        maxima = unit_max_activations(features)  # max_xy A_k once, as the service does
+        top_units(influence(maxima[:, None, None], weight)[explained], top_k)
 
-    classifier = build_classifier(depth=int(bundle.meta["model"]["depth"]), num_classes=len(bundle.classes))
-    classifier.load_state_dict(torch.load(bundle.path(WEIGHTS_FILE), map_location="cpu", weights_only=True))
+    classifier = load_classifier(bundle)
     classifier.eval().to(device)
     tensor = torch.from_numpy(x).to(device)
     targets = [ClassifierOutputTarget(0)]

@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.models import resnet
 
 from deepminer.auxiliary import AuxFeature
+from deepminer.bundle import WEIGHTS_FILE, Bundle
 
 RESNET_BUILDERS = {
     18: resnet.resnet18,
@@ -159,6 +160,31 @@ def to_fcn(classifier: Classifier) -> FullyConvolutional:
     if isinstance(classifier, AuxiliaryClassifier):
         return FullyConvolutional(classifier.resnet, aux=classifier.aux)
     return FullyConvolutional(classifier)
+
+
+def load_classifier(bundle: Bundle) -> Classifier:
+    """The bundle's trained classifier (``weights.pt`` in the architecture its meta.json names), on the CPU.
+
+    ``ValueError`` says which file does not fit which architecture.
+    """
+    model_meta = bundle.meta["model"]
+    classifier = build_classifier(
+        depth=int(model_meta["depth"]), num_classes=len(bundle.classes), aux_features=bundle.aux_features
+    )
+    state = torch.load(bundle.path(WEIGHTS_FILE), map_location="cpu", weights_only=True)
+    try:
+        classifier.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{bundle.path(WEIGHTS_FILE)} does not fit a {model_meta['architecture']} with "
+            f"{len(bundle.classes)} classes: {exc}"
+        ) from exc
+    return classifier
+
+
+def load_fcn(bundle: Bundle) -> FullyConvolutional:
+    """The bundle's FCN (:func:`to_fcn` of :func:`load_classifier`), on the CPU, in eval mode."""
+    return to_fcn(load_classifier(bundle)).eval()
 
 
 def num_units(classifier: Classifier) -> int:

@@ -1,6 +1,6 @@
 """The uploaded bytes as a grayscale image, or the domain error that names the problem.
 
-Decoding itself is :func:`deepminer.imaging.decode_image`, the same as in
+Decoding itself is :mod:`deepminer.imaging`'s and :mod:`deepminer.dicom`'s, the same as in
 training: images are used as stored, never flipped by laterality or view.
 This module only sniffs the type from the bytes (clients routinely send
 ``application/octet-stream``) and sorts decoding failures into error codes.
@@ -8,8 +8,7 @@ This module only sniffs the type from the bytes (clients routinely send
 
 from __future__ import annotations
 
-from deepminer import imaging
-from deepminer.dicom import looks_like_dicom, read_dicom_info
+from deepminer import dicom, imaging
 from service.errors import (
     CorruptImageError,
     EmptyUploadError,
@@ -46,7 +45,7 @@ _DICOM_PROBLEMS: tuple[tuple[str, type[ServiceError]], ...] = (
 
 def sniff_format(data: bytes) -> str | None:
     """``"DICOM"``, ``"raster"`` (PNG, TIFF, JPEG, or a prefix of one) or None, from the bytes alone."""
-    if looks_like_dicom(data):
+    if dicom.looks_like_dicom(data):
         return "DICOM"
     if any(data.startswith(sig) or sig.startswith(data) for sig in _SIGNATURES):
         return "raster"
@@ -57,7 +56,9 @@ def decode_upload(data: bytes, *, max_pixels: int) -> imaging.DecodedImage:
     """Decode an upload; every failure is a 4xx :class:`~service.errors.ServiceError` naming ``file``.
 
     The pixel limit is checked on the header (PNG/TIFF/JPEG size, DICOM
-    Rows × Columns × frames) before any pixel is decoded.
+    Rows × Columns × frames) before any pixel is decoded. The bytes are sniffed
+    once, here, and go straight to their decoder (:func:`deepminer.dicom.decode_dicom`
+    or :func:`deepminer.imaging.decode_raster`).
     """
     if not data:
         raise EmptyUploadError("the uploaded file is empty", field=FIELD)
@@ -67,7 +68,9 @@ def decode_upload(data: bytes, *, max_pixels: int) -> imaging.DecodedImage:
             f"the upload is not a PNG, TIFF, JPEG or DICOM image (it starts with {data[:8]!r})", field=FIELD
         )
     try:
-        return imaging.decode_image(data, max_pixels=max_pixels)
+        if kind == "DICOM":
+            return dicom.decode_dicom(data, max_pixels=max_pixels)
+        return imaging.decode_raster(data, max_pixels=max_pixels)
     except imaging.ImageTooLargeError as exc:
         raise ImageTooLargeError(str(exc), field=FIELD) from None
     except imaging.ImageDecodeError as exc:
@@ -88,7 +91,7 @@ def _without_pixels(data: bytes, message: str) -> tuple[type[ServiceError], str]
     without pixels, or no class at all, means the file was cut off.
     """
     try:
-        sop_class = read_dicom_info(data).sop_class_name
+        sop_class = dicom.read_dicom_info(data).sop_class_name
     except imaging.ImageDecodeError:
         sop_class = None
     if sop_class is None:

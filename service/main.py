@@ -76,6 +76,7 @@ def _start(app: FastAPI, settings: Settings) -> None:
             max_image_pixels=settings.max_image_pixels,
             max_top_k=settings.max_top_k,
             explain_automatic_labels=settings.explain_automatic_labels,
+            default_top_k=settings.top_k,
         )
         warm_ms = explainer.warm_up()
         cleanup.pop_all()  # started: app.state owns them now, _stop closes them

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.auth import AuthMode, TokenSpec
+from service.backends.names import BACKENDS
 
 
 class Settings(BaseSettings):
@@ -22,8 +23,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./deepminer.db"
     """SQLAlchemy URL of the unit-label store: `sqlite:///path` or `postgresql+psycopg://user@host/db`."""
 
-    backend: Literal["onnx", "torch"] = "onnx"
-    """Inference engine: ONNX Runtime (default, no torch needed) or PyTorch (needs the `torch` extra)."""
+    backend: str = "onnx"
+    """Inference engine, by name (`service.backends.names`): `onnx`, ONNX Runtime (default, no torch needed), or
+    `torch`, PyTorch (needs the `torch` extra)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` uses CUDA when the backend can, else CPU; `cuda` without a usable GPU stops start-up."""
@@ -128,6 +130,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, value: str) -> str:
+        if value not in BACKENDS.names():
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS.names())}; got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _top_k_within_limit(self) -> Settings:

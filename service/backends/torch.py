@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from deepminer.bundle import WEIGHTS_FILE, Bundle
-from deepminer.fcn import FullyConvolutional, build_classifier, select_device, to_fcn
+from deepminer.bundle import Bundle
+from deepminer.fcn import FullyConvolutional, load_fcn, select_device
 from service.backends.base import FcnBackend, Precision, check_aux
 from service.errors import BackendUnavailableError, PrecisionOverflowError
 
@@ -23,7 +23,7 @@ AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TorchBackend(FcnBackend):
-    """``to_fcn(build_classifier(...))`` with ``weights.pt``, in eval mode, on CUDA when asked for or available.
+    """The bundle's FCN (:func:`deepminer.fcn.load_fcn`), in eval mode, on CUDA when asked for or available.
 
     ``memory_format``: ``channels_last`` (NHWC, the default) lets oneDNN and cuDNN run the
     convolutions without reordering every activation; ``contiguous`` (NCHW) is torch's default layout.
@@ -62,21 +62,13 @@ class TorchBackend(FcnBackend):
             # cuDNN convolutions default to TF32 on recent GPUs (10-bit mantissa),
             # which breaks agreement with ONNX Runtime; full fp32 keeps the numbers the same.
             torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]
-        model_meta = bundle.meta["model"]
-        classifier = build_classifier(
-            depth=int(model_meta["depth"]), num_classes=len(bundle.classes), aux_features=bundle.aux_features
-        )
-        state = torch.load(bundle.path(WEIGHTS_FILE), map_location="cpu", weights_only=True)
         try:
-            classifier.load_state_dict(state)
-        except RuntimeError as exc:
-            raise BackendUnavailableError(
-                f"{bundle.path(WEIGHTS_FILE)} does not fit a {model_meta['architecture']} with "
-                f"{len(bundle.classes)} classes: {exc}"
-            ) from exc
+            fcn = load_fcn(bundle)
+        except ValueError as exc:
+            raise BackendUnavailableError(str(exc)) from exc
         self._layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
         self._fcn: FullyConvolutional | None = (
-            to_fcn(classifier).eval().to(self._device, memory_format=self._layout)  # type: ignore[call-overload]
+            fcn.to(self._device, memory_format=self._layout)  # type: ignore[call-overload]
         )
         self._num_aux = len(bundle.aux_features)
         self.provider: str = str(self._device)

@@ -11,13 +11,12 @@ the store, so instances held in memory are bounded as uploads are.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from service.errors import InferenceCancelledError, PacsNotConfiguredError, ServiceError
 from service.explainer import Explainer, ExplanationResult
+from service.inference import Stopwatch
 from service.pacs.dicomweb import DicomWebClient
 from service.pacs.equipment import Equipment
 from service.pacs.results import DicomResult, ResultKind, build_results
@@ -98,41 +97,37 @@ class PacsService:
         top_k: int,
     ) -> PacsExplanation:
         """Explain the instance; with ``store``, put the SR, Secondary Capture and GSPS in its study."""
-        self.explainer.validate(class_name=class_name, top_k=top_k)
-        timings: dict[str, float] = {}
+        params = self.explainer.validate(class_name=class_name, top_k=top_k)
         async with self.pool.admit(), self._client() as client:
-            started = time.perf_counter()
+            clock = Stopwatch()
             data = await client.retrieve_instance(study_uid, series_uid, sop_uid)
-            submitted = time.perf_counter()
-            timings["retrieve"] = (submitted - started) * 1000.0
+            clock.lap("retrieve")
 
-            def job(cancel: threading.Event) -> tuple[ExplanationResult, tuple[DicomResult, ...], float]:
+            def job(cancel: threading.Event) -> tuple[ExplanationResult, tuple[DicomResult, ...]]:
+                clock.cancel = cancel
+                clock.lap("queue")
                 header = read_header(data)
                 check_identity(header, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
                 try:
-                    result = self.explainer.explain(
-                        data, class_name=class_name, top_k=top_k, cancel=cancel, submitted_at=submitted
-                    )
+                    result = self.explainer.explain(data, params=params, clock=clock)
                 except ServiceError as exc:
                     if exc.field == "file":  # the image came from the PACS: the request named it by sop_uid
                         exc.field = "sop_uid"
                     raise
                 if not store:
-                    return result, (), 0.0
+                    return result, ()
                 if cancel.is_set():
                     raise InferenceCancelledError("explanation abandoned before its DICOM results were written")
-                begun = time.perf_counter()
                 results = build_results(result, header, self.equipment)
-                return result, results, (time.perf_counter() - begun) * 1000.0
+                clock.lap("dicom")
+                return result, results
 
-            result, results, dicom_ms = await self.pool.run(job)
-            timings.update({stage: ms for stage, ms in result.timings_ms.items() if stage != "total"})
+            result, results = await self.pool.run(job)
+            clock.cancel = None  # the job's event; the store below is this coroutine's own work
             stored: tuple[StoredResult, ...] = ()
             if store:
-                timings["dicom"] = dicom_ms
-                begun = time.perf_counter()
                 urls = await client.store_instances(study_uid, [r.data for r in results])
-                timings["store"] = (time.perf_counter() - begun) * 1000.0
+                clock.lap("store")
                 stored = tuple(
                     StoredResult(
                         kind=r.kind,
@@ -143,12 +138,11 @@ class PacsService:
                     )
                     for r in results
                 )
-        timings["total"] = sum(timings.values())
         return PacsExplanation(
             study_uid=study_uid,
             series_uid=series_uid,
             sop_uid=sop_uid,
             result=result,
             stored=stored,
-            timings_ms=MappingProxyType(timings),
+            timings_ms=clock.timings(),
         )

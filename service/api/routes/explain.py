@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import ExplainerDep, MetricsDep, PoolDep, SettingsDep
+from service.api.forms import upload_body
 from service.api.upload import read_form
 from service.auxiliary import FIELD as AUX_FIELD
 from service.auxiliary import FIELD_DESCRIPTION as AUX_DESCRIPTION
@@ -20,29 +21,7 @@ from service.schemas import ErrorResponse, ExplainResponse, MapEncoding
 
 router = APIRouter(tags=["explain"])
 
-# The upload is parsed by service.api.upload (to cap its size while it
-# streams in), so FastAPI cannot infer the request body; describe it here.
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "A mammogram as PNG (8 or 16 bit), TIFF, JPEG or DICOM.",
-                        },
-                        AUX_FIELD: {"type": "string", "description": AUX_DESCRIPTION},
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = upload_body(**{AUX_FIELD: {"type": "string", "description": AUX_DESCRIPTION}})
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "`empty_upload`"},
     413: {
@@ -95,9 +74,12 @@ async def explain(
     ] = "none",
 ) -> Response:
     """Classify an uploaded mammogram and explain it by its CAM and its most influential named units."""
-    k = settings.top_k if top_k is None else top_k
-    explainer.validate(class_name=class_name, top_k=k)
-    overlay_max_side = settings.overlay_max_side if overlays == "png" else None
+    params = explainer.validate(
+        class_name=class_name,
+        top_k=settings.top_k if top_k is None else top_k,
+        maps=maps,
+        overlay_max_side=settings.overlay_max_side if overlays == "png" else None,
+    )
     async with pool.admit():
         received = time.perf_counter()
         form = await read_form(request, max_bytes=settings.max_upload_bytes, fields=(AUX_FIELD,))
@@ -107,12 +89,11 @@ async def explain(
 
         def job(cancel: threading.Event) -> tuple[bytes, Mapping[str, float]]:
             result = explainer.explain(
-                data, class_name=class_name, top_k=k, cancel=cancel, submitted_at=submitted, received_at=received,
-                aux=aux,
+                data, params=params, cancel=cancel, submitted_at=submitted, received_at=received, aux=aux
             )
             if cancel.is_set():
                 raise InferenceCancelledError("explanation abandoned before encoding")
-            return render_explanation(result, maps=maps, overlay_max_side=overlay_max_side)
+            return render_explanation(result, maps=params.maps, overlay_max_side=params.overlay_max_side)
 
         content, timings = await pool.run(job)
     metrics.observe_stages(timings)

@@ -8,50 +8,34 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import PoolDep, QueriesDep, SettingsDep
+from service.api.forms import upload_body
 from service.api.upload import read_form
 from service.queries import MASK_FIELD, POLYGON_FIELD, region_from_form
 from service.schemas import ErrorResponse, RegionQueryResponse
 
 router = APIRouter(tags=["queries"])
 
-# The form is parsed by service.api.upload (to cap its size while it streams in); describe it here.
-_REGION_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "A mammogram as PNG (8 or 16 bit), TIFF, JPEG or DICOM; limits as /explain.",
-                        },
-                        POLYGON_FIELD: {
-                            "type": "string",
-                            "description": (
-                                "The region as a JSON list of at least 3 points [x, y], x = column and y = row in "
-                                "the uploaded image's pixels (pixel centres at whole numbers), e.g. "
-                                "[[120, 80], [200, 80], [160, 150]]. Give this or `mask`."
-                            ),
-                        },
-                        MASK_FIELD: {
-                            "type": "string",
-                            "format": "binary",
-                            "description": (
-                                "The region as a PNG of the image's size: pixels at half intensity or more are "
-                                "inside. Counts against max_upload_bytes together with the image. Give this or "
-                                "`polygon`."
-                            ),
-                        },
-                    },
-                }
-            }
+_REGION_BODY = upload_body(
+    image_description="A mammogram as PNG (8 or 16 bit), TIFF, JPEG or DICOM; limits as /explain.",
+    **{
+        POLYGON_FIELD: {
+            "type": "string",
+            "description": (
+                "The region as a JSON list of at least 3 points [x, y], x = column and y = row in the uploaded "
+                "image's pixels (pixel centres at whole numbers), e.g. [[120, 80], [200, 80], [160, 150]]. Give "
+                "this or `mask`."
+            ),
         },
-    }
-}
+        MASK_FIELD: {
+            "type": "string",
+            "format": "binary",
+            "description": (
+                "The region as a PNG of the image's size: pixels at half intensity or more are inside. Counts "
+                "against max_upload_bytes together with the image. Give this or `polygon`."
+            ),
+        },
+    },
+)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "`empty_upload`"},
     413: {"model": ErrorResponse, "description": "`upload_too_large` or `image_too_large`"},
@@ -83,16 +67,18 @@ async def query_region(
     ] = 0.2,
 ) -> Response:
     """Rank the units by IoU of their binarised maps with a marked region of an uploaded image; report per label."""
+    method = queries.method
     async with pool.admit():
         form = await read_form(
             request, max_bytes=settings.max_upload_bytes, optional_files=(MASK_FIELD,), fields=(POLYGON_FIELD,)
         )
         region = region_from_form(polygon=form.fields.get(POLYGON_FIELD), mask=form.files.get(MASK_FIELD))
+        params = queries.params(region, min_iou=min_iou)
         data = form.files["file"]
 
         def job(cancel: threading.Event) -> bytes:
-            result = queries.query(data, region, min_iou=min_iou, cancel=cancel)
-            return RegionQueryResponse.from_result(result).model_dump_json().encode()
+            result = queries.query(data, params, cancel=cancel)
+            return method.response(result, params).model_dump_json().encode()
 
         content = await pool.run(job)
     return Response(content=content, media_type="application/json")
