@@ -16,11 +16,12 @@ from deepminer.bundle import BundleError, load_bundle
 from service.api.deps import AUTH_RESPONSES, read_access
 from service.api.errors import register_error_handlers
 from service.api.middleware import RequestMiddleware
-from service.api.routes import dicomweb, explain, health, metrics, pages, quality, queries, units
+from service.api.routes import dicomweb, explain, health, methods, metrics, pages, quality, queries, units
 from service.auth import load_authenticator
 from service.backends import create_backend
 from service.explainer import Explainer
 from service.logging import configure_logging
+from service.methods import METHODS
 from service.metrics import Metrics, multiprocess_dir
 from service.pool import InferencePool
 from service.quality import load_quality
@@ -157,8 +158,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     # Probes and scrapes stay open; everything else reads behind DEEPMINER_AUTH (writes check more, per route).
-    for module in (explain, units, queries, quality, dicomweb):
-        app.include_router(module.router, dependencies=[Depends(read_access)], responses=AUTH_RESPONSES)
+    # Registered explanation methods without a route of their own are served at POST /methods/{name}.
+    served = methods.router_for(cls for cls in map(METHODS.get, METHODS.names()) if cls.route is None)
+    for router in (explain.router, units.router, queries.router, quality.router, dicomweb.router, served):
+        app.include_router(router, dependencies=[Depends(read_access)], responses=AUTH_RESPONSES)
     for module in (health, metrics, pages):
         app.include_router(module.router)
     return app
