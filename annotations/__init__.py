@@ -13,19 +13,28 @@ from annotations.errors import (
 )
 from annotations.io import export_annotations, import_annotations, load_annotation_rows
 from annotations.lexicon import CANCER_ASSOCIATIONS, CATEGORIES, PHENOMENA, SOURCES
-from annotations.records import AnnotationRecord, NewAnnotation, names_phenomenon
+from annotations.records import (
+    RECORD_FIELDS,
+    AnnotationRecord,
+    LabelAnswers,
+    NewAnnotation,
+    names_phenomenon,
+    record_values,
+)
 from annotations.store import AnnotationStore
 
 __all__ = [
     "CANCER_ASSOCIATIONS",
     "CATEGORIES",
     "PHENOMENA",
+    "RECORD_FIELDS",
     "SOURCES",
     "AnnotationConflictError",
     "AnnotationError",
     "AnnotationRecord",
     "AnnotationStore",
     "AnnotationValidationError",
+    "LabelAnswers",
     "NewAnnotation",
     "StoreUnavailableError",
     "create_engine_from_url",
@@ -34,5 +43,6 @@ __all__ = [
     "init_db",
     "load_annotation_rows",
     "names_phenomenon",
+    "record_values",
     "session_factory",
 ]

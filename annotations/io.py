@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from annotations.errors import AnnotationValidationError
+from annotations.models import Annotation
 from annotations.records import AnnotationRecord, NewAnnotation
 from annotations.store import AnnotationStore
 from annotations.validation import check_unit_id
 
 Format = Literal["csv", "json"]
 
-COLUMNS: Final = tuple(f.name for f in fields(AnnotationRecord))
+COLUMNS: Final = tuple(column.name for column in Annotation.__table__.columns)
+"""The table's columns, in its order: the fields of :class:`AnnotationRecord`."""
 _INPUT_FIELDS: Final = frozenset(f.name for f in fields(NewAnnotation))
 _ASSIGNED_BY_STORE: Final = frozenset(COLUMNS) - _INPUT_FIELDS
 _REQUIRED: Final = ("unit_id", "annotator", "label", "category", "bundle_hash")
@@ -209,8 +211,9 @@ def _from_one_based(value: object) -> int:
     unit = check_unit_id(value)
     if unit == 0:
         raise AnnotationValidationError(
-            "unit_id", "is 0, but with one_based (--one-based) units are numbered from 1: paper unit 1814 is index "
-            "1813; a file with unit 0 is 0-based already, so import it without one_based"
+            "unit_id",
+            "is 0, but with one_based (--one-based) units are numbered from 1: paper unit 1814 is index "
+            "1813; a file with unit 0 is 0-based already, so import it without one_based",
         )
     return unit - 1
 

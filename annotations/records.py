@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any, Final
 
 from annotations import lexicon
 from annotations.validation import (
@@ -17,7 +18,33 @@ from annotations.validation import (
 
 
 @dataclass(frozen=True, kw_only=True)
-class NewAnnotation:
+class LabelAnswers:
+    """An annotator's answers to the survey about one unit (DESIGN.md §2): the one list of a label's fields.
+
+    :class:`NewAnnotation`, :class:`AnnotationRecord` and the service's label
+    writes derive from it; the table's columns are checked against it.
+    """
+
+    label: str
+    category: str
+    cancer_association: str = "unsure"
+    recognizable: bool | None = None
+    phenomena: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _UnitLabel(LabelAnswers):
+    """The answers with who gave them, for which unit, under which model bundle, from which source."""
+
+    unit_id: int
+    annotator: str
+    bundle_hash: str
+    source: str = "expert"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewAnnotation(_UnitLabel):
     """One annotation to append, validated and normalised on construction.
 
     Construction raises :class:`~annotations.errors.AnnotationValidationError`
@@ -29,17 +56,6 @@ class NewAnnotation:
     answers "not recognisable" has nothing to name. Such an annotation never
     names a unit in an explanation (:func:`names_phenomenon`).
     """
-
-    unit_id: int
-    annotator: str
-    label: str
-    category: str
-    bundle_hash: str
-    cancer_association: str = "unsure"
-    recognizable: bool | None = None
-    phenomena: str | None = None
-    description: str = ""
-    source: str = "expert"
 
     def __post_init__(self) -> None:
         recognizable = check_optional_bool(self.recognizable, field="recognizable")
@@ -66,7 +82,7 @@ class NewAnnotation:
 
 
 @dataclass(frozen=True, kw_only=True)
-class AnnotationRecord:
+class AnnotationRecord(_UnitLabel):
     """One stored version of one annotator's label for one unit.
 
     ``id`` orders all writes globally; ``version`` counts 1, 2, 3… per
@@ -74,18 +90,17 @@ class AnnotationRecord:
     """
 
     id: int
-    unit_id: int
-    annotator: str
-    source: str
     version: int
-    label: str
-    category: str
-    cancer_association: str
-    recognizable: bool | None
-    phenomena: str | None
-    description: str
-    bundle_hash: str
     created_at: datetime
+
+
+RECORD_FIELDS: Final = tuple(f.name for f in fields(AnnotationRecord))
+"""Every field of a stored annotation; the table's columns have the same names (``annotations.models``)."""
+
+
+def record_values(stored: object) -> dict[str, Any]:
+    """The fields of a stored annotation read from ``stored`` (a table row, or a record to copy), by name."""
+    return {name: getattr(stored, name) for name in RECORD_FIELDS}
 
 
 def names_phenomenon(annotation: NewAnnotation | AnnotationRecord) -> bool:

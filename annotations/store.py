@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any, Final
 
@@ -17,10 +17,9 @@ from annotations import lexicon
 from annotations.db import create_engine_from_url, init_db, lock_writers, session_factory
 from annotations.errors import AnnotationConflictError, StoreUnavailableError
 from annotations.models import TABLE_NAME, Annotation
-from annotations.records import AnnotationRecord, NewAnnotation
+from annotations.records import AnnotationRecord, NewAnnotation, record_values
 from annotations.validation import check_sha256, check_text, check_unit_id
 
-_RECORD_FIELDS: Final = tuple(f.name for f in fields(AnnotationRecord))
 _IN_CHUNK: Final = 500  # bound parameters per IN list; old SQLite builds allow 999
 
 VersionKey = tuple[int, str]
@@ -66,39 +65,15 @@ class AnnotationStore:
 
     # -- writes -------------------------------------------------------------
 
-    def add(
-        self,
-        *,
-        unit_id: int,
-        annotator: str,
-        label: str,
-        category: str,
-        bundle_hash: str,
-        cancer_association: str = "unsure",
-        recognizable: bool | None = None,
-        phenomena: str | None = None,
-        description: str = "",
-        source: str = "expert",
-    ) -> AnnotationRecord:
-        """Append the next version of ``annotator``'s label for ``unit_id`` and return it as stored.
+    def add(self, **fields: Any) -> AnnotationRecord:
+        """Append the next version of an annotator's label for a unit and return it as stored.
 
-        Raises :class:`AnnotationValidationError` naming the field when a value
-        is unacceptable, and :class:`AnnotationConflictError` if concurrent
+        ``fields`` are those of :class:`NewAnnotation`. Raises
+        :class:`AnnotationValidationError` naming the field when a value is
+        unacceptable, and :class:`AnnotationConflictError` if concurrent
         writers still collided after ``max_attempts`` tries (nothing written).
         """
-        item = NewAnnotation(
-            unit_id=unit_id,
-            annotator=annotator,
-            label=label,
-            category=category,
-            bundle_hash=bundle_hash,
-            cancer_association=cancer_association,
-            recognizable=recognizable,
-            phenomena=phenomena,
-            description=description,
-            source=source,
-        )
-        return self.add_many([item])[0]
+        return self.add_many([NewAnnotation(**fields)])[0]
 
     def add_many(
         self, items: Sequence[NewAnnotation], *, precondition: Precondition | None = None
@@ -259,8 +234,7 @@ class AnnotationStore:
 
 
 def _to_record(row: Annotation) -> AnnotationRecord:
-    values: dict[str, Any] = {name: getattr(row, name) for name in _RECORD_FIELDS}
-    return AnnotationRecord(**values)
+    return AnnotationRecord(**record_values(row))
 
 
 def _is_version_clash(exc: IntegrityError) -> bool:

@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 
 from annotations import (
+    RECORD_FIELDS,
     AnnotationRecord,
     AnnotationStore,
     AnnotationValidationError,
+    LabelAnswers,
     NewAnnotation,
     export_annotations,
     import_annotations,
     load_annotation_rows,
 )
+from annotations.io import COLUMNS
 
 MakeItem = Callable[..., NewAnnotation]
 INPUT_FIELDS = [f.name for f in fields(NewAnnotation)]
@@ -250,3 +253,14 @@ def test_not_recognisable_rows_need_no_label(tmp_path: Path) -> None:
     json_path.write_text(json.dumps([{"unit_id": 3, "category": "Other", "recognizable": None}]), encoding="utf-8")
     with pytest.raises(AnnotationValidationError, match="row 1: label: missing"):
         load_annotation_rows(json_path, bundle_hash=HASH, annotator="dr_a")
+
+
+def test_file_columns_are_the_table_columns_and_the_record_fields() -> None:
+    # The export format: the table's columns in its order, each a field of the stored record.
+    assert COLUMNS == (
+        "id", "unit_id", "annotator", "source", "version", "label", "category", "cancer_association",
+        "recognizable", "phenomena", "description", "bundle_hash", "created_at",
+    )  # fmt: skip
+    assert sorted(COLUMNS) == sorted(RECORD_FIELDS)
+    answers = {f.name for f in fields(LabelAnswers)}
+    assert answers < {f.name for f in fields(NewAnnotation)} and answers < set(RECORD_FIELDS)
