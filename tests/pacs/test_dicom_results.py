@@ -25,6 +25,7 @@ from service.pacs.outline import high_cam_outlines
 from service.pacs.results import DicomResult, build_results
 from service.pacs.source import read_header
 from service.settings import Settings
+from service.units import LabelWrite
 
 SR_COMPREHENSIVE = "1.2.840.10008.5.1.4.1.1.88.33"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -57,7 +58,7 @@ def explain(client: TestClient, source: bytes) -> Explained:
     for rank, unit in enumerate(first.units[:2]):
         label, category = LABELS[rank]
         if not any(a.annotator == "dr_pacs" for a in unit.annotations):
-            state.catalog.annotate(unit.unit_id, annotator="dr_pacs", label=label, category=category)
+            state.catalog.annotate(LabelWrite(unit_id=unit.unit_id, annotator="dr_pacs", label=label, category=category))
     third = first.units[2]
     if not any(a.annotator == "dr_elsewhere" for a in third.annotations):
         state.store.add_many([

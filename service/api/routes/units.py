@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import FileResponse
 
-from service.api.deps import AnnotatorDep, BundleFileUrlDep, CatalogDep, SettingsDep
+from service.api.deps import AnnotatorDep, BundleDep, BundleFileUrlDep, CatalogDep, SettingsDep
+from service.api.preconditions import if_match_precondition
 from service.auth import annotator_for
-from service.errors import PreconditionRequiredError
 from service.schemas import (
     AnnotationBatchIn,
     AnnotationBatchOut,
@@ -22,7 +22,7 @@ from service.schemas import (
     UnitsResponse,
     UnitVisualisation,
 )
-from service.units import LabelWrite
+from service.units import LabelWrite, embedding_with_labels, find_bundle_file, visualisation_entry
 
 router = APIRouter(tags=["units"])
 
@@ -60,7 +60,7 @@ def list_units(catalog: CatalogDep) -> UnitsResponse:
 )
 def unit_embedding(catalog: CatalogDep) -> EmbeddingResponse:
     """Place every unit in 2-D (PCA of its max activations over reference images), with its latest labels."""
-    return EmbeddingResponse.from_embedding(catalog.embedding())
+    return EmbeddingResponse.from_embedding(embedding_with_labels(catalog.bundle, catalog.all_labels()))
 
 
 @router.post(
@@ -89,7 +89,7 @@ def annotate_units(batch: AnnotationBatchIn, catalog: CatalogDep, principal: Ann
         )
         for index, item in enumerate(batch.annotations)
     ]
-    return AnnotationBatchOut(annotations=[AnnotationOut.from_record(r) for r in catalog.annotate_many(writes)])
+    return AnnotationBatchOut(annotations=AnnotationOut.from_records(catalog.annotate_many(writes)))
 
 
 @router.get("/units/{unit_id}", response_model=UnitOut, responses={**_UNKNOWN, 200: {"headers": _ETAG_HEADER}})
@@ -132,12 +132,11 @@ def annotate_unit(
 ) -> AnnotationOut:
     """Record a new version of an annotator's label for a unit, under the loaded bundle; returns the new ETag."""
     catalog.check(unit_id)
-    if if_match is None and settings.require_if_match:
-        raise PreconditionRequiredError(
-            f"send If-Match with the ETag of GET /units/{unit_id}; this service requires it", field="If-Match"
-        )
-    fields = {**annotation.model_dump(), "annotator": annotator_for(principal, annotation.annotator)}
-    written = catalog.annotate(unit_id, **fields, if_match=if_match)
+    precondition = if_match_precondition(if_match, unit_id=unit_id, required=settings.require_if_match)
+    write = LabelWrite(
+        **{**annotation.model_dump(), "unit_id": unit_id, "annotator": annotator_for(principal, annotation.annotator)}
+    )
+    written = catalog.annotate(write, precondition=precondition)
     response.headers["ETag"] = written.etag
     return AnnotationOut.from_record(written.record)
 
@@ -145,7 +144,7 @@ def annotate_unit(
 @router.get("/units/{unit_id}/history", response_model=UnitHistory, responses=_UNKNOWN)
 def unit_history(unit_id: UnitId, catalog: CatalogDep) -> UnitHistory:
     """List every stored version of every label of a unit, oldest first, under any bundle."""
-    return UnitHistory(unit_id=unit_id, versions=[AnnotationOut.from_record(r) for r in catalog.history(unit_id)])
+    return UnitHistory(unit_id=unit_id, versions=AnnotationOut.from_records(catalog.history(unit_id)))
 
 
 @router.get(
@@ -161,7 +160,8 @@ def unit_history(unit_id: UnitId, catalog: CatalogDep) -> UnitHistory:
 )
 def unit_visualisation(unit_id: UnitId, catalog: CatalogDep, url: BundleFileUrlDep) -> UnitVisualisation:
     """Show a unit's top hold-out patches, plain and masked by its map, with their source mammograms."""
-    return UnitVisualisation.from_entry(unit_id, catalog.visualisation(unit_id), url=url)
+    entry = visualisation_entry(catalog.bundle, catalog.check(unit_id))
+    return UnitVisualisation.from_entry(unit_id, entry, url=url)
 
 
 @router.get(
@@ -183,10 +183,10 @@ def bundle_file(
             "figure_url of GET /quality (quality/worst_cases.png)."
         ),
     ],
-    catalog: CatalogDep,
+    bundle: BundleDep,
 ) -> FileResponse:
     """Send a PNG of the loaded bundle; only files its meta.json lists under units/, or directly under quality/."""
-    found = catalog.bundle_file(path)
+    found = find_bundle_file(bundle, path)
     return FileResponse(
         found.path,
         media_type="image/png",
