@@ -8,6 +8,7 @@ Runs in a worker thread (see :mod:`service.pool`); every step blocks.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,7 +22,7 @@ from service.methods import METHODS, AnyMethod, Method, MethodContext
 from service.methods.deepminer import METHOD, DeepMiner, DeepMinerParams, ExplanationResult, UnitExplanation
 from service.units import UnitCatalog
 
-__all__ = ["METHOD", "Explainer", "ExplanationResult", "Inference", "ModelInfo", "UnitExplanation"]
+__all__ = ["METHOD", "Explainer", "ExplanationResult", "Inference", "ModelInfo", "UnitExplanation", "render"]
 
 ParamsT = TypeVar("ParamsT")
 ResultT = TypeVar("ResultT")
@@ -157,3 +158,20 @@ class Explainer:
     def warm_up(self) -> float:
         """One forward pass on a blank image; its wall time in ms (:meth:`InferenceEngine.warm_up`)."""
         return self.engine.warm_up()
+
+
+def render(
+    method: Method[ParamsT, ResultT], result: ResultT, params: ParamsT, clock: Stopwatch
+) -> tuple[bytes, Mapping[str, float]]:
+    """The JSON body of ``method``'s response for ``result``, and the request's timings, ``encode`` included.
+
+    ``encode`` covers building the response (maps, overlays); its ``timings_ms``, when it has one, is
+    replaced by the request's. The final serialisation (a few milliseconds) comes after. Runs in the worker
+    thread with the rest of the request, so no large JSON is written on the event loop.
+    """
+    body = method.response(result, params)
+    clock.lap("encode")
+    timings = clock.timings()
+    if "timings_ms" in type(body).model_fields:
+        body = body.model_copy(update={"timings_ms": dict(timings)})
+    return body.model_dump_json().encode(), timings

@@ -107,7 +107,7 @@ def test_a_registered_method_is_served_over_http(
     assert body["method"] == StrongestUnits.title
     assert body["units"] == expected
     assert body["max_activations"] == pytest.approx([float(maxima[k]) for k in expected])
-    assert list(body["timings_ms"]) == ["upload", "queue", "decode", "preprocess", "inference", "strongest", "total"]
+    assert list(body["timings_ms"]) == ["upload", "queue", "decode", "preprocess", "inference", "strongest", "encode", "total"]
     operation = spec["paths"]["/methods/strongest_units"]["post"]
     assert operation["operationId"] == "methods-strongest_units"
     assert operation["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] == ["file"]

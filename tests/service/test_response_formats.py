@@ -180,7 +180,7 @@ def test_response_sizes_at_the_papers_input_size(full_size_png: bytes, capsys: p
     from deepminer.grid import resized_shape
     from service.explainer import METHOD, ExplanationResult, ModelInfo, UnitExplanation
     from service.explanation import build_explanation
-    from service.responses import render_explanation
+    from service.schemas import ExplainResponse
 
     pixels = np.asarray(Image.open(io.BytesIO(full_size_png)), dtype=np.float32) / 65535.0
     input_shape = resized_shape(3328, 2560, 4 * 227)
@@ -213,11 +213,12 @@ def test_response_sizes_at_the_papers_input_size(full_size_png: bytes, capsys: p
         explanation=build_explanation(units, bundle_hash="0" * 64),
         timings_ms={"total": 1.0},
     )
-    sizes = {
-        "uint16": len(render_explanation(result, maps="uint16", overlay_max_side=None)[0]),
-        "json": len(render_explanation(result, maps="json", overlay_max_side=None)[0]),
-        "uint16+png": len(render_explanation(result, maps="uint16", overlay_max_side=512)[0]),
-    }
+
+    def size(maps: Any, overlay_max_side: int | None) -> int:
+        body = ExplainResponse.from_result(result, maps=maps, overlay_max_side=overlay_max_side)
+        return len(body.model_dump_json().encode())
+
+    sizes = {"uint16": size("uint16", None), "json": size("json", None), "uint16+png": size("uint16", 512)}
     with capsys.disabled():
         print(f"\nresponse bytes, 3328x2560 upload, paper geometry (grid 37x29): {sizes}")
     assert sizes["uint16"] < 32_000 and 80_000 < sizes["json"] < 100_000

@@ -16,7 +16,8 @@ from service.auxiliary import FIELD as AUX_FIELD
 from service.auxiliary import FIELD_DESCRIPTION as AUX_DESCRIPTION
 from service.auxiliary import parse_aux
 from service.errors import InferenceCancelledError
-from service.responses import render_explanation
+from service.explainer import render
+from service.inference import Stopwatch
 from service.schemas import ErrorResponse, ExplainResponse, MapEncoding
 
 router = APIRouter(tags=["explain"])
@@ -88,15 +89,14 @@ async def explain(
         submitted = time.perf_counter()
 
         def job(cancel: threading.Event) -> tuple[bytes, Mapping[str, float]]:
-            result = explainer.explain(
-                data, params=params, cancel=cancel, submitted_at=submitted, received_at=received, aux=aux
-            )
+            clock = Stopwatch.for_request(cancel=cancel, submitted_at=submitted, received_at=received)
+            result = explainer.explain(data, params=params, aux=aux, clock=clock)
             if cancel.is_set():
                 raise InferenceCancelledError("explanation abandoned before encoding")
-            return render_explanation(result, maps=params.maps, overlay_max_side=params.overlay_max_side)
+            return render(explainer.deepminer, result, params, clock)
 
         content, timings = await pool.run(job)
     metrics.observe_stages(timings)
-    # Serialised in the worker (service.responses) rather than by FastAPI: no second validation pass over
+    # Serialised in the worker (service.explainer.render) rather than by FastAPI: no second validation pass over
     # the maps, and no large JSON written on the event loop.
     return Response(content=content, media_type="application/json")

@@ -22,6 +22,7 @@ from service.auxiliary import FIELD as AUX_FIELD
 from service.auxiliary import FIELD_DESCRIPTION as AUX_DESCRIPTION
 from service.auxiliary import parse_aux
 from service.errors import InferenceCancelledError
+from service.explainer import render
 from service.inference import Stopwatch
 from service.methods import AnyMethod
 from service.schemas import ErrorResponse
@@ -76,7 +77,7 @@ def _endpoint(name: str) -> Callable[..., Awaitable[Response]]:
                 result = explainer.run(method, data, params, aux=aux, clock=clock)
                 if cancel.is_set():
                     raise InferenceCancelledError(f"{name} abandoned before encoding")
-                return method.response(result, params).model_dump_json().encode(), clock.timings()
+                return render(method, result, params, clock)
 
             content, timings = await pool.run(job)
         metrics.observe_stages(timings)
