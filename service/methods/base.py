@@ -29,6 +29,32 @@ class MethodContext:
     default_top_k: int = 5
 
 
+@dataclass(frozen=True)
+class MethodResult:
+    """What every method's result records: the method, the model, the image, and the request's stage timings."""
+
+    method: str  # the method's title
+    model: ModelInfo
+    image_shape: tuple[int, int]  # the upload's (rows, columns)
+    image_format: str
+    image_bits: int
+    input_shape: tuple[int, int]  # the network input's (rows, columns)
+    timings_ms: Mapping[str, float]
+
+    @staticmethod
+    def describing(inference: Inference, *, method: str, model: ModelInfo, clock: Stopwatch) -> dict[str, Any]:
+        """These fields for a result on ``inference``, the timings read from ``clock`` now."""
+        return {
+            "method": method,
+            "model": model,
+            "image_shape": inference.image_shape,
+            "image_format": inference.image.format,
+            "image_bits": inference.image.bits,
+            "input_shape": inference.input_shape,
+            "timings_ms": clock.timings(),
+        }
+
+
 class Method(Protocol[ParamsT, ResultT]):
     """One explanation method; instances are built once per app from a :class:`MethodContext` and are thread-safe.
 

@@ -24,8 +24,8 @@ from deepminer.scoring import breast_cells, classifier_probabilities, image_scor
 from service.auxiliary import AuxiliaryExplanation, explain_aux
 from service.errors import InvalidParameterError
 from service.explanation import CONSIDERED_UNITS, Explanation, build_explanation
-from service.inference import Inference, ModelInfo, Stopwatch
-from service.methods.base import MethodContext
+from service.inference import Inference, Stopwatch
+from service.methods.base import MethodContext, MethodResult
 
 if TYPE_CHECKING:
     from service.schemas import ExplainResponse, MapEncoding
@@ -52,17 +52,11 @@ class UnitExplanation:
 
 
 @dataclass(frozen=True)
-class ExplanationResult:
+class ExplanationResult(MethodResult):
     """Everything one explanation found; maps are on the layer4 grid described by ``mapping``."""
 
-    method: str
-    model: ModelInfo
-    image_shape: tuple[int, int]
-    image_format: str
-    image_bits: int
     dicom: DicomInfo | None  # the upload's DICOM identifiers and acquisition tags; None for other formats
     pixels: np.ndarray  # (H, W) the decoded upload in [0, 1], for overlays
-    input_shape: tuple[int, int]
     classes: tuple[str, ...]
     scores: np.ndarray  # (C,) image-level score of each class under score_rule (deepminer.scoring)
     score_rule: str  # the bundle's image-score rule, e.g. breast_peak
@@ -75,7 +69,6 @@ class ExplanationResult:
     mapping: GridMapping
     units: tuple[UnitExplanation, ...]  # the top-k
     explanation: Explanation  # the labelled units among the top eight (service.explanation)
-    timings_ms: Mapping[str, float]
     aux: AuxiliaryExplanation | None = None  # the auxiliary features used, for bundles that have them
 
 
@@ -191,14 +184,9 @@ class DeepMiner:
         clock.lap("annotations")
         image = inference.image
         return ExplanationResult(
-            method=self.title,
-            model=self.context.model,
-            image_shape=inference.image_shape,
-            image_format=image.format,
-            image_bits=image.bits,
+            **MethodResult.describing(inference, method=self.title, model=self.context.model, clock=clock),
             dicom=image.dicom,
             pixels=image.pixels,
-            input_shape=inference.input_shape,
             classes=self.classes,
             scores=scores,
             score_rule=self.context.bundle.score_rule,
@@ -211,7 +199,6 @@ class DeepMiner:
             mapping=inference.mapping,
             units=ranked[: params.top_k],
             explanation=explanation,
-            timings_ms=clock.timings(),
             aux=None
             if inference.aux is None or self.aux_weight is None
             else explain_aux(inference.aux, self.aux_features, self.aux_weight),

@@ -26,8 +26,8 @@ import numpy as np
 from deepminer.formulas import binarise, iou, unit_max_activations
 from deepminer.grid import upsample
 from service.errors import InvalidParameterError
-from service.inference import Inference, ModelInfo, Stopwatch
-from service.methods.base import MethodContext
+from service.inference import Inference, Stopwatch
+from service.methods.base import MethodContext, MethodResult
 from service.regions import (
     MASK_FIELD,
     POLYGON_FIELD,
@@ -71,22 +71,15 @@ class LabelReport:
 
 
 @dataclass(frozen=True)
-class RegionQueryResult:
+class RegionQueryResult(MethodResult):
     """What a region query found on one image."""
 
-    method: str
-    model: ModelInfo
-    image_shape: tuple[int, int]
-    image_format: str
-    image_bits: int
-    input_shape: tuple[int, int]
     query_shape: tuple[int, int]
     region_pixels: int
     region_fraction: float
     min_iou: float
     units: tuple[UnitMatch, ...]
     labels: tuple[LabelReport, ...]
-    timings_ms: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -179,19 +172,13 @@ class RegionQuery:
             for k in matched
         )
         return RegionQueryResult(
-            method=self.title,
-            model=self.context.model,
-            image_shape=image_shape,
-            image_format=inference.image.format,
-            image_bits=inference.image.bits,
-            input_shape=input_shape,
+            **MethodResult.describing(inference, method=self.title, model=self.context.model, clock=clock),
             query_shape=shape,
             region_pixels=region_pixels,
             region_fraction=region_pixels / float(shape[0] * shape[1]),
             min_iou=params.min_iou,
             units=units,
             labels=label_reports(labelled, maxima=maxima, ious=ious),
-            timings_ms=clock.timings(),
         )
 
     def response(self, result: RegionQueryResult, params: RegionParams) -> RegionQueryResponse:

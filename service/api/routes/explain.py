@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import ExplainerDep, MetricsDep, PoolDep, SettingsDep
-from service.api.forms import upload_body
+from service.api.forms import UPLOAD_ERRORS, error_responses, upload_body
 from service.api.upload import read_form
 from service.auxiliary import FIELD as AUX_FIELD
 from service.auxiliary import FIELD_DESCRIPTION as AUX_DESCRIPTION
@@ -18,38 +18,27 @@ from service.auxiliary import parse_aux
 from service.errors import InferenceCancelledError
 from service.explainer import render
 from service.inference import Stopwatch
-from service.schemas import ErrorResponse, ExplainResponse, MapEncoding
+from service.schemas import ExplainResponse, MapEncoding
 
 router = APIRouter(tags=["explain"])
 
 _UPLOAD_BODY = upload_body(**{AUX_FIELD: {"type": "string", "description": AUX_DESCRIPTION}})
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "`empty_upload`"},
-    413: {
-        "model": ErrorResponse,
-        "description": "`upload_too_large`, or `image_too_large`: the header declares too many pixels (refused before decoding)",
-    },
-    415: {
-        "model": ErrorResponse,
-        "description": (
+_ERRORS = error_responses(
+    UPLOAD_ERRORS
+    | {
+        413: "`upload_too_large`, or `image_too_large`: the header declares too many pixels (refused before decoding)",
+        415: (
             "`unsupported_media_type`: not multipart, or not PNG/TIFF/JPEG/DICOM; `unsupported_dicom`: a DICOM "
             "image with a transfer syntax without decoder, several frames, or an unsupported colour model"
         ),
-    },
-    422: {
-        "model": ErrorResponse,
-        "description": (
+        422: (
             "`corrupt_image` (truncated or corrupt, the message says which), `no_pixel_data` (a DICOM that holds "
             "no image), `invalid_parameter` (its `field` names the parameter, e.g. `top_k` or `aux.age`) or "
             "`validation_error`"
         ),
-    },
-    503: {
-        "model": ErrorResponse,
-        "description": "`not_ready`, `busy` when the waiting line is full, or `precision_overflow` (fp16 overflowed on this image)",
-    },
-    504: {"model": ErrorResponse, "description": "`inference_timeout`"},
-}
+        503: "`not_ready`, `busy` when the waiting line is full, or `precision_overflow` (fp16 overflowed on this image)",
+    }
+)
 
 
 @router.post("/explain", response_model=ExplainResponse, responses=_ERRORS, openapi_extra=_UPLOAD_BODY)

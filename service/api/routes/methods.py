@@ -11,12 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from service.api.deps import ExplainerDep, MetricsDep, PoolDep, SettingsDep
-from service.api.forms import upload_body
+from service.api.forms import UPLOAD_ERRORS, error_responses, upload_body
 from service.api.upload import read_form
 from service.auxiliary import FIELD as AUX_FIELD
 from service.auxiliary import FIELD_DESCRIPTION as AUX_DESCRIPTION
@@ -25,19 +24,14 @@ from service.errors import InferenceCancelledError
 from service.explainer import render
 from service.inference import Stopwatch
 from service.methods import AnyMethod
-from service.schemas import ErrorResponse
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "`empty_upload`"},
-    413: {"model": ErrorResponse, "description": "`upload_too_large` or `image_too_large`"},
-    415: {"model": ErrorResponse, "description": "`unsupported_media_type` or `unsupported_dicom`"},
-    422: {
-        "model": ErrorResponse,
-        "description": "`invalid_parameter` (its `field` names the parameter), `corrupt_image` or `no_pixel_data`",
-    },
-    503: {"model": ErrorResponse, "description": "`not_ready`, or `busy` when the waiting line is full"},
-    504: {"model": ErrorResponse, "description": "`inference_timeout`"},
-}
+_ERRORS = error_responses(
+    UPLOAD_ERRORS
+    | {
+        415: "`unsupported_media_type` or `unsupported_dicom`",
+        422: "`invalid_parameter` (its `field` names the parameter), `corrupt_image` or `no_pixel_data`",
+    }
+)
 
 
 def router_for(methods: Iterable[type[AnyMethod]]) -> APIRouter:

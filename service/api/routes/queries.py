@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import PoolDep, QueriesDep, SettingsDep
-from service.api.forms import upload_body
+from service.api.forms import UPLOAD_ERRORS, error_responses, upload_body
 from service.api.upload import read_form
 from service.queries import MASK_FIELD, POLYGON_FIELD, region_from_form
-from service.schemas import ErrorResponse, RegionQueryResponse
+from service.schemas import RegionQueryResponse
 
 router = APIRouter(tags=["queries"])
 
@@ -36,24 +36,17 @@ _REGION_BODY = upload_body(
         },
     },
 )
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "`empty_upload`"},
-    413: {"model": ErrorResponse, "description": "`upload_too_large` or `image_too_large`"},
-    415: {
-        "model": ErrorResponse,
-        "description": "`unsupported_media_type` (not multipart; an image not PNG/TIFF/JPEG/DICOM; a mask not PNG) "
+_ERRORS = error_responses(
+    UPLOAD_ERRORS
+    | {
+        415: "`unsupported_media_type` (not multipart; an image not PNG/TIFF/JPEG/DICOM; a mask not PNG) "
         "or `unsupported_dicom`",
-    },
-    422: {
-        "model": ErrorResponse,
-        "description": (
+        422: (
             "`invalid_parameter` (no region, both, a malformed polygon, a mask of another size, a region covering "
             "no pixel), `corrupt_image`, `no_pixel_data` or `validation_error`"
         ),
-    },
-    503: {"model": ErrorResponse, "description": "`not_ready`, or `busy` when the waiting line is full"},
-    504: {"model": ErrorResponse, "description": "`inference_timeout`"},
-}
+    }
+)
 
 
 @router.post("/query/region", response_model=RegionQueryResponse, responses=_ERRORS, openapi_extra=_REGION_BODY)
