@@ -414,8 +414,9 @@ def compare_outputs(bundle: Bundle, out: tuple[np.ndarray, np.ndarray], referenc
     finite = bool(np.isfinite(logits).all() and np.isfinite(features).all())
     p, p32 = classifier_probabilities(logits), classifier_probabilities(logits32)
     weight, _ = bundle.head
-    shared = min(len(set(top_units(influence(features, weight)[c], top_k).tolist())
-                     & set(top_units(influence(features32, weight)[c], top_k).tolist())) for c in range(len(p)))
+    scores, scores32 = influence(features, weight), influence(features32, weight)  # max_xy A_k once per output
+    shared = min(len(set(top_units(scores[c], top_k).tolist()) & set(top_units(scores32[c], top_k).tolist()))
+                 for c in range(len(p)))
     explained = int(np.argmax(p32))
     cam, cam32 = (class_activation_map(f, weight, explained) for f in (features, features32))
     return {
