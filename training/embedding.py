@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from sklearn.decomposition import PCA
 
 from deepminer.formulas import unit_max_activations
 from training.ranking import ImageMaps
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project the rows of ``x`` ``(n, d)`` onto their first two principal components.
+    """Project the rows of ``x`` ``(n, d)`` onto their first two principal components (scikit-learn's PCA).
 
     With the column means removed, ``X_c = X - 1 μᵀ`` and its SVD ``X_c = U Σ Vᵀ``
     (singular values σ_1 ≥ σ_2 ≥ …), the coordinates are
@@ -32,19 +33,20 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     if x.ndim != 2:
         raise ValueError(f"x must be (n, d), got shape {x.shape}")
-    centred = x.astype(np.float64) - x.astype(np.float64).mean(axis=0, keepdims=True)
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
-    m = min(2, s.shape[0])
-    coords = np.zeros((x.shape[0], 2))
-    coords[:, :m] = u[:, :m] * s[:m]
-    for i in range(m):
-        j = int(np.argmax(np.abs(coords[:, i])))
-        if coords[j, i] < 0:
-            coords[:, i] = -coords[:, i]
-    total = float(np.sum(s**2))
+    data = x.astype(np.float64)
+    coords = np.zeros((data.shape[0], 2))
     ratio = np.zeros(2)
-    if total > 0:
-        ratio[:m] = s[:m] ** 2 / total
+    m = min(2, *data.shape)
+    # scikit-learn divides by the total variance and by n - 1: degenerate inputs keep their zeros.
+    if data.shape[0] < 2 or not np.any(data != data[0]):
+        return coords, ratio
+    pca = PCA(n_components=m, svd_solver="full")
+    coords[:, :m] = pca.fit_transform(data)
+    ratio[:m] = pca.explained_variance_ratio_
+    # Its sign convention differs between releases; this one is documented above and tested.
+    for i in range(m):
+        if coords[int(np.argmax(np.abs(coords[:, i]))), i] < 0:
+            coords[:, i] = -coords[:, i]
     return coords, ratio
 
 
