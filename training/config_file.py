@@ -53,12 +53,12 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from training.config import NULLABLE_FIELDS, TrainConfig
 
@@ -152,14 +152,15 @@ def to_toml(config: TrainConfig, *, build: dict[str, Any] | None = None) -> str:
         values["imagenet_weights"] = str(Path(values["imagenet_weights"]).expanduser().resolve())
     build = {k: Path(v).expanduser().resolve() if isinstance(v, Path) else v for k, v in (build or {}).items()}
     rule = values.pop("patch_rule")
-    lines = ["# Training run file; training/config_file.py documents every key."]
-    lines += [f"{name} = {_toml_value(value)}" for name, value in values.items()]
-    lines += ["", "[patch_rule]", "# " + " ".join(str(rule.pop("text")).split())]
-    lines += [f"{name} = {_toml_value(value)}" for name, value in rule.items()]
+    parts = [
+        "# Training run file; training/config_file.py documents every key.\n",
+        tomli_w.dumps(_toml_ready(values)),
+        "\n[patch_rule]\n# " + " ".join(str(rule.pop("text")).split()) + "\n",
+        tomli_w.dumps(_toml_ready(rule)),
+    ]
     if build:
-        lines += ["", "[build]"]
-        lines += [f"{name} = {_toml_value(value)}" for name, value in build.items() if value is not None]
-    return "\n".join(lines) + "\n"
+        parts += ["\n", tomli_w.dumps({"build": _toml_ready({k: v for k, v in build.items() if v is not None})})]
+    return "".join(parts)
 
 
 def write_run_file(path: Path, config: TrainConfig, *, build: dict[str, Any] | None = None) -> Path:
@@ -169,25 +170,9 @@ def write_run_file(path: Path, config: TrainConfig, *, build: dict[str, Any] | N
     return path
 
 
-def _toml_value(value: Any) -> str:
-    """One TOML value: bool, int, float, string, path, list; None becomes ``"none"``."""
-    if value is None:
-        return '"none"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, (str, Path)):
-        # JSON string escapes are a subset of TOML's basic-string escapes; TOML
-        # also wants DEL escaped, which JSON leaves alone.
-        return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML: {value!r}")
-
+def _toml_ready(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as TOML can hold them: TOML has no null, so None becomes ``"none"``; paths become strings."""
+    return {
+        name: "none" if value is None else str(value) if isinstance(value, Path) else value
+        for name, value in values.items()
+    }

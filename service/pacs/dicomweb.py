@@ -1,7 +1,7 @@
 """A DICOMweb client for the two calls the service makes: WADO-RS retrieve of one instance, STOW-RS store into a study.
 
 Every request has a timeout (``dicomweb_timeout_s`` to connect, and between
-bytes) and is tried again, up to ``dicomweb_retries`` times, after a failed
+bytes) and is tried again (tenacity), up to ``dicomweb_retries`` times, after a failed
 connection, a timeout, or a 408, 429, 500, 502, 503 or 504 answer; it waits
 ``dicomweb_backoff_s`` before the first retry and twice as long before each
 further one, or what the PACS's Retry-After says when that is at most 30 s.
@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
+import tenacity
 from typing_extensions import Self
 
 from service.errors import (
@@ -68,6 +69,28 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         return None  # an HTTP date: fall back to the backoff
     return seconds if seconds is not None and 0 <= seconds <= MAX_RETRY_AFTER_S else None
+
+
+class _Transient(Exception):
+    """A try that failed in a way worth trying again: no connection, a timeout or a retryable status."""
+
+    def __init__(self, failure: str, *, timed_out: bool, retry_after: float | None = None) -> None:
+        super().__init__(failure)
+        self.failure = failure
+        self.timed_out = timed_out
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class _RetryAfterOr:
+    """Wait what the PACS's Retry-After asked for (:func:`_retry_after`), else what ``backoff`` says."""
+
+    backoff: tenacity.wait.wait_base
+
+    def __call__(self, state: tenacity.RetryCallState) -> float:
+        failed = state.outcome.exception() if state.outcome is not None else None
+        asked = failed.retry_after if isinstance(failed, _Transient) else None
+        return self.backoff(state) if asked is None else asked
 
 
 def _values(item: Mapping[str, Any], tag: str) -> list[Any]:
@@ -186,25 +209,36 @@ class DicomWebClient:
     ) -> _Answer:
         """One request with retries (module docstring); the answer's body read up to ``limit`` bytes."""
         tries = self.retries + 1
-        timed_out, failure = False, "was not asked"
-        for attempt in range(tries):
-            wait = self.backoff_s * 2**attempt
-            try:
-                async with self._client.stream(method, url, headers=headers, content=content) as response:
-                    if response.status_code not in RETRYABLE:
-                        return _Answer(response.status_code, response.headers, await self._read(response, limit))
-                    timed_out = response.status_code in TIMEOUT_STATUSES
-                    failure = f"answered {response.status_code} {response.reason_phrase}".rstrip()
-                    asked = _retry_after(response.headers.get("retry-after"))
-                    wait = wait if asked is None else asked
-            except httpx.TimeoutException:
-                timed_out, failure = True, f"did not answer within the timeout ({self._timeout_s:g} s)"
-            except httpx.TransportError as exc:
-                timed_out, failure = False, f"could not be reached ({type(exc).__name__}: {exc})"
-            if attempt + 1 < tries:
-                await anyio.sleep(wait)
-        message = f"the PACS at {self.address} failed {what}: it {failure}, on each of {tries} tries"
-        raise PacsTimeoutError(message) if timed_out else PacsUnavailableError(message)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(tries),
+            wait=_RetryAfterOr(tenacity.wait_exponential(multiplier=self.backoff_s, exp_base=2, min=0)),
+            retry=tenacity.retry_if_exception_type(_Transient),
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(self._try, method, url, headers=headers, limit=limit, content=content)
+        except _Transient as last:
+            message = f"the PACS at {self.address} failed {what}: it {last.failure}, on each of {tries} tries"
+            raise PacsTimeoutError(message) if last.timed_out else PacsUnavailableError(message) from None
+
+    async def _try(
+        self, method: str, url: str, *, headers: Mapping[str, str], limit: int, content: bytes | None
+    ) -> _Answer:
+        """One try: the answer, or :class:`_Transient` for what is worth trying again."""
+        try:
+            async with self._client.stream(method, url, headers=headers, content=content) as response:
+                if response.status_code not in RETRYABLE:
+                    return _Answer(response.status_code, response.headers, await self._read(response, limit))
+                raise _Transient(
+                    f"answered {response.status_code} {response.reason_phrase}".rstrip(),
+                    timed_out=response.status_code in TIMEOUT_STATUSES,
+                    retry_after=_retry_after(response.headers.get("retry-after")),
+                )
+        except httpx.TimeoutException:
+            raise _Transient(f"did not answer within the timeout ({self._timeout_s:g} s)", timed_out=True) from None
+        except httpx.TransportError as exc:
+            raise _Transient(f"could not be reached ({type(exc).__name__}: {exc})", timed_out=False) from None
 
     @property
     def _timeout_s(self) -> float:
