@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or refresh .venv with everything the project needs (torch, training, service, tests).
-# Idempotent: re-installs only when pyproject.toml or this script changed.
+# Idempotent: installs only when pyproject.toml, this script or the torch pair changed, or an extra is new.
 # Environment: PYTHON (default python3), VENV (default .venv),
 #              TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1", the tested pair),
 #              EXTRAS (default "all"; the tests add "deploy-test").
@@ -31,16 +31,27 @@ if [ ! -x "$VENV/bin/python" ]; then
     fi
 fi
 
+# The stamp records what was installed: line 1 the inputs (this script, pyproject.toml, the torch pair),
+# line 2 the extras. Extras are only ever added, so switching between test.sh, serve.sh and bench.sh
+# installs nothing once their union is in; a changed pyproject.toml reinstalls that union.
 stamp="$VENV/.deepminer-setup"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $TORCH_SPEC [$EXTRAS]"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $TORCH_SPEC"
+extras_of() { tr ',' '\n' <<<"$1" | sed 's/[[:space:]]//g' | grep -v '^$' | sort -u || true; }
+have="" have_extras=""
+if [ -f "$stamp" ]; then
+    have=$(sed -n 1p "$stamp")
+    have_extras=$(sed -n 2p "$stamp")
+fi
+missing=$(comm -23 <(extras_of "$EXTRAS") <(extras_of "$have_extras"))
+if [ "$have" = "$want" ] && [ -z "$missing" ]; then
     exit 0
 fi
+extras=$(extras_of "$EXTRAS,$have_extras" | paste -sd, -)
 
-echo "==> installing dependencies into $VENV (first run: a few minutes)"
+echo "==> installing dependencies into $VENV (extras: $extras; first run: a few minutes)"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # shellcheck disable=SC2086
 "$VENV/bin/python" -m pip install -q $TORCH_SPEC
-"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
-echo "$want" > "$stamp"
+"$VENV/bin/python" -m pip install -q -e ".[$extras]"
+printf '%s\n%s\n' "$want" "$extras" > "$stamp"
 echo "==> environment ready: $VENV"
