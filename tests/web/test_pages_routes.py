@@ -55,3 +55,20 @@ def test_the_lexicon_is_the_annotation_store_vocabulary(service) -> None:
 def test_pages_are_not_in_the_api_document(service) -> None:
     paths = httpx.get(f"{service.url}/openapi.json").json()["paths"]
     assert not [p for p in paths if p.startswith("/ui")]
+
+
+@pytest.mark.parametrize(
+    ("path", "current"),
+    [
+        ("/ui/", "/ui/"),
+        ("/ui/units/4", "/ui/survey"),
+        ("/ui/survey?unit=4", "/ui/survey"),
+        ("/ui/explain", "/ui/explain"),
+    ],
+)
+def test_every_page_has_the_one_site_header_with_its_own_link_current(service, path: str, current: str) -> None:
+    html = httpx.get(service.url + path).text
+    assert html.count('<header class="site-header">') == 1 and html.count('id="session-form"') == 1
+    assert html.count('aria-current="page"') == 1
+    assert f'<a href="{current}" aria-current="page">' in html
+    assert html.count('id="alert"') == 1 and "$" not in html.split("<main", 1)[0]

@@ -1,18 +1,21 @@
 """The experts' web pages (unit survey, overview, explanation viewer) and their static files.
 
-The pages are plain HTML and ES modules under ``service/web``; they hold no
+The pages are plain HTML and ES modules under ``service/web``, each page's
+content drawn inside the one shared ``layout.html``; they hold no
 data and call the JSON API from the browser with the user's token, so they are
 served without authentication and left out of the OpenAPI document.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
 from annotations.lexicon import (
     CANCER_ASSOCIATIONS,
@@ -32,11 +35,42 @@ _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg
 router = APIRouter(prefix="/ui", tags=["pages"], include_in_schema=False)
 
 
-def _page(name: str) -> FileResponse:
+@dataclass(frozen=True)
+class Page:
+    """A page: its ``<main>`` content in ``service/web/<name>.html``, drawn inside ``layout.html``.
+
+    The layout holds what every page shares (head, skip link, site header
+    with the sign-in form, alert region), so it is written once.
+    """
+
+    name: str
+    title: str
+    nav: str
+    """The site header's link to this page, marked ``aria-current``."""
+
+
+OVERVIEW = Page("overview", "Overview", "/ui/")
+SURVEY = Page("survey", "Unit survey", "/ui/survey")
+EXPLAIN = Page("explain", "Explain", "/ui/explain")
+
+
+def _web_file(name: str) -> str:
     path = WEB_DIR / name
-    if not path.is_file():  # an install without the package data, rather than a 500 from FileResponse
+    if not path.is_file():  # an install without the package data, rather than a 500
         raise HTTPException(status_code=404, detail=f"the web pages are not installed: {path} is missing")
-    return FileResponse(path, media_type="text/html", headers=_NO_STALE)
+    return path.read_text(encoding="utf-8")
+
+
+def render_page(page: Page) -> str:
+    """The HTML of ``page``: its content inside the shared layout, its header link marked current."""
+    html = Template(_web_file("layout.html")).substitute(
+        title=page.title, script=f"{page.name}.js", main=_web_file(f"{page.name}.html")
+    )
+    return html.replace(f'<li><a href="{page.nav}">', f'<li><a href="{page.nav}" aria-current="page">', 1)
+
+
+def _page(page: Page) -> HTMLResponse:
+    return HTMLResponse(render_page(page), headers=_NO_STALE)
 
 
 @router.get("")
@@ -46,27 +80,27 @@ async def ui_root() -> RedirectResponse:
 
 
 @router.get("/")
-async def overview_page() -> FileResponse:
+async def overview_page() -> HTMLResponse:
     """The overview: how good the explanations are, ranked units per class and the unit embedding."""
-    return _page("overview.html")
+    return _page(OVERVIEW)
 
 
 @router.get("/units/{unit_id}")
-async def survey_page(unit_id: Annotated[int, PathParam(ge=0)]) -> FileResponse:
+async def survey_page(unit_id: Annotated[int, PathParam(ge=0)]) -> HTMLResponse:
     """The expert survey of one unit (the page reads the id from its URL)."""
-    return _page("survey.html")
+    return _page(SURVEY)
 
 
 @router.get("/survey")
-async def survey_query_page() -> FileResponse:
+async def survey_query_page() -> HTMLResponse:
     """The survey page addressed as ``/ui/survey?unit=<id>``."""
-    return _page("survey.html")
+    return _page(SURVEY)
 
 
 @router.get("/explain")
-async def explain_page() -> FileResponse:
+async def explain_page() -> HTMLResponse:
     """The explanation viewer with the region query."""
-    return _page("explain.html")
+    return _page(EXPLAIN)
 
 
 @router.get("/lexicon.json")
