@@ -7,7 +7,6 @@ Runs in a worker thread (see :mod:`service.pool`); every step blocks.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -89,26 +88,17 @@ class Explainer:
         data: bytes,
         params: ParamsT,
         *,
-        cancel: threading.Event | None = None,
-        submitted_at: float | None = None,
-        received_at: float | None = None,
         aux: np.ndarray | None = None,
         clock: Stopwatch | None = None,
     ) -> ResultT:
         """``method`` on the image in ``data`` with validated ``params``: decode, preprocess and forward once, then it.
 
-        ``cancel``, once set, stops the work at the next stage boundary with
-        :class:`~service.errors.InferenceCancelledError`. ``submitted_at`` (``time.perf_counter()``
-        when the request was queued) adds a ``queue`` stage to the timings; ``received_at`` (when its
-        upload began to be read) adds an ``upload`` stage before it. A caller that timed earlier stages
-        passes its ``clock`` instead (its ``cancel`` is then set to this one).
+        ``clock``: the request's stopwatch (:meth:`Stopwatch.for_request` times the upload and the queue
+        before this, and stops the work once its ``cancel`` is set); a new one by default.
         ``aux``: the raw auxiliary features ``(J,)``, required when the bundle has them and the method
         takes them; a method that does not gets the features at their training means.
         """
-        if clock is None:
-            clock = Stopwatch.for_request(cancel=cancel, submitted_at=submitted_at, received_at=received_at)
-        elif cancel is not None:
-            clock.cancel = cancel
+        clock = Stopwatch() if clock is None else clock
         inference = self.engine.run(data, clock=clock, aux=aux if method.takes_aux else self.engine.reference_aux)
         return method.run(inference, params, clock)
 
@@ -123,23 +113,17 @@ class Explainer:
         class_name: str | None = None,
         top_k: int = 5,
         params: DeepMinerParams | None = None,
-        cancel: threading.Event | None = None,
-        submitted_at: float | None = None,
-        received_at: float | None = None,
         aux: np.ndarray | None = None,
         clock: Stopwatch | None = None,
     ) -> ExplanationResult:
         """DeepMiner's explanation of the image in ``data`` for ``class_name`` (default: the predicted class).
 
         ``params`` (from :meth:`validate`) stands for ``class_name`` and ``top_k`` when the caller has
-        checked them already; the other arguments are :meth:`run`'s.
+        checked them already; ``aux`` and ``clock`` are :meth:`run`'s.
         """
         if params is None:
             params = self.validate(class_name=class_name, top_k=top_k)
-        return self.run(
-            self.deepminer, data, params, cancel=cancel, submitted_at=submitted_at, received_at=received_at,
-            aux=aux, clock=clock,
-        )
+        return self.run(self.deepminer, data, params, aux=aux, clock=clock)
 
     # The inference steps, for callers that drive them one by one (tests compare with brute force).
 

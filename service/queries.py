@@ -11,6 +11,7 @@ import threading
 from dataclasses import replace
 
 from service.explainer import Explainer
+from service.inference import Stopwatch
 from service.methods.region_query import (
     METHOD,
     LabelReport,
@@ -83,4 +84,4 @@ class RegionQueries:
         ``region`` may be the checked :class:`RegionParams` of :meth:`params`, which then stands for ``min_iou``.
         """
         params = region if isinstance(region, RegionParams) else self.params(region, min_iou=min_iou)
-        return self.explainer.run(self.method, data, params, cancel=cancel)
+        return self.explainer.run(self.method, data, params, clock=Stopwatch(cancel=cancel))

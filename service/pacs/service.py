@@ -104,7 +104,7 @@ class PacsService:
             clock.lap("retrieve")
 
             def job(cancel: threading.Event) -> tuple[ExplanationResult, tuple[DicomResult, ...]]:
-                clock.cancel = cancel
+                clock.cancel = cancel  # the stages from here on stop once the pool gives up on the job
                 clock.lap("queue")
                 header = read_header(data)
                 check_identity(header, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)

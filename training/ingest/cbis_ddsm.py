@@ -52,59 +52,27 @@ to the new manifest.
 
 from __future__ import annotations
 
-import csv
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from deepminer.dicom import read_dicom_info
-from deepminer.imaging import ImageDecodeError, read_image
+from deepminer.imaging import ImageDecodeError
+from training.ingest.cbis_csv import (
+    LEXICON,
+    PATHOLOGY_MAP,
+    CbisRow,
+    concept_name,
+    find_description_csvs,
+    read_description_csv,
+)
+from training.ingest.cbis_dicoms import dicom_shape, dicoms, find_roi_mask, full_image, index_folders
 from training.manifest import Finding, ImageRecord, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
-
-PATHOLOGY_MAP: dict[str, str] = {
-    "MALIGNANT": "malignant",
-    "BENIGN": "benign",
-    "BENIGN_WITHOUT_CALLBACK": "benign",
-}
-LEXICON: dict[str, str] = {"mass": "Mass", "calcification": "Calcification"}
-FOLDER_PATTERN = re.compile(r"^(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$")
-"""CBIS-DDSM folder names: full image, or ``_<abnormality id>`` for its ROI mask and crop."""
-_MISSING = {"", "N/A", "NA", "NAN", "NONE", "NULL"}
-_REQUIRED = (
-    "patient id",
-    "left or right breast",
-    "image view",
-    "abnormality id",
-    "abnormality type",
-    "pathology",
-    "image file path",
-    "roi mask file path",
-)
-
-
-@dataclass(frozen=True)
-class CbisRow:
-    """One abnormality row of a description CSV, values as published (stripped)."""
-
-    source: str  # CSV file name and line, for messages
-    split: str  # "train" | "test"
-    patient_id: str
-    side: str
-    view: str
-    abnormality_id: str
-    abnormality_type: str
-    pathology: str
-    image_folder: str
-    roi_folders: tuple[str, ...]  # folders of the ROI mask and the cropped image (often the same)
-    descriptors: dict[str, str]
 
 
 @dataclass
@@ -165,48 +133,6 @@ def ingest_cbis_ddsm(
     return report
 
 
-def find_description_csvs(root: Path) -> list[Path]:
-    """``*case_description*.csv`` files in ``root`` and one folder below, sorted."""
-    found = set(root.glob("*case_description*.csv")) | set(root.glob("*/*case_description*.csv"))
-    return sorted(found)
-
-
-def read_description_csv(path: Path) -> list[CbisRow]:
-    """Parse one description CSV (mass or calc); column names are matched case- and ``_``/space-insensitively."""
-    path = Path(path)
-    split = "test" if "test" in path.name.lower() else "train"
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = {_column_key(name): name for name in reader.fieldnames or []}
-        missing = [c for c in _REQUIRED if c not in header]
-        if missing:
-            raise ValueError(f"{path}: not a CBIS-DDSM description CSV, it lacks columns {missing}")
-        rows = []
-        for raw in reader:
-            values = {key: _clean(raw.get(name)) for key, name in header.items()}
-            rows.append(_row(values, source=f"{path.name}:{reader.line_num}", split=split))
-    return rows
-
-
-def index_folders(root: Path) -> dict[str, Path]:
-    """Map each CBIS-DDSM folder name under ``root`` to its path (the walk stops at those folders)."""
-    index: dict[str, Path] = {}
-    stack = [Path(root)]
-    while stack:
-        folder = stack.pop()
-        try:
-            children = sorted(p for p in folder.iterdir() if p.is_dir())
-        except OSError as exc:
-            log.warning("cannot list %s: %s", folder, exc)
-            continue
-        for child in children:
-            if FOLDER_PATTERN.match(child.name):
-                index.setdefault(child.name, child)
-            else:
-                stack.append(child)
-    return index
-
-
 def build_records(
     rows: Iterable[CbisRow],
     folders: dict[str, Path],
@@ -226,18 +152,6 @@ def build_records(
     return records
 
 
-def find_roi_mask(candidates: Sequence[Path], image_shape: tuple[int, int]) -> Path | None:
-    """The ROI mask among an abnormality's DICOMs (rule in the module docstring), or None."""
-    full_size = [p for p in candidates if _safe_shape(p) == image_shape]
-    if len(full_size) == 1:
-        return full_size[0]
-    pool = full_size or list(candidates)
-    binary = [p for p in pool if _is_binary(p)]
-    if len(binary) == 1:
-        return binary[0]
-    return None
-
-
 def merge_manifests(records: Sequence[ImageRecord], extra: Sequence[ImageRecord]) -> list[ImageRecord]:
     """``records`` followed by ``extra``; ValueError when an image id appears in both."""
     ids = {r.image_id for r in records}
@@ -254,13 +168,13 @@ def _image_record(
     image_id: str, rows: list[CbisRow], folders: dict[str, Path], report: IngestReport
 ) -> ImageRecord | None:
     first = rows[0]
-    image_path = _full_image(image_id, folders)
+    image_path = full_image(image_id, folders)
     if image_path is None:
         report.skipped.append(f"{first.source}: image folder {image_id!r} not found or holds no .dcm file")
         log.warning("%s", report.skipped[-1])
         return None
     try:
-        shape = _shape(image_path)
+        shape = dicom_shape(image_path)
     except ImageDecodeError as exc:
         report.skipped.append(f"{first.source}: image {image_path} unreadable: {exc}")
         log.warning("%s", report.skipped[-1])
@@ -270,7 +184,7 @@ def _image_record(
         problem = _check_row(row, first, findings)
         mask = None
         if problem is None:
-            candidates = [p for name in row.roi_folders if name in folders for p in _dicoms(folders[name])]
+            candidates = [p for name in row.roi_folders if name in folders for p in dicoms(folders[name])]
             mask = find_roi_mask(candidates, shape) if candidates else None
             if mask is None:
                 problem = (
@@ -286,7 +200,7 @@ def _image_record(
             Finding(
                 finding_id=row.abnormality_id,
                 pathology=PATHOLOGY_MAP[row.pathology],
-                concept=_concept(row),
+                concept=concept_name(row),
                 lexicon=LEXICON[row.abnormality_type],
                 descriptors=row.descriptors,
                 mask_path=mask,
@@ -319,125 +233,3 @@ def _check_row(row: CbisRow, first: CbisRow, findings: Sequence[Finding]) -> str
     if any(f.finding_id == row.abnormality_id for f in findings):
         return f"abnormality {row.abnormality_id} of {row.image_folder!r} given twice"
     return None
-
-
-def _row(values: dict[str, str], *, source: str, split: str) -> CbisRow:
-    kind = values.get("abnormality type", "").lower()
-    breast = values.get("left or right breast", "")
-    side = {"LEFT": "L", "RIGHT": "R"}.get(breast.upper(), breast)
-    descriptors = {
-        key: _descriptor_value(values.get(column, ""))
-        for key, column in (
-            ("shape", "mass shape"),
-            ("margins", "mass margins"),
-            ("calc_type", "calc type"),
-            ("calc_distribution", "calc distribution"),
-            ("assessment", "assessment"),
-            ("subtlety", "subtlety"),
-            ("breast_density", "breast density"),
-        )
-    }
-    descriptors.update(
-        abnormality_id=values.get("abnormality id", ""),
-        cbis_pathology=values.get("pathology", ""),
-        cbis_split=split,
-    )
-    return CbisRow(
-        source=source,
-        split=split,
-        patient_id=values.get("patient id", ""),
-        side=side,
-        view=values.get("image view", "").upper(),
-        abnormality_id=values.get("abnormality id", ""),
-        abnormality_type=kind,
-        pathology=values.get("pathology", "").upper(),
-        image_folder=_first_component(values.get("image file path", "")),
-        roi_folders=tuple(
-            dict.fromkeys(
-                f
-                for f in (
-                    _first_component(values.get("roi mask file path", "")),
-                    _first_component(values.get("cropped image file path", "")),
-                )
-                if f
-            )
-        ),
-        descriptors={k: v for k, v in descriptors.items() if v},
-    )
-
-
-def _concept(row: CbisRow) -> str:
-    d = row.descriptors
-    if row.abnormality_type == "mass":
-        text = " ".join(filter(None, [_words(d.get("shape", "")), "mass"]))
-        margins = _words(d.get("margins", ""))
-        return f"{text} with {margins} margins" if margins else text
-    text = " ".join(filter(None, [_words(d.get("calc_type", "")), "calcifications"]))
-    distribution = _words(d.get("calc_distribution", ""))
-    return f"{text} with {distribution} distribution" if distribution else text
-
-
-def _words(value: str) -> str:
-    """``"PLEOMORPHIC-FINE_LINEAR_BRANCHING"`` → ``"pleomorphic fine linear branching"``."""
-    return " ".join(re.split(r"[\s_\-]+", value.lower())).strip()
-
-
-def _column_key(name: str | None) -> str:
-    return re.sub(r"[\s_]+", " ", (name or "").strip().lower())
-
-
-def _clean(value: object) -> str:
-    text = str(value or "").strip().strip('"').strip()
-    return "" if text.upper() in _MISSING else text
-
-
-def _descriptor_value(value: str) -> str:
-    # The manifest joins descriptors with ";" and "=", so neither may appear in a value.
-    return value.replace(";", ",").replace("=", "-")
-
-
-def _first_component(path: str) -> str:
-    parts = [p for p in re.split(r"[\\/]+", path.strip()) if p]
-    return parts[0] if parts else ""
-
-
-def _dicoms(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.dcm") if p.is_file())
-
-
-def _full_image(image_id: str, folders: dict[str, Path]) -> Path | None:
-    folder = folders.get(image_id)
-    files = _dicoms(folder) if folder is not None else []
-    if len(files) > 1:
-        log.warning("%s holds %d DICOM files; taking the largest image", folder, len(files))
-        return max(files, key=_area)
-    return files[0] if files else None
-
-
-def _area(path: Path) -> int:
-    shape = _safe_shape(path)
-    return shape[0] * shape[1] if shape is not None else -1
-
-
-def _safe_shape(path: Path) -> tuple[int, int] | None:
-    try:
-        return _shape(path)
-    except ImageDecodeError as exc:
-        log.warning("cannot read the DICOM header of %s: %s", path, exc)
-        return None
-
-
-def _shape(path: Path) -> tuple[int, int]:
-    info = read_dicom_info(path)
-    if info.rows is None or info.columns is None:
-        raise ImageDecodeError(f"{path}: DICOM without Rows/Columns")
-    return info.rows, info.columns
-
-
-def _is_binary(path: Path) -> bool:
-    try:
-        values = np.unique(read_image(path))
-    except ImageDecodeError as exc:
-        log.warning("cannot decode %s: %s", path, exc)
-        return False
-    return len(values) <= 2 and values[0] == 0.0
