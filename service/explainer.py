@@ -64,7 +64,10 @@ class Explainer:
             if method.name != name:
                 raise ValueError(f"method {name!r} is registered with a class named {method.name!r}")
             self.methods[name] = method
-        self.deepminer: DeepMiner = self.methods[DeepMiner.name]  # type: ignore[assignment]
+        deepminer = self.methods[DeepMiner.name]
+        if not isinstance(deepminer, DeepMiner):
+            raise TypeError(f"method {DeepMiner.name!r} must be a DeepMiner, got {type(deepminer).__name__}")
+        self.deepminer = deepminer  # /explain's method, which the PACS route and the SR use as well
 
     @property
     def aux_features(self) -> tuple[AuxFeature, ...]:
@@ -73,6 +76,7 @@ class Explainer:
 
     @property
     def max_image_pixels(self) -> int:
+        """The largest image area accepted, checked on the header before any pixel is decoded."""
         return self.engine.max_image_pixels
 
     def method(self, name: str) -> AnyMethod:
