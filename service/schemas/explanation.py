@@ -27,13 +27,7 @@ class NamedLabelOut(BaseModel):
 
     @classmethod
     def from_label(cls, label: NamedLabel) -> NamedLabelOut:
-        return cls(
-            label=label.label,
-            category=label.category,  # type: ignore[arg-type]
-            cancer_association=label.cancer_association,  # type: ignore[arg-type]
-            annotators=label.annotators,
-            automatic=label.automatic,
-        )
+        return cls.model_validate(label, from_attributes=True)
 
 
 class NamedUnitOut(BaseModel):
@@ -55,14 +49,7 @@ class NamedUnitOut(BaseModel):
 
     @classmethod
     def from_unit(cls, unit: NamedUnit) -> NamedUnitOut:
-        return cls(
-            unit_id=unit.unit_id,
-            rank=unit.rank,
-            influence=unit.influence,
-            experts=unit.experts,
-            labels=[NamedLabelOut.from_label(label) for label in unit.labels],
-            text=unit.text,
-        )
+        return cls.model_validate(unit, from_attributes=True)
 
 
 class ExplanationOut(BaseModel):
@@ -86,9 +73,4 @@ class ExplanationOut(BaseModel):
 
     @classmethod
     def from_explanation(cls, explanation: Explanation) -> ExplanationOut:
-        return cls(
-            considered=explanation.considered,
-            max_units=explanation.max_units,
-            sources=list(explanation.sources),  # type: ignore[arg-type]
-            units=[NamedUnitOut.from_unit(u) for u in explanation.units],
-        )
+        return cls.model_validate(explanation, from_attributes=True)

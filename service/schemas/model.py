@@ -30,13 +30,4 @@ class ModelOut(BaseModel):
 
     @classmethod
     def from_info(cls, info: ModelInfo) -> ModelOut:
-        return cls(
-            id=info.id,
-            hash=info.hash,
-            architecture=info.architecture,
-            layer=info.layer,
-            backend=info.backend,  # type: ignore[arg-type]
-            provider=info.provider,
-            device=info.device,  # type: ignore[arg-type]
-            precision=info.precision,  # type: ignore[arg-type]
-        )
+        return cls.model_validate(info, from_attributes=True)

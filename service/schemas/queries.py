@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from service.queries import RegionQueryResult
-from service.schemas.annotations import AnnotationOut, LatestAnnotations, UnitIndex
+from service.schemas.annotations import LatestAnnotations, UnitIndex
 from service.schemas.image import ImageOut
 from service.schemas.model import ModelOut
 
@@ -60,32 +60,11 @@ class RegionQueryResponse(BaseModel):
 
     @classmethod
     def from_result(cls, result: RegionQueryResult) -> RegionQueryResponse:
-        return cls(
-            method=result.method,
-            model=ModelOut.from_info(result.model),
-            image=ImageOut.from_result(result),
-            query_shape=result.query_shape,
-            region=RegionOut(pixels=result.region_pixels, fraction=result.region_fraction),
-            min_iou=result.min_iou,
-            units=[
-                RegionUnit(
-                    unit_id=u.unit_id,
-                    iou=u.iou,
-                    max_activation=u.max_activation,
-                    threshold=u.threshold,
-                    mask_fraction=u.mask_fraction,
-                    annotations=AnnotationOut.from_records(u.annotations),
-                )
-                for u in result.units
-            ],
-            labels=[
-                LabelReportOut(
-                    label=r.label,
-                    unit_ids=list(r.unit_ids),
-                    mean_max_activation=r.mean_max_activation,
-                    mean_iou=r.mean_iou,
-                )
-                for r in result.labels
-            ],
-            timings_ms=dict(result.timings_ms),
+        fields = {
+            name: getattr(result, name) for name in ("method", "model", "query_shape", "min_iou", "units", "labels")
+        }
+        region = RegionOut(pixels=result.region_pixels, fraction=result.region_fraction)
+        return cls.model_validate(
+            {**fields, "image": ImageOut.from_result(result), "region": region, "timings_ms": result.timings_ms},
+            from_attributes=True,
         )

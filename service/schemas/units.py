@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.schemas.annotations import AnnotationOut, LatestAnnotations, UnitIndex
+from service.schemas.annotations import LatestAnnotations, UnitIndex
 from service.units import UnitEmbedding, UnitInfo, UnitOverview
 
 
@@ -20,15 +20,7 @@ class UnitOut(BaseModel):
 
     @classmethod
     def from_info(cls, info: UnitInfo) -> UnitOut:
-        r = info.ranking
-        return cls(
-            unit_id=r.unit_id,
-            threshold=r.threshold,
-            ranks=dict(r.ranks),
-            counts=dict(r.counts),
-            mean_influence=dict(r.mean_influence),
-            annotations=AnnotationOut.from_records(info.annotations),
-        )
+        return cls.model_validate({**vars(info.ranking), "annotations": info.annotations}, from_attributes=True)
 
 
 class ClassCoverageOut(BaseModel):
@@ -55,21 +47,8 @@ class UnitsResponse(BaseModel):
 
     @classmethod
     def from_overview(cls, overview: UnitOverview) -> UnitsResponse:
-        return cls(
-            model_id=overview.model_id,
-            bundle_hash=overview.bundle_hash,
-            classes=list(overview.classes),
-            num_units=overview.num_units,
-            num_images=overview.num_images,
-            top_per_image=overview.top_per_image,
-            top_per_class=overview.top_per_class,
-            threshold_quantile=overview.threshold_quantile,
-            coverage={
-                name: ClassCoverageOut(coverage=c.coverage, slots_total=c.slots_total, ranked_units=c.ranked_units)
-                for name, c in overview.coverage.items()
-            },
-            units=[UnitOut.from_info(u) for u in overview.units],
-        )
+        units = [UnitOut.from_info(u) for u in overview.units]
+        return cls.model_validate({**vars(overview), "units": units}, from_attributes=True)
 
 
 class EmbeddedUnit(BaseModel):
@@ -94,20 +73,4 @@ class EmbeddingResponse(BaseModel):
 
     @classmethod
     def from_embedding(cls, embedding: UnitEmbedding) -> EmbeddingResponse:
-        return cls(
-            model_id=embedding.model_id,
-            bundle_hash=embedding.bundle_hash,
-            method=embedding.method,
-            num_images=embedding.num_images,
-            explained_variance_ratio=list(embedding.explained_variance_ratio),
-            units=[
-                EmbeddedUnit(
-                    unit_id=u.unit_id,
-                    x=u.x,
-                    y=u.y,
-                    ranked=u.ranked,
-                    annotations=AnnotationOut.from_records(u.annotations),
-                )
-                for u in embedding.units
-            ],
-        )
+        return cls.model_validate(embedding, from_attributes=True)
