@@ -17,7 +17,8 @@ from pydicom.dataset import Dataset
 
 from service.explainer import ExplanationResult
 from service.overlays import Canvas
-from service.pacs.equipment import MANUFACTURER, Equipment
+from service.pacs.equipment import Equipment
+from service.pacs.series import result_instance
 
 SERIES_NUMBER = 9002
 SERIES_DESCRIPTION = "DeepMiner CAM overlay"
@@ -78,18 +79,16 @@ def build_capture(
         photometric_interpretation="RGB",
         bits_allocated=8,
         coordinate_system="PATIENT",
-        series_instance_uid=series_uid,
-        series_number=SERIES_NUMBER,
-        sop_instance_uid=sop_uid,
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         patient_orientation=_ANY_ORIENTATION,
         laterality=laterality if laterality in ("L", "R") else None,
         transfer_syntax_uid=hd.UID("1.2.840.10008.1.2.1"),
-        series_description=SERIES_DESCRIPTION,
-        manufacturer_model_name=equipment.model_label,
-        software_versions=equipment.software_versions,
-        device_serial_number=equipment.serial_number,
+        **result_instance(
+            equipment,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+            series_number=SERIES_NUMBER,
+            series_description=SERIES_DESCRIPTION,
+        ),
     )
     capture.PatientOrientation = list(source.PatientOrientation) if source.get("PatientOrientation") else []
     if "Laterality" not in capture:

@@ -32,6 +32,7 @@ from service.explainer import ExplanationResult
 from service.explanation import NamedUnit
 from service.pacs import codes
 from service.pacs.equipment import DEVICE_NAME, MANUFACTURER, Equipment
+from service.pacs.series import result_instance
 
 SERIES_NUMBER = 9001
 SERIES_DESCRIPTION = "DeepMiner explanation (SR)"
@@ -93,8 +94,7 @@ def _unit(
             measurement(codes.CLASS_WEIGHT, unit.weight, codes.NO_UNITS),
         ],
         qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(codes.label_name(label), codes.label_concept(label))
-            for label in unit.labels
+            hd.sr.QualitativeEvaluation(codes.label_name(label), codes.label_concept(label)) for label in unit.labels
         ],
     )
 
@@ -145,15 +145,13 @@ def build_report(
     return hd.sr.ComprehensiveSR(
         evidence=[source],
         content=report[0],
-        series_instance_uid=series_uid,
-        series_number=SERIES_NUMBER,
-        sop_instance_uid=sop_uid,
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         is_complete=True,
-        series_description=SERIES_DESCRIPTION,
-        manufacturer_model_name=equipment.model_label,
-        software_versions=equipment.software_versions,
-        device_serial_number=equipment.serial_number,
         coding_schemes=[codes.CODING_SCHEME],
+        **result_instance(
+            equipment,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+            series_number=SERIES_NUMBER,
+            series_description=SERIES_DESCRIPTION,
+        ),
     )

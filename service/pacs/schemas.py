@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.pacs.service import PacsExplanation
-from service.schemas import ExplanationOut
+from service.schemas import ExplanationOut, by_class
 
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 Uid = Annotated[str, Field(min_length=1, max_length=64, pattern=UID_PATTERN, examples=["1.2.840.113619.2.55.3.42"])]
@@ -106,14 +106,12 @@ class DicomWebExplainResponse(BaseModel):
             study_uid=explanation.study_uid,
             series_uid=explanation.series_uid,
             sop_uid=explanation.sop_uid,
-            model=ModelSummary(id=result.model.id, hash=result.model.hash, architecture=result.model.architecture),
+            model=ModelSummary.model_validate(result.model, from_attributes=True),
             predicted_class=result.predicted_class,
             explained_class=result.explained_class,
-            scores={name: float(v) for name, v in zip(result.classes, result.scores)},
+            scores=by_class(result.classes, result.scores),
             score_rule=result.score_rule,
-            classifier_probabilities={
-                name: float(p) for name, p in zip(result.classes, result.classifier_probabilities)
-            },
+            classifier_probabilities=by_class(result.classes, result.classifier_probabilities),
             explanation=ExplanationOut.from_explanation(result.explanation),
             units=[
                 UnitSummary(
@@ -124,15 +122,6 @@ class DicomWebExplainResponse(BaseModel):
                 )
                 for unit in result.units
             ],
-            stored=[
-                StoredObject(
-                    kind=s.kind,
-                    sop_class_uid=s.sop_class_uid,
-                    series_instance_uid=s.series_instance_uid,
-                    sop_instance_uid=s.sop_instance_uid,
-                    retrieve_url=s.retrieve_url,
-                )
-                for s in explanation.stored
-            ],
+            stored=[StoredObject.model_validate(s, from_attributes=True) for s in explanation.stored],
             timings_ms={stage: round(ms, 3) for stage, ms in explanation.timings_ms.items()},
         )
