@@ -24,6 +24,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+_MODEL_LABELS = ("model_id", "hash", "backend", "provider", "device", "precision")
+"""Labels of ``deepminer_model_info``: the model's id, then attributes of :class:`ModelInfo` of the same name."""
 
 
 def multiprocess_dir() -> str | None:
@@ -49,12 +51,7 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=self.registry,
         )
-        self.in_flight = Gauge(
-            "deepminer_http_requests_in_flight",
-            "HTTP requests being served.",
-            registry=self.registry,
-            multiprocess_mode="livesum",
-        )
+        self.in_flight = self._live_gauge("deepminer_http_requests_in_flight", "HTTP requests being served.")
         self.errors = Counter(
             "deepminer_errors",
             "Error responses by error code (the `code` of the JSON error body) and status.",
@@ -68,17 +65,12 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
-        self.queue_depth = Gauge(
+        self.queue_depth = self._live_gauge(
             "deepminer_inference_queue_depth",
             "Explanations admitted that do not hold an inference worker (uploading or waiting).",
-            registry=self.registry,
-            multiprocess_mode="livesum",
         )
-        self.inference_in_flight = Gauge(
-            "deepminer_inference_in_flight",
-            "Explanations running on an inference worker.",
-            registry=self.registry,
-            multiprocess_mode="livesum",
+        self.inference_in_flight = self._live_gauge(
+            "deepminer_inference_in_flight", "Explanations running on an inference worker."
         )
         self.batch_size = Histogram(
             "deepminer_inference_batch_size",
@@ -89,10 +81,14 @@ class Metrics:
         self.model_info = Gauge(
             "deepminer_model_info",
             "The loaded model bundle and inference engine (value 1).",
-            ["model_id", "hash", "backend", "provider", "device", "precision"],
+            list(_MODEL_LABELS),
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+
+    def _live_gauge(self, name: str, documentation: str) -> Gauge:
+        """A gauge of this registry that, across processes, sums the live processes' values."""
+        return Gauge(name, documentation, registry=self.registry, multiprocess_mode="livesum")
 
     def observe_request(self, *, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route=route, method=method, status=str(status)).inc()
@@ -115,14 +111,7 @@ class Metrics:
 
     def set_model(self, model: ModelInfo) -> None:
         self.model_info.clear()
-        self.model_info.labels(
-            model_id=model.id,
-            hash=model.hash,
-            backend=model.backend,
-            provider=model.provider,
-            device=model.device,
-            precision=model.precision,
-        ).set(1)
+        self.model_info.labels(model_id=model.id, **{name: getattr(model, name) for name in _MODEL_LABELS[1:]}).set(1)
 
     def render(self) -> bytes:
         """The text exposition: this app's registry, or every process's values in multiprocess mode."""

@@ -40,15 +40,9 @@ class ExplainedUnit(BaseModel):
 
     @classmethod
     def from_unit(cls, unit: UnitExplanation, mapping: GridMapping, encoding: MapEncoding = "json") -> ExplainedUnit:
-        return cls(
-            unit_id=unit.unit_id,
-            rank=unit.rank,
-            influence=unit.influence,
-            max_activation=unit.max_activation,
-            weight=unit.weight,
-            activation_map=Map.from_array(unit.activation_map, mapping, encoding),
-            annotations=AnnotationOut.from_records(unit.annotations),
-        )
+        values = {name: getattr(unit, name) for name in cls.model_fields if name != "activation_map"}
+        values["activation_map"] = Map.from_array(unit.activation_map, mapping, encoding)
+        return cls.model_validate(values, from_attributes=True)
 
 
 class AuxiliaryOut(BaseModel):
