@@ -13,7 +13,7 @@ from service.maps import quantise
 MapConvention = Literal[
     "centre of cell (i, j) = offset + scale * (i, j), in the uploaded image's pixel coordinates (row, column)"
 ]
-MAP_CONVENTION: str = get_args(MapConvention)[0]
+MAP_CONVENTION: MapConvention = get_args(MapConvention)[0]
 SIGNIFICANT_DIGITS = 6
 
 
@@ -27,7 +27,7 @@ class GridToImage(BaseModel):
     scale: tuple[float, float] = Field(description="Pixels per grid cell along (row, column).")
     offset: tuple[float, float] = Field(description="Pixel (row, column) of the centre of cell (0, 0).")
     image_shape: tuple[int, int] = Field(description="The uploaded image's (height, width) in pixels.")
-    convention: MapConvention = MAP_CONVENTION  # type: ignore[assignment]
+    convention: MapConvention = MAP_CONVENTION
 
     @classmethod
     def from_mapping(cls, mapping: GridMapping) -> GridToImage:
