@@ -137,9 +137,11 @@ def test_service_explains_in_bf16(
     assert (fp32["model"]["precision"], bf16["model"]["precision"]) == ("fp32", "bf16")
     assert bf16["predicted_class"] == fp32["predicted_class"]
     for c in fp32["classes"]:
-        # A score is one cell's probability, not an average over the map: it carries that cell's bf16 rounding.
+        # Both carry bf16's rounding of the logits (within LOGIT_TOLERANCE of their range): a score is one cell's
+        # probability, the classifier's the softmax of the mean logits. With AMX bf16 kernels the mean logits of
+        # the tiny bundle move by about 0.14, its classifier probability near 0.5 by 0.034.
         assert bf16["scores"][c] == pytest.approx(fp32["scores"][c], abs=0.05)
-        assert bf16["classifier_probabilities"][c] == pytest.approx(fp32["classifier_probabilities"][c], abs=0.01)
+        assert bf16["classifier_probabilities"][c] == pytest.approx(fp32["classifier_probabilities"][c], abs=0.05)
     cam, cam32 = np.asarray(bf16["cam"]["values"]), np.asarray(fp32["cam"]["values"])
     assert float(np.abs(cam - cam32).max()) < LOGIT_TOLERANCE["bf16"] * float(np.ptp(cam32))
     assert len({u["unit_id"] for u in bf16["units"]} & {u["unit_id"] for u in fp32["units"]}) >= 4

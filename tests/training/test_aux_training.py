@@ -156,7 +156,7 @@ def test_build_names_a_missing_aux_column(phantom_manifest, tmp_path):
 # -- DDP --------------------------------------------------------------------
 
 DDP_CONFIG = TrainConfig(
-    name="ddp-aux-check", depth=18, patch_size=32, epochs=1, batch_size=13, samples_per_epoch=26, lr=0.2,
+    name="ddp-aux-check", depth=18, patch_size=64, epochs=1, batch_size=13, samples_per_epoch=26, lr=0.01,
     lr_decay_epoch=None, device="cpu", eval_batch_size=4, aux_features=("age",),
 )
 DDP_FEATURES = (AuxFeature("age", 60.0, 10.0),)
