@@ -105,7 +105,7 @@ def read_run_file(path: Path, *, base: TrainConfig | None = None) -> RunFile:
     here = path.resolve().parent
     build = data.pop("build", {})
     if not isinstance(build, dict):
-        raise ValueError(f"{path}: [build] must be a table, got {build!r}")
+        raise ValueError(f"{path}: [build] must be a table, got {build!r}")  # noqa: TRY004 - the file is wrong
     for name, value in data.items():
         if name in NULLABLE_FIELDS and isinstance(value, str) and value.lower() in ("none", ""):
             data[name] = None
