@@ -27,7 +27,7 @@ from service.pool import InferencePool
 from service.quality import load_quality
 from service.queries import RegionQueries
 from service.settings import Settings
-from service.units import UnitCatalog
+from service.units import UnitCatalog, seed_automatic_labels
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _start(app: FastAPI, settings: Settings) -> None:
         store.init_schema()
         catalog = UnitCatalog(bundle=bundle, store=store)
         if settings.seed_automatic_labels:
-            added = catalog.seed_automatic_labels()
+            added = seed_automatic_labels(bundle, store)
             log.info("automatic labels seeded", extra={"fields": {"event": "labels_seeded", "added": added}})
         explainer = Explainer(
             bundle=bundle,

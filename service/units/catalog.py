@@ -12,7 +12,6 @@ from deepminer.bundle import Bundle
 from service.errors import InvalidParameterError, UnknownUnitError
 from service.units.labels import LabelWrite, UnitAnnotation, Written, unit_etag
 from service.units.rankings import ClassCoverage, UnitRanking, class_coverage, index_rankings
-from service.units.seeding import seed_automatic_labels
 
 EtagPrecondition = Callable[[str], None]
 """Called with a unit's ETag under the store's writer lock; whatever it raises aborts the write."""
@@ -177,10 +176,6 @@ class UnitCatalog:
     def history(self, unit_id: int) -> list[UnitAnnotation]:
         """Every stored version of every annotator's label for ``unit_id``, oldest first, all bundles, flagged."""
         return [self._flag(r) for r in self.store.history(unit_id=self.check(unit_id))]
-
-    def seed_automatic_labels(self) -> int:
-        """:func:`service.units.seeding.seed_automatic_labels` for the loaded bundle and the store."""
-        return seed_automatic_labels(self.bundle, self.store)
 
     def _flag(self, record: AnnotationRecord) -> UnitAnnotation:
         return UnitAnnotation.flag(record, bundle_hash=self.bundle.hash)
