@@ -149,7 +149,7 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
 
     p = sub.add_parser("quality", help="explanation-quality report of a bundle on mammograms with lesion masks",
                        description="Image-level AUC, pointing game, concept naming and background figures, "
-                       "computed as the service explains (training/quality.py). Writes quality.json, quality.md "
+                       "computed as the service explains (training/quality/). Writes quality.json, quality.md "
                        "and a figure of the worst cases.")
     p.add_argument("--bundle", type=Path, required=True, help="model bundle directory")
     p.add_argument("--manifest", type=Path, required=True, help="manifest CSV with lesion masks")

@@ -199,7 +199,7 @@ DEMO_CONFIG = TrainConfig(
     name="deepminer-demo-resnet18",
     depth=18,
     # Every deviation from the paper below is measured by the explanation-quality report
-    # (training/quality.py; README, "How good are these explanations?").
+    # (training/quality/; README, "How good are these explanations?").
     patch_size=96,
     # Each patch is classified inside its whole image, as the FCN sees it at test time: small patches have no
     # interior cells, and a classifier trained on them does not carry over to whole mammograms.

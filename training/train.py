@@ -6,7 +6,6 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
+from training.batches import image_batches, patch_batches
 from training.checkpoint import Checkpoint, load_checkpoint, rng_states, save_checkpoint
 from training.config import TrainConfig
 from training.context import PatchesInImage
@@ -59,24 +59,6 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
     if config.lr_decay_epoch is not None and epoch >= config.lr_decay_epoch:
         return config.lr * config.lr_decay_factor
     return config.lr
-
-
-def epoch_order(
-    labels: np.ndarray, *, balance: bool, rng: np.random.Generator, samples: int | None = None
-) -> np.ndarray:
-    """Sample indices for one epoch: ``samples`` of them, default as many as there are patches.
-
-    Balanced: every class is drawn equally often (with replacement), so rare
-    lesion classes are seen as often as normal tissue.
-    """
-    n = samples or len(labels)
-    if not balance:
-        order = rng.permutation(len(labels))
-        return np.resize(order, n) if n != len(labels) else order
-    counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
-    present = counts > 0
-    weights = np.where(present[labels], 1.0 / counts[labels], 0.0)
-    return rng.choice(len(labels), size=n, replace=True, p=weights / weights.sum())
 
 
 def train_step(
@@ -207,8 +189,8 @@ def fine_tune(
             t0 = time.perf_counter()
             loss_total, batches_done, patches_done = 0.0, 0, 0
             batches = (
-                _patch_batches(train, config, rng, ctx) if context is None
-                else _image_batches(train, config, rng, ctx, class_weight)
+                patch_batches(train, config, rng, ctx) if context is None
+                else image_batches(train, config, rng, ctx, class_weight)
             )
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                        disable=not (progress and ctx.is_main), leave=False)
@@ -297,88 +279,6 @@ def _hold_reference_row(model: nn.Module, config: TrainConfig) -> list[torch.uti
         fc.weight[row].zero_()
         fc.bias[row].zero_()
     return [fc.weight.register_hook(lambda g: g * keep), fc.bias.register_hook(lambda g: g * keep[:, 0])]
-
-
-@dataclass
-class _Batch:
-    """This rank's part of one global batch: pixels ``(n, H, W)``, labels, the model's second input, and the
-    global batch's patch count and loss normaliser (its patch count, or summed class weight)."""
-
-    pixels: np.ndarray
-    labels: np.ndarray
-    extra: np.ndarray | None
-    global_patches: int
-    global_weight: float
-
-
-def _patch_batches(train: PatchSet, config: TrainConfig, rng: np.random.Generator, ctx: DistContext) -> Iterator[_Batch]:
-    """Bare patches: ``samples_per_epoch`` patches (class-balanced when configured) in batches of ``batch_size``."""
-    order = epoch_order(train.labels, balance=config.balance_classes, rng=rng, samples=config.samples_per_epoch)
-    # Fewer samples than processes (or than 2) cannot be split into BatchNorm batches on every rank.
-    min_batch = max(2, ctx.world_size)
-    for start in range(0, len(order), config.batch_size):
-        idx = order[start : start + config.batch_size]
-        if len(idx) < min_batch:
-            continue
-        # Flips are drawn for the whole global batch on every rank, so the
-        # RNG streams stay in step and each patch gets the flip it would get
-        # in a single process.
-        flip_h = flip_v = transpose = None
-        if config.augment_flips:
-            flip_h = rng.random(len(idx)) < 0.5
-            flip_v = rng.random(len(idx)) < 0.5
-        if config.augment_transpose:
-            transpose = rng.random(len(idx)) < 0.5
-        mine = ctx.shard(np.arange(len(idx)))
-        pixels = train.pixels[idx[mine]].astype(np.float32)
-        if flip_h is not None and flip_v is not None:
-            pixels[flip_h[mine]] = pixels[flip_h[mine], :, ::-1]
-            pixels[flip_v[mine]] = pixels[flip_v[mine], ::-1, :]
-        if transpose is not None:  # with the flips: all 8 rotations and reflections of a square
-            pixels[transpose[mine]] = pixels[transpose[mine]].transpose(0, 2, 1)
-        yield _Batch(
-            pixels=np.ascontiguousarray(pixels),
-            labels=train.labels[idx[mine]],
-            extra=None if train.aux is None else train.aux[idx[mine]],
-            global_patches=len(idx),
-            global_weight=float(len(idx)),
-        )
-
-
-def _image_batches(
-    train: PatchSet, config: TrainConfig, rng: np.random.Generator, ctx: DistContext, class_weight: np.ndarray | None
-) -> Iterator[_Batch]:
-    """Patches in their images: every image once, ``images_per_batch`` at a time, each with all of its patches."""
-    context = train.context
-    assert context is not None
-    order = rng.permutation(len(context.images))
-    if config.normal_image_share < 1.0:
-        # Images without a lesion patch teach only "normal", which every image teaches already.
-        has_lesion = np.zeros(len(context.images), dtype=bool)
-        has_lesion[context.image_index[train.labels != CLASSES.index("normal")]] = True
-        keep = has_lesion[order] | (rng.random(len(order)) < config.normal_image_share)
-        order = order[keep]
-    min_batch = max(1, ctx.world_size)
-    weights = np.ones(len(CLASSES)) if class_weight is None else class_weight
-    for start in range(0, len(order), config.images_per_batch):
-        images = order[start : start + config.images_per_batch]
-        if len(images) < min_batch:
-            continue
-        # Drawn for the whole global batch on every rank, as for bare patches.
-        flips = rng.random((len(images), 2)) < 0.5 if config.augment_flips else np.zeros((len(images), 2), bool)
-        mine = ctx.shard(np.arange(len(images)))
-        pixels, cells, labels, _ = context.batch([int(i) for i in images[mine]], train.labels,
-                                                 flips=[(bool(a), bool(b)) for a, b in flips[mine]],
-                                                 normal_cells=config.normal_cells)
-        mine_weight = float(weights[labels[labels >= 0]].sum())
-        (global_weight,) = ctx.all_sum([mine_weight])
-        yield _Batch(
-            pixels=pixels,
-            labels=labels,
-            extra=cells,
-            global_patches=int((labels >= 0).sum()) * ctx.world_size,
-            global_weight=global_weight,
-        )
 
 
 def seed_everything(seed: int) -> None:

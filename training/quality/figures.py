@@ -1,37 +1,10 @@
-"""Explanation quality on mammograms with lesion masks: do the explanations localise and name what they show?
-
-Every image goes through the FCN as the service explains it: the same
-decoding and preprocessing (:mod:`deepminer.imaging`), the same image-level
-score (:mod:`deepminer.scoring`), CAM and influence (:mod:`deepminer.formulas`)
-and grid mapping (:mod:`deepminer.grid`). Figures:
-
-- **Image-level AUC** per class, one-vs-rest, from the score the service
-  returns (``scores``) and, beside it, from the classifier's probabilities
-  (softmax of the mean of the logit map).
-- **Predicted class**: the share of lesion images predicted as their pathology,
-  and of normal images predicted normal.
-- **Pointing game** (Zhang et al. 2016), on every image with a lesion,
-  explaining its true class: a hit when the centre of the CAM's global-maximum
-  cell, mapped to image pixels, lies on a lesion of that class or within
-  :data:`POINTING_TOLERANCE_INPUT_PX` network-input pixels of one. Chance is
-  the share of the image's cells whose centre would hit.
-- **Concept naming**: whether one of the first three *named* units among the
-  image's top 8 (by influence for its true class) carries a label naming one of
-  its lesions' concepts or their BI-RADS category; and the share of ranked
-  units that have a name at all, and of the lesion classes' ranked units that
-  are named by a lesion concept.
-- **Background**: on normal images, the largest benign and malignant
-  probability on cells outside the breast.
-- A breakdown per concept and per BI-RADS category.
-"""
+"""The explanation-quality figures of a set of FCN outputs (see :mod:`training.quality`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +14,7 @@ from deepminer.formulas import class_activation_map, influence, softmax, top_uni
 from deepminer.grid import NETWORK_STRIDE, GridMapping
 from deepminer.scoring import BACKGROUND_CLASS, breast_cells, classifier_probabilities, image_scores
 from training.data import load_lesion_masks
-from training.ranking import ImageMaps, fcn_maps
+from training.ranking import ImageMaps
 
 log = logging.getLogger(__name__)
 
@@ -372,156 +345,3 @@ def check_bars(figures: Mapping[str, Any], bars: Mapping[str, tuple[str, float]]
         ok = value is not None and (value >= bar if op == ">=" else value <= bar)
         out[name] = {"value": value, "bar": f"{op} {bar:g}", "pass": bool(ok)}
     return out
-
-
-def write_report(report: QualityReport, out_dir: Path, *, title: str) -> list[Path]:
-    """Write ``quality.json``, ``quality.md`` and the worst-case figure under ``out_dir``; returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / Path(QUALITY_JSON).name
-    json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    md_path = out_dir / Path(QUALITY_MARKDOWN).name
-    md_path.write_text(markdown(report.figures, title=title, figure=Path(QUALITY_FIGURE).name if report.worst else None))
-    paths = [json_path, md_path]
-    if report.worst:
-        paths.append(_plot_worst(report.worst, out_dir / Path(QUALITY_FIGURE).name))
-    return paths
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.0f}%"
-
-
-def _num(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3f}"
-
-
-def markdown(figures: Mapping[str, Any], *, title: str, figure: str | None = None) -> str:
-    """The report as a short Markdown page."""
-    pg = figures["pointing_game"]
-    cn = figures["concept_naming"]
-    auc = figures["auc"]
-    lines = [
-        f"# Explanation quality: {title}",
-        "",
-        f"{figures['images']} images ({figures['lesion_images']} with a lesion, {figures['normal_images']} normal) "
-        f"from `{figures['dataset'].get('manifest', '?')}` ({figures['dataset'].get('part', 'all images')}). "
-        f"Image-level score: `{figures['image_score_rule']}` (deepminer/scoring.py).",
-        "",
-        "| figure | value |",
-        "| --- | ---: |",
-    ]
-    for c, v in auc["score"].items():
-        lines.append(f"| image AUC {c}, from the score / classifier probability | {_num(v)} / "
-                     f"{_num(auc['classifier_probability'].get(c))} |")
-    pred = figures["predicted"]
-    lines += [
-        f"| lesion images predicted as their pathology | {_pct(pred['lesion_images_correct'])} |",
-        f"| normal images predicted normal | {_pct(pred['normal_images_correct'])} |",
-        f"| pointing game (chance), tolerance {pg['tolerance_image_px']} image px | {_pct(pg['hit_rate'])} "
-        f"({_pct(pg['chance_rate'])}) |",
-        f"| lesion images named by a correct concept among the first {NAMED_UNITS} named units | "
-        f"{_pct(cn['named_rate'])} |",
-        f"| ranked units with a name | {_pct(cn['ranked_units_named'])} |",
-        f"| lesion classes' ranked units named by a lesion concept | "
-        f"{_pct(cn['lesion_ranked_units_named_by_lesion_concept'])} |",
-    ]
-    for c, v in figures["background"]["max_probability"].items():
-        lines.append(f"| largest {c} probability outside the breast, normal images | {_num(v)} |")
-    lines += ["", "| concept | images | pointing game | named |", "| --- | ---: | ---: | ---: |"]
-    for group in ("per_category", "per_concept"):
-        for name, t in figures[group].items():
-            lines.append(f"| {name} | {t['images']} | {_pct(t['pointing_game'])} | {_pct(t['concept_named'])} |")
-    if "bars" in figures:
-        lines += ["", "| bar | value | required | |", "| --- | ---: | ---: | --- |"]
-        for name, b in figures["bars"].items():
-            value = b["value"]
-            lines.append(f"| {name} | {'–' if value is None else f'{value:.3f}'} | {b['bar']} | "
-                         f"{'pass' if b['pass'] else '**fail**'} |")
-    if figure:
-        lines += ["", f"![Missed images: CAM of the true class, lesion outlined, peak marked]({figure})"]
-    return "\n".join(lines) + "\n"
-
-
-def _plot_worst(cases: Sequence[_Case], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from deepminer.grid import upsample
-
-    cols = min(4, len(cases))
-    rows = (len(cases) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, case in zip(axes.flat, cases):
-        ax.imshow(case.pixels, cmap="gray")
-        ax.imshow(upsample(case.cam, case.mapping), cmap="jet", alpha=0.35)
-        ax.contour(case.lesion, levels=[0.5], colors="white", linewidths=0.8)
-        ax.plot(case.peak[1], case.peak[0], "w+", markersize=12, markeredgewidth=2)
-        ax.set_title(f"{case.image_id} ({case.explained})", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-def bundle_quality(
-    bundle_dir: Path,
-    manifest: Path,
-    out_dir: Path | None = None,
-    *,
-    part: str | None = None,
-    labels_file: Path | None = None,
-    device: str = "auto",
-    bars: bool = False,
-    progress: bool = True,
-) -> tuple[QualityReport, list[Path]]:
-    """``python -m training quality``: the report of a built bundle on ``manifest``.
-
-    ``part``: ``test`` (the bundle's test split; the default when ``manifest`` is
-    the one the bundle was built from), or ``all`` (every image; the default for
-    any other manifest). ``labels_file``: unit labels as written by ``python -m
-    annotations export`` (CSV or JSON), only those made under this bundle;
-    default: the bundle's automatic labels. Writes to ``out_dir`` (default: a
-    ``quality`` folder next to the manifest; the bundle itself is never written to).
-    """
-    from annotations.io import load_annotation_rows
-    from deepminer.bundle import CONCEPT_LABELS_FILE, load_bundle
-    from deepminer.fcn import select_device
-    from training.benchmark import load_fcn
-    from training.manifest import read_manifest
-    from training.split import split_by_case
-
-    bundle = load_bundle(bundle_dir)
-    manifest = Path(manifest).resolve()
-    records = read_manifest(manifest)
-    own = str(manifest) == str(bundle.meta.get("data", {}).get("manifest"))
-    part = part or ("test" if own else "all")
-    if part not in ("test", "all"):
-        raise ValueError(f"part must be 'test' or 'all', got {part!r}")
-    if part == "test":
-        split = bundle.meta["split"]
-        records = split_by_case(records, seed=int(split["seed"]), fractions=tuple(split["fractions"]))["test"]
-    if not any(r.lesions for r in records):
-        raise ValueError(f"{manifest} ({part}) holds no image with a lesion mask: nothing to point at")
-    if labels_file is not None:
-        rows = [vars(a) for a in load_annotation_rows(labels_file, bundle_hash=bundle.hash) if a.bundle_hash == bundle.hash]
-        label_source = str(labels_file)
-    elif bundle.has(CONCEPT_LABELS_FILE):
-        rows = json.loads(bundle.path(CONCEPT_LABELS_FILE).read_text())
-        label_source = f"{CONCEPT_LABELS_FILE} (automatic)"
-    else:
-        rows, label_source = [], "none"
-    weight, _ = bundle.head
-    maps = fcn_maps(load_fcn(bundle), records, short_side=bundle.input_short_side, mean=bundle.mean, std=bundle.std,
-                    device=select_device(device), desc="explanation quality", progress=progress)
-    report = assess(
-        maps, weight=weight, classes=bundle.classes, labels=labels_by_unit(rows), rankings=bundle.rankings,
-        score_rule=bundle.score_rule,
-        dataset={"manifest": str(manifest), "part": part, "labels": label_source, "bundle": bundle.id},
-        bars=DEMO_BARS if bars else None,
-    )
-    out_dir = Path(out_dir) if out_dir else manifest.parent / QUALITY_DIR
-    return report, write_report(report, out_dir, title=bundle.id)
