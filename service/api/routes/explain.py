@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import ExplainerDep, MetricsDep, PoolDep, SettingsDep
 from service.api.forms import UPLOAD_ERRORS, error_responses, upload_body
-from service.api.upload import read_form
+from service.api.serving import serve_upload
 from service.auxiliary import FIELD as AUX_FIELD
 from service.auxiliary import FIELD_DESCRIPTION as AUX_DESCRIPTION
-from service.auxiliary import parse_aux
-from service.errors import InferenceCancelledError
-from service.explainer import render
-from service.inference import Stopwatch
 from service.schemas import ExplainResponse, MapEncoding
 
 router = APIRouter(tags=["explain"])
@@ -70,22 +63,12 @@ async def explain(
         maps=maps,
         overlay_max_side=settings.overlay_max_side if overlays == "png" else None,
     )
-    async with pool.admit():
-        received = time.perf_counter()
-        form = await read_form(request, max_bytes=settings.max_upload_bytes, fields=(AUX_FIELD,))
-        data = form.files["file"]
-        aux = parse_aux(form.fields.get(AUX_FIELD), explainer.aux_features)
-        submitted = time.perf_counter()
-
-        def job(cancel: threading.Event) -> tuple[bytes, Mapping[str, float]]:
-            clock = Stopwatch.for_request(cancel=cancel, submitted_at=submitted, received_at=received)
-            result = explainer.explain(data, params=params, aux=aux, clock=clock)
-            if cancel.is_set():
-                raise InferenceCancelledError("explanation abandoned before encoding")
-            return render(explainer.deepminer, result, params, clock)
-
-        content, timings = await pool.run(job)
-    metrics.observe_stages(timings)
-    # Serialised in the worker (service.explainer.render) rather than by FastAPI: no second validation pass over
-    # the maps, and no large JSON written on the event loop.
-    return Response(content=content, media_type="application/json")
+    return await serve_upload(
+        request,
+        explainer.deepminer,
+        params,
+        explainer=explainer,
+        pool=pool,
+        metrics=metrics,
+        max_upload_bytes=settings.max_upload_bytes,
+    )

@@ -8,21 +8,15 @@ from the query string (:meth:`~service.methods.base.Method.parse`).
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 
 from fastapi import APIRouter, Request, Response
 
 from service.api.deps import ExplainerDep, MetricsDep, PoolDep, SettingsDep
 from service.api.forms import UPLOAD_ERRORS, error_responses, upload_body
-from service.api.upload import read_form
+from service.api.serving import serve_upload
 from service.auxiliary import FIELD as AUX_FIELD
 from service.auxiliary import FIELD_DESCRIPTION as AUX_DESCRIPTION
-from service.auxiliary import parse_aux
-from service.errors import InferenceCancelledError
-from service.explainer import render
-from service.inference import Stopwatch
 from service.methods import AnyMethod
 
 _ERRORS = error_responses(
@@ -56,25 +50,14 @@ def _endpoint(name: str) -> Callable[..., Awaitable[Response]]:
         request: Request, settings: SettingsDep, explainer: ExplainerDep, pool: PoolDep, metrics: MetricsDep
     ) -> Response:
         method = explainer.method(name)
-        params = method.parse(request.query_params)
-        async with pool.admit():
-            received = time.perf_counter()
-            form = await read_form(
-                request, max_bytes=settings.max_upload_bytes, fields=(AUX_FIELD,) if method.takes_aux else ()
-            )
-            data = form.files["file"]
-            aux = parse_aux(form.fields.get(AUX_FIELD), explainer.aux_features) if method.takes_aux else None
-            submitted = time.perf_counter()
-
-            def job(cancel: threading.Event) -> tuple[bytes, Mapping[str, float]]:
-                clock = Stopwatch.for_request(cancel=cancel, submitted_at=submitted, received_at=received)
-                result = explainer.run(method, data, params, aux=aux, clock=clock)
-                if cancel.is_set():
-                    raise InferenceCancelledError(f"{name} abandoned before encoding")
-                return render(method, result, params, clock)
-
-            content, timings = await pool.run(job)
-        metrics.observe_stages(timings)
-        return Response(content=content, media_type="application/json")
+        return await serve_upload(
+            request,
+            method,
+            method.parse(request.query_params),
+            explainer=explainer,
+            pool=pool,
+            metrics=metrics,
+            max_upload_bytes=settings.max_upload_bytes,
+        )
 
     return run_method
