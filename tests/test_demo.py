@@ -29,9 +29,10 @@ ENFORCED_BARS = ("auc_malignant", "normal_images_predicted_normal", "background_
                  "lesion_ranked_units_named_by_lesion_concept")
 """The bars of training.quality.DEMO_BARS that the demo meets with room to spare (README, "How good are these
 explanations?")."""
-FLOORS = {"concept_named": 0.6, "pointing_game": 0.75, "auc_benign": 0.75, "lesion_images_predicted_correctly": 0.5}
-"""Regression floors for the other figures, below what the demo measured (0.72, 0.84, 0.86, 0.66): the bars
-themselves are tracked in issue 13."""
+FLOORS = {"concept_named": 0.6, "pointing_game": 0.8, "auc_benign": 0.8, "lesion_images_predicted_correctly": 0.45}
+"""Regression floors for the other figures, below what the demo measured (0.88, 0.91, 0.89, 0.66) and below the
+spread of 128 px runs with other settings (0.66-1.0, 0.88-0.94, 0.83-0.89, 0.50-0.66): the bars themselves are
+tracked in issue 13."""
 
 
 def _free_port() -> int:

@@ -200,7 +200,9 @@ DEMO_CONFIG = TrainConfig(
     depth=18,
     # Every deviation from the paper below is measured by the explanation-quality report
     # (training/quality/; README, "How good are these explanations?").
-    patch_size=96,
+    # 128 px patches (a 4 x 4 layer4 grid; input short side 512): at 96 px the CAM's peak hit the lesion in 81-84%
+    # of unseen lesion images, at 128 px in 91%.
+    patch_size=128,
     # Each patch is classified inside its whole image, as the FCN sees it at test time: small patches have no
     # interior cells, and a classifier trained on them does not carry over to whole mammograms.
     patch_context="image",
@@ -219,7 +221,8 @@ DEMO_CONFIG = TrainConfig(
     epochs=10,
     lr=0.03,
     lr_decay_epoch=8,
-    images_per_batch=4,
+    # Two images a step: twice the SGD steps of four for the same compute (benign AUC 0.85 -> 0.88 on unseen phantoms).
+    images_per_batch=2,
     # bfloat16 where the CPU or GPU computes it natively (about twice as fast), else float32.
     train_precision="auto",
     # Automatic labels may name a BI-RADS category when a unit answers to all of its types.
