@@ -7,11 +7,15 @@ quoting the value it got.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from annotations.errors import AnnotationValidationError
 from annotations.lexicon import MAX_UNIT_ID
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# C0 control characters but tab and newline, and lone UTF-16 surrogates (no UTF-8 form, so no
+# database can store them). PostgreSQL refuses NUL outright; SQLite would keep it.
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b-\x1f\ud800-\udfff]")
 
 
 def check_unit_id(value: object, *, field: str = "unit_id") -> int:
@@ -24,11 +28,35 @@ def check_unit_id(value: object, *, field: str = "unit_id") -> int:
     return int(value)
 
 
+def normalise_text(value: str) -> str:
+    """``value`` in Unicode NFC, with each CR LF line break written as LF.
+
+    NFC makes equal-looking text equal: "é" typed as one character or as "e"
+    and a combining accent is stored, compared and counted alike.
+    """
+    return unicodedata.normalize("NFC", value.replace("\r\n", "\n"))
+
+
 def check_text(value: object, *, field: str, max_length: int, allow_empty: bool = False) -> str:
-    """A string with surrounding whitespace stripped, at most ``max_length`` characters."""
+    """A string as stored: :func:`normalise_text`, surrounding whitespace stripped, at most ``max_length`` characters.
+
+    Control characters other than tab and newline (NUL, a lone CR, escape…)
+    and lone surrogates are refused, wherever they stand: nothing is dropped
+    silently. Length counts characters (code points) of the normalised text.
+    """
     if not isinstance(value, str):
         raise AnnotationValidationError(field, f"must be a string, got {value!r} ({type(value).__name__})")
-    text = value.strip()
+    text = normalise_text(value)
+    bad = _UNSTORABLE.search(text)
+    if bad is not None:
+        where = f"U+{ord(bad.group()):04X} at character {bad.start() + 1}"
+        reason = (
+            "of the control characters only tab and newline are allowed"
+            if bad.group() < " "
+            else "a lone surrogate has no UTF-8 form"
+        )
+        raise AnnotationValidationError(field, f"must not contain {where}: {reason}")
+    text = text.strip()
     if not text and not allow_empty:
         raise AnnotationValidationError(field, f"must not be empty, got {value!r}")
     if len(text) > max_length:

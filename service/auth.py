@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from annotations import AnnotationValidationError
 from annotations.lexicon import MAX_ANNOTATOR_LENGTH
+from annotations.validation import check_text
 from service.errors import AuthenticationError, PermissionDeniedError
 
 if TYPE_CHECKING:
@@ -79,6 +80,12 @@ class TokenSpec(BaseModel):
     )
     role: Role
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="`python -m service.auth hash` of the token.")
+
+    @field_validator("name")
+    @classmethod
+    def _storable_name(cls, name: str) -> str:
+        """The name as the store records an annotator: NFC, no control characters (the pattern refuses padding)."""
+        return check_text(name, field="name", max_length=MAX_ANNOTATOR_LENGTH)
 
 
 _TOKEN_LIST = TypeAdapter(list[TokenSpec])
@@ -160,7 +167,9 @@ def annotator_for(principal: Principal | None, given: str | None, *, field: str 
         return given
     if given is None:
         return principal.name
-    if principal.role == "admin" or given.strip() == principal.name:
+    if principal.role == "admin":
+        return given
+    if check_text(given, field=field, max_length=MAX_ANNOTATOR_LENGTH) == principal.name:  # compared as stored
         return given
     raise AnnotationValidationError(field, f"must be the token's name {principal.name!r} or be left out; got {given!r}")
 

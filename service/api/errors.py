@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from annotations import AnnotationConflictError, AnnotationValidationError, StoreUnavailableError
@@ -65,6 +65,15 @@ async def _annotation_invalid(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_annotation", f"{exc.field}: {exc.message}", exc.field)
 
 
+async def _store_refused_value(_: Request, exc: Exception) -> JSONResponse:
+    # The store's checks (annotations.validation) refuse what the databases cannot hold; a value
+    # that still reaches the database and is refused there is the client's data, not a server fault.
+    assert isinstance(exc, DataError)
+    reason = str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__
+    log.warning("the database refused a value: %s", reason, extra={"fields": {"event": "store_refused_value"}})
+    return error_response(422, "invalid_annotation", f"the unit-label store cannot hold a value given: {reason}")
+
+
 async def _annotation_conflict(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "annotation_conflict", str(exc), None, **{"Retry-After": "1"})
 
@@ -103,6 +112,7 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(AnnotationValidationError, _annotation_invalid)
+    app.add_exception_handler(DataError, _store_refused_value)
     app.add_exception_handler(AnnotationConflictError, _annotation_conflict)
     app.add_exception_handler(StoreUnavailableError, _store_unavailable)
     # The store wraps connection failures only in ping(); reads and writes raise SQLAlchemy's own.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
 from annotations import AnnotationRecord
 from annotations.lexicon import (
@@ -18,11 +18,23 @@ from annotations.lexicon import (
     Phenomena,
     Source,
 )
+from annotations.validation import normalise_text
 
 MAX_BATCH_ANNOTATIONS = 2048
 """Most labels one batch may hold: every unit of a ResNet-152's layer4."""
 
 UnitIndex = Annotated[int, Field(description="0-based layer4 unit index.")]
+
+
+def _normalised(value: Any) -> Any:
+    return normalise_text(value) if isinstance(value, str) else value
+
+
+LabelText = Annotated[str, BeforeValidator(_normalised)]
+"""Text of a label write, in Unicode NFC before its length is checked, so the limit counts the characters stored.
+
+The store refuses control characters and strips the text (``annotations.validation.check_text``).
+"""
 
 
 class AnnotationOut(BaseModel):
@@ -65,7 +77,7 @@ class AnnotationIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    annotator: str | None = Field(
+    annotator: LabelText | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_ANNOTATOR_LENGTH,
@@ -75,7 +87,7 @@ class AnnotationIn(BaseModel):
             "label on an expert's behalf."
         ),
     )
-    label: str = Field(
+    label: LabelText = Field(
         default="",
         max_length=MAX_LABEL_LENGTH,
         description=(
@@ -87,7 +99,7 @@ class AnnotationIn(BaseModel):
     cancer_association: CancerAssociation = Field(description="Are they associated with breast cancer?")
     recognizable: StrictBool | None = Field(default=None, description="Do these images show recognizable phenomena?")
     phenomena: Phenomena | None = Field(default=None, description="Is there a single phenomenon or several?")
-    description: str = Field(
+    description: LabelText = Field(
         default="", max_length=MAX_DESCRIPTION_LENGTH, description="Each phenomenon and its association with cancer."
     )
 
