@@ -35,6 +35,9 @@ PATCHES_PER_UNIT = 24
 """Top hold-out patches a bundle shows per ranked unit unless built with another count: the paper shows
 experts "dozens" (the reference renders 64). ``meta.json`` ``unit_visualisation.patches_per_unit`` records it."""
 EMBEDDING_FILE = "embedding.json"
+INT8_ONNX_FILE = "fcn.int8.onnx"
+"""Optional: the FCN quantized to int8 (``python -m training quantize``); ``meta.json`` ``int8`` says how it was
+made and holds its accuracy gates against ``fcn.onnx`` (:attr:`Bundle.int8`, :meth:`Bundle.int8_failed_gates`)."""
 REQUIRED_FILES = (WEIGHTS_FILE, ONNX_FILE, HEAD_FILE, RANKINGS_FILE)
 
 
@@ -140,6 +143,27 @@ class Bundle:
 
     def has(self, name: str) -> bool:
         return name in self.meta["files"]
+
+    @property
+    def int8(self) -> dict[str, Any] | None:
+        """``meta.json`` ``int8`` (quantization and accuracy gates of ``fcn.int8.onnx``), or None without that file."""
+        if not self.has(INT8_ONNX_FILE):
+            return None
+        section = self.meta.get("int8")
+        if not isinstance(section, dict) or not isinstance(section.get("gates"), dict):
+            raise BundleError(f"{self.root}/{META_FILE} lists {INT8_ONNX_FILE} but has no int8.gates; re-run quantize")
+        return section
+
+    def int8_failed_gates(self) -> list[str]:
+        """The int8 accuracy gates that failed, each as ``name: value (bound)``; [] when all held.
+
+        :class:`BundleError` when the bundle has no int8 file.
+        """
+        section = self.int8
+        if section is None:
+            raise BundleError(f"bundle {self.root} has no {INT8_ONNX_FILE}")
+        checks = section["gates"].get("checks", {})
+        return [f"{name}: {check['value']} ({check['bound']})" for name, check in checks.items() if not check["pass"]]
 
     @cached_property
     def head(self) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from deepminer.bundle import PATCHES_PER_UNIT
 from training.config import DEMO_CONFIG, RECIPES, TrainConfig
@@ -41,6 +42,31 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> Non
 def _add_top_patches(p: argparse.ArgumentParser, default: int) -> None:
     p.add_argument("--top-patches", type=_positive_int, default=default, metavar="N",
                    help="hold-out patches shown per ranked unit in the expert survey (default: %(default)s)")
+
+
+def _add_int8_flag(p: argparse.ArgumentParser, default: bool) -> None:
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=default,
+                   help="also write the int8 FCN, gated against fp32, as `quantize` does with every candidate")
+
+
+def _add_int8_options(p: argparse.ArgumentParser) -> None:
+    from training.quantize import CALIBRATION_METHODS, FLOAT_REGIONS
+
+    g = p.add_argument_group("int8 candidates (each calibration method x each float region is tried)")
+    g.add_argument("--calibration", nargs="+", choices=list(CALIBRATION_METHODS), default=list(CALIBRATION_METHODS),
+                   help="calibration methods (default: all)")
+    g.add_argument("--float", nargs="+", dest="float_regions", choices=list(FLOAT_REGIONS), default=list(FLOAT_REGIONS),
+                   help="what stays in float: nothing, the head, layer4's last block and the head, or layer4 and the "
+                   "head (default: all four)")
+    g.add_argument("--calibration-images", type=_positive_int, default=None, metavar="N",
+                   help="calibrate on the first N hold-out mammograms only (default: all)")
+    g.add_argument("--repeats", type=_positive_int, default=3, help="timed rounds per candidate (default: %(default)s)")
+
+
+def _int8_candidates(args: argparse.Namespace) -> list[Any]:
+    from training.quantize.command import Candidate
+
+    return [Candidate(method, region) for method in args.calibration for region in args.float_regions]
 
 
 def _positive_int(text: str) -> int:
@@ -107,6 +133,7 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=from_file.get("resume", False),
                    help="continue from the checkpoint in --checkpoint-dir when it holds one")
     _add_top_patches(p, from_file.get("top_patches", PATCHES_PER_UNIT))
+    _add_int8_flag(p, False)
     p.add_argument("--recipe", choices=sorted(RECIPES), default=(recipe or TrainConfig()).recipe,
                    help="the defaults every other option starts from: 'paper' is exactly the paper and its reference "
                    "code; 'demo' the small phantom demo's deviations (training/config.py) (default: %(default)s)")
@@ -120,6 +147,7 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
     p.add_argument("--cases", type=int, default=60, help="phantom cases, 4 views each (default: %(default)s)")
     p.add_argument("--height", type=int, default=640, help="phantom height in pixels (default: %(default)s)")
     _add_top_patches(p, PATCHES_PER_UNIT)
+    _add_int8_flag(p, False)
     _add_train_options(p, DEMO_CONFIG)
 
     p = sub.add_parser("export", help="explanation benchmark: blinded CSV + answer key for the bundle's test mammograms",
@@ -164,6 +192,16 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
     p.add_argument("--bars", action="store_true", help="also check the demo's quality bars (exit 1 if one fails)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
 
+    p = sub.add_parser("quantize", help="add an int8 FCN (fcn.int8.onnx) to a bundle, gated against fp32",
+                       description="Quantize the bundle's FCN with ONNX Runtime (QDQ, per-channel weights), calibrated "
+                       "on its hold-out mammograms, once per calibration method and float region asked for; gate each "
+                       "against fp32 on its test mammograms and time it; write the fastest whose gates hold "
+                       "(training/quantize/). The bundle's hash changes.")
+    p.add_argument("--bundle", type=Path, required=True, help="model bundle directory (rewritten in place)")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="the manifest the bundle was built from, if it moved (default: the path meta.json records)")
+    _add_int8_options(p)
+
     p = sub.add_parser("ingest-cbis", help="write the manifest of a CBIS-DDSM download (CSVs + DICOM tree)",
                        description="Rules and layout: training/ingest/cbis_ddsm.py and docs/data.md.")
     p.add_argument("--root", type=Path, required=True,
@@ -175,6 +213,20 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
     p = sub.add_parser("verify", help="check a bundle's files against its meta.json and print a summary")
     p.add_argument("bundle", type=Path)
     return parser
+
+
+def _int8_summary(int8: dict[str, Any]) -> str:
+    """The trials and the chosen int8 file's gates as plain text."""
+    q = int8["quantization"]
+    lines = [f"{'calibration':<12} {'float':<11} {'x fp32':>7}  gates  " + "  ".join(int8["gates"]["checks"])]
+    for t in int8["trials"]:
+        values = "  ".join("n/a" if v is None else f"{v:.4g}" for v in t["checks"].values())
+        lines.append(f"{t['calibration']:<12} {t['float_region']:<11} {t['speedup_vs_fp32']:>7.2f}  "
+                     f"{'held' if t['gates_pass'] else 'FAIL':<5}  {values}")
+    verdict = "held" if int8["gates"]["pass"] else "FAILED (the service refuses it unless told otherwise)"
+    lines.append(f"chose {q['calibration']['method']} calibration with {q['float_region']} in float: "
+                 f"{int8['speed']['speedup_vs_fp32']:.2f} x fp32, gates {verdict}")
+    return "\n".join(lines)
 
 
 def _run_file(argv: list[str]) -> tuple[RunFile | None, TrainConfig]:
@@ -236,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             with distributed_run(config.device) as dist:
                 out = build_bundle(args.manifest, args.out, config, auto_label=args.auto_labels,
                                    progress=progress and dist.is_main, checkpoint_dir=args.checkpoint_dir,
-                                   resume=args.resume, top_patches=args.top_patches)
+                                   resume=args.resume, top_patches=args.top_patches, int8=args.int8)
             if dist.is_main:
                 print(f"wrote bundle {out}")
         elif args.command == "demo":
@@ -253,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                     progress=progress,
                 )
             out = build_bundle(manifest, args.out, _config_from(args, DEMO_CONFIG), auto_label=True, progress=progress,
-                               top_patches=args.top_patches)
+                               top_patches=args.top_patches, int8=args.int8)
             print(f"wrote demo bundle {out} in {time.perf_counter() - started:.0f} s")
         elif args.command == "export":
             from training.benchmark import export_benchmark
@@ -285,6 +337,17 @@ def main(argv: list[str] | None = None) -> int:
             print(paths[1].read_text())
             print("wrote " + ", ".join(str(p) for p in paths))
             if args.bars and not all(b["pass"] for b in report.figures["bars"].values()):
+                return 1
+        elif args.command == "quantize":
+            from training.quantize.command import quantize_bundle
+
+            result = quantize_bundle(args.bundle, manifest=args.manifest, candidates=_int8_candidates(args),
+                                     max_calibration_images=args.calibration_images, repeats=args.repeats,
+                                     progress=progress)
+            print(_int8_summary(result.int8))
+            print(f"wrote {result.bundle}/{result.int8['file']}; the bundle's hash changed from "
+                  f"{result.old_hash[:12]} to {result.new_hash[:12]}: labels stored under the old hash stay with it")
+            if not result.int8["gates"]["pass"]:
                 return 1
         elif args.command == "ingest-cbis":
             from training.ingest import ingest_cbis_ddsm

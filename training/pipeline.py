@@ -143,6 +143,7 @@ def build_bundle(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     top_patches: int = PATCHES_PER_UNIT,
+    int8: bool = False,
 ) -> Path:
     """Train on ``manifest`` and write a verified bundle to ``out_dir``; returns its path.
 
@@ -153,6 +154,7 @@ def build_bundle(
     masks (:mod:`training.quality`) into ``quality/``.
     ``checkpoint_dir`` and ``resume``: see :func:`training.train.fine_tune`.
     ``top_patches``: hold-out patches visualised per ranked unit (at least 1).
+    ``int8``: add the int8 FCN, gated against fp32 (:func:`training.quantize.command.quantize_bundle`).
     Under torchrun (:func:`training.distributed.init_distributed`) every rank
     trains; ranks other than 0 return after training and write nothing.
     """
@@ -333,6 +335,10 @@ def build_bundle(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
+    if int8:
+        from training.quantize.command import quantize_bundle
+
+        quantize_bundle(out_dir, calibration=parts["holdout"], test=parts["test"], progress=progress)
     bundle = load_bundle(out_dir)
     log.info("bundle %s written to %s in %.0f s", bundle.id, out_dir, time.perf_counter() - started)
     return out_dir
