@@ -9,6 +9,7 @@ from annotations.errors import (
     AnnotationConflictError,
     AnnotationError,
     AnnotationValidationError,
+    StoreFullError,
     StoreUnavailableError,
 )
 from annotations.io import export_annotations, import_annotations, load_annotation_rows
@@ -36,6 +37,7 @@ __all__ = [
     "AnnotationValidationError",
     "LabelAnswers",
     "NewAnnotation",
+    "StoreFullError",
     "StoreUnavailableError",
     "create_engine_from_url",
     "export_annotations",

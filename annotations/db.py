@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
@@ -30,6 +31,8 @@ WRITER_OPTION: Final = "deepminer_annotations_writer"
 
 SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 _INIT_LOCK_KEY: Final = 0x6465_6570_6D69_6E65  # "deepmine": serialises concurrent init_db() calls on PostgreSQL
+_SQLITE_FULL: Final = 13  # the primary result code SQLITE_FULL (sqlite3.SQLITE_FULL from Python 3.11)
+_POSTGRES_DISK_FULL: Final = "53100"
 
 
 def create_engine_from_url(url: str) -> Engine:
@@ -84,6 +87,17 @@ def lock_writers(session: Session) -> None:
     if connection.dialect.name == "postgresql":
         table = connection.dialect.identifier_preparer.format_table(Annotation.__table__)
         connection.execute(text(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"))
+
+
+def is_disk_full(exc: DBAPIError) -> bool:
+    """Whether the database refused a write for want of disk space: SQLite's ``SQLITE_FULL`` or PostgreSQL's
+    ``disk_full`` (SQLSTATE 53100)."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        # sqlite_errorcode exists from Python 3.11; before, only the message tells.
+        code = getattr(orig, "sqlite_errorcode", None)
+        return code == _SQLITE_FULL if code is not None else "database or disk is full" in str(orig)
+    return getattr(orig, "sqlstate", None) == _POSTGRES_DISK_FULL
 
 
 def _sqlite_engine(url: URL) -> Engine:

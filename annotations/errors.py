@@ -31,4 +31,12 @@ class AnnotationConflictError(AnnotationError):
 
 
 class StoreUnavailableError(AnnotationError):
-    """The database cannot be reached (readiness fails)."""
+    """The database cannot be reached: refused, lost or timed-out connections (maps to HTTP 503; readiness fails).
+
+    A write that fails so was not acknowledged; it may still have been committed
+    when the connection broke after the database received the commit.
+    """
+
+
+class StoreFullError(AnnotationError):
+    """The database has no disk space for a write; nothing was written (maps to HTTP 507). Reads still work."""

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Engine, and_, func, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from annotations import lexicon
-from annotations.db import create_engine_from_url, init_db, lock_writers, session_factory
-from annotations.errors import AnnotationConflictError, StoreUnavailableError
+from annotations.db import create_engine_from_url, init_db, is_disk_full, lock_writers, session_factory
+from annotations.errors import AnnotationConflictError, StoreFullError, StoreUnavailableError
 from annotations.models import TABLE_NAME, Annotation
 from annotations.records import AnnotationRecord, NewAnnotation, record_values
 from annotations.validation import check_sha256, check_text, check_unit_id
@@ -36,6 +37,8 @@ class AnnotationStore:
     database (see :mod:`annotations.db`), and a write that still collides on a
     version number is retried, so an acknowledged write is never lost.
     Methods return frozen :class:`AnnotationRecord` values, never ORM objects.
+    A database that cannot be reached raises :class:`StoreUnavailableError`, and
+    one without disk space for a write :class:`StoreFullError`, from every method.
     """
 
     def __init__(self, bind: Engine | str, *, max_attempts: int = 5) -> None:
@@ -110,7 +113,7 @@ class AnnotationStore:
             attempt += 1
 
     def _append(self, batch: list[NewAnnotation], precondition: Precondition | None) -> list[AnnotationRecord]:
-        with self._writer() as session, session.begin():
+        with self._database_errors(), self._writer() as session, session.begin():
             lock_writers(session)
             if precondition is not None:
                 unit_ids = sorted({item.unit_id for item in batch})
@@ -175,7 +178,7 @@ class AnnotationStore:
 
     def count(self) -> int:
         """How many versions are stored, all units and annotators together."""
-        with self._reader() as session:
+        with self._database_errors(), self._reader() as session:
             return session.scalar(select(func.count()).select_from(Annotation)) or 0
 
     def has_annotations(self, *, annotator: str, bundle_hash: str) -> bool:
@@ -189,7 +192,7 @@ class AnnotationStore:
             )
             .limit(1)
         )
-        with self._reader() as session:
+        with self._database_errors(), self._reader() as session:
             return session.scalar(stmt) is not None
 
     def ping(self) -> None:
@@ -198,17 +201,33 @@ class AnnotationStore:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except DBAPIError as exc:
-            raise StoreUnavailableError(f"{self!r} is unavailable: {type(exc.orig).__name__}: {exc.orig}") from exc
+            raise self._unavailable(exc) from exc
+
+    @contextmanager
+    def _database_errors(self) -> Iterator[None]:
+        """Database failures as the store's errors: no disk space → :class:`StoreFullError`; a refused, lost or
+        broken connection → :class:`StoreUnavailableError`. Anything else (a constraint, a refused value) passes."""
+        try:
+            yield
+        except DBAPIError as exc:
+            if is_disk_full(exc):
+                raise StoreFullError(f"{self!r} has no disk space left for the write: {exc.orig}") from exc
+            if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
+                raise self._unavailable(exc) from exc
+            raise
+
+    def _unavailable(self, exc: DBAPIError) -> StoreUnavailableError:
+        return StoreUnavailableError(f"{self!r} is unavailable: {type(exc.orig).__name__}: {exc.orig}")
 
     # Write order is the id order: ids are assigned under the writer lock,
     # while created_at comes from each writer's clock and ties within a batch.
     def _select(self, *conditions: ColumnElement[bool]) -> list[AnnotationRecord]:
         stmt = select(Annotation).where(*conditions).order_by(Annotation.id)
-        with self._reader() as session:
+        with self._database_errors(), self._reader() as session:
             return [_to_record(row) for row in session.scalars(stmt)]
 
     def _latest(self, *conditions: ColumnElement[bool]) -> list[AnnotationRecord]:
-        with self._reader() as session:
+        with self._database_errors(), self._reader() as session:
             return self._latest_in(session, *conditions)
 
     def _latest_in(self, session: Session, *conditions: ColumnElement[bool]) -> list[AnnotationRecord]:

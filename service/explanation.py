@@ -95,6 +95,7 @@ class Explanation:
     max_units: int
     sources: tuple[str, ...]  # label sources admitted: ("expert",) or ("expert", "automatic")
     units: tuple[NamedUnit, ...]
+    labels_available: bool  # False: the unit-label store could not be read, so no unit could be named
 
 
 def admitted_sources(include_automatic: bool) -> tuple[str, ...]:
@@ -103,7 +104,7 @@ def admitted_sources(include_automatic: bool) -> tuple[str, ...]:
 
 
 def build_explanation(
-    ranked: Sequence[RankedUnit], *, bundle_hash: str, include_automatic: bool = False
+    ranked: Sequence[RankedUnit], *, bundle_hash: str, include_automatic: bool = False, labels_available: bool = True
 ) -> Explanation:
     """Up to :data:`MAX_NAMED_UNITS` units among the first :data:`CONSIDERED_UNITS` of ``ranked`` that are labelled.
 
@@ -111,6 +112,8 @@ def build_explanation(
     its latest annotation per annotator (any bundle, any answer; this function
     applies the rules above). Fewer than eight are fine for a layer that has
     fewer units; ``ValueError`` when ``ranked`` is not in order of rank.
+    ``labels_available=False`` says the labels could not be read (the units then
+    carry none), so that no reader takes "no unit named" for "no unit labelled".
     """
     ranks = [u.rank for u in ranked]
     if ranks != sorted(ranks) or len(set(ranks)) != len(ranks):
@@ -143,7 +146,11 @@ def build_explanation(
         if len(named) == MAX_NAMED_UNITS:
             break
     return Explanation(
-        considered=len(considered), max_units=MAX_NAMED_UNITS, sources=sources, units=tuple(named)
+        considered=len(considered),
+        max_units=MAX_NAMED_UNITS,
+        sources=sources,
+        units=tuple(named),
+        labels_available=labels_available,
     )
 
 

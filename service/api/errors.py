@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from annotations import AnnotationConflictError, AnnotationValidationError, StoreUnavailableError
+from annotations import AnnotationConflictError, AnnotationValidationError, StoreFullError, StoreUnavailableError
 from service.api.middleware import record_error_code
 from service.errors import ServiceError
 
@@ -83,6 +83,12 @@ async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "store_unavailable", "the unit-label store is unavailable", None, **{"Retry-After": "5"})
 
 
+async def _store_full(_: Request, exc: Exception) -> JSONResponse:
+    # No Retry-After: space comes back when an operator frees it, not after a wait.
+    log.error("unit-label store full: %s", exc, extra={"fields": {"event": "store_full"}})
+    return error_response(507, "store_full", "the unit-label store has no disk space left; nothing was written")
+
+
 # FastAPI's words when a JSON body cannot even be decoded (not UTF-8); a JSON syntax error is already a 422.
 _UNPARSABLE_BODY = "There was an error parsing the body"
 
@@ -115,7 +121,8 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DataError, _store_refused_value)
     app.add_exception_handler(AnnotationConflictError, _annotation_conflict)
     app.add_exception_handler(StoreUnavailableError, _store_unavailable)
-    # The store wraps connection failures only in ping(); reads and writes raise SQLAlchemy's own.
+    app.add_exception_handler(StoreFullError, _store_full)
+    # The store raises the two above for its own failures; a database error from anything else is named too.
     app.add_exception_handler(OperationalError, _store_unavailable)
     app.add_exception_handler(InterfaceError, _store_unavailable)
     app.add_exception_handler(StarletteHTTPException, _http_error)

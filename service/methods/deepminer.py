@@ -9,13 +9,14 @@ formulas come from :mod:`deepminer`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 
 import numpy as np
 
-from annotations import AnnotationRecord
+from annotations import AnnotationRecord, StoreUnavailableError
 from deepminer.bundle import BundleError
 from deepminer.dicom import DicomInfo
 from deepminer.formulas import class_activation_map, influence, softmax, top_units, unit_max_activations
@@ -29,6 +30,8 @@ from service.methods.base import MethodContext, MethodResult
 
 if TYPE_CHECKING:
     from service.schemas import ExplainResponse, MapEncoding
+
+log = logging.getLogger(__name__)
 
 METHOD: Final = "DeepMiner: CAM (Zhou et al. 2016) and unit influence max_xy A_k(x, y) * w_ck"
 
@@ -165,7 +168,7 @@ class DeepMiner:
         maps = features[top]  # fancy indexing copies only the ranked units' maps
         clock.lap("explain")
 
-        labels = self.context.catalog.annotations_for([int(u) for u in top], naming_only=True)
+        labels = self._labels([int(u) for u in top])
         ranked = tuple(
             UnitExplanation(
                 unit_id=int(unit),
@@ -174,12 +177,15 @@ class DeepMiner:
                 max_activation=float(maxima[unit]),
                 weight=float(self.weight[explained, unit]),
                 activation_map=activation_map,
-                annotations=labels[int(unit)],
+                annotations=labels.get(int(unit), ()) if labels is not None else (),
             )
             for rank, (unit, activation_map) in enumerate(zip(top, maps), start=1)
         )
         explanation = build_explanation(
-            ranked, bundle_hash=self.context.bundle.hash, include_automatic=self.context.explain_automatic_labels
+            ranked,
+            bundle_hash=self.context.bundle.hash,
+            include_automatic=self.context.explain_automatic_labels,
+            labels_available=labels is not None,
         )
         clock.lap("annotations")
         image = inference.image
@@ -203,6 +209,21 @@ class DeepMiner:
             if inference.aux is None or self.aux_weight is None
             else explain_aux(inference.aux, self.aux_features, self.aux_weight),
         )
+
+    def _labels(self, unit_ids: Sequence[int]) -> Mapping[int, tuple[AnnotationRecord, ...]] | None:
+        """The units' labels that name a phenomenon; None while the unit-label store is unavailable.
+
+        The image is explained without labels then, rather than refused: the maps,
+        scores and influences do not need the store, and the answer says the labels
+        are unknown (``labels_available``).
+        """
+        try:
+            return self.context.catalog.annotations_for(unit_ids, naming_only=True)
+        except StoreUnavailableError as exc:
+            log.warning(
+                "explaining without unit labels: %s", exc, extra={"fields": {"event": "labels_unavailable"}}
+            )
+            return None
 
     def response(self, result: ExplanationResult, params: DeepMinerParams) -> ExplainResponse:
         """The body of ``POST /explain``, maps written as ``params`` asks."""

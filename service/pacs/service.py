@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from annotations import StoreUnavailableError
 from service.errors import InferenceCancelledError, PacsNotConfiguredError, ServiceError
 from service.explainer import Explainer, ExplanationResult
 from service.inference import Stopwatch
@@ -116,6 +117,9 @@ class PacsService:
                     raise
                 if not store:
                     return result, ()
+                if not result.explanation.labels_available:
+                    # A result stored in the study stays in the patient's record: never one that lacks its labels.
+                    raise StoreUnavailableError("the unit labels cannot be read, so no DICOM result is stored")
                 if cancel.is_set():
                     raise InferenceCancelledError("explanation abandoned before its DICOM results were written")
                 results = build_results(result, header, self.equipment)

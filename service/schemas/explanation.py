@@ -70,6 +70,13 @@ class ExplanationOut(BaseModel):
     units: list[NamedUnitOut] = Field(
         description="The named units; empty when none of the considered units is labelled."
     )
+    labels_available: bool = Field(
+        description=(
+            "False while the unit-label store cannot be read (a database outage): the explanation is computed "
+            "without labels, so `units` and every unit's `annotations` are empty because the labels are unknown, "
+            "not because there are none. True otherwise."
+        )
+    )
 
     @classmethod
     def from_explanation(cls, explanation: Explanation) -> ExplanationOut:

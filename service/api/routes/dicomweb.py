@@ -37,7 +37,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "`pacs_unavailable` (no connection, 5xx or refused access after the retries) or "
         "`pacs_store_failed` (STOW-RS refused results)",
     },
-    503: {"model": ErrorResponse, "description": "`pacs_not_configured`, `not_ready` or `busy`"},
+    503: {
+        "model": ErrorResponse,
+        "description": "`pacs_not_configured`, `not_ready`, `busy`, or `store_unavailable` (the unit labels cannot "
+        "be read, so no result is stored; with `store_results` false the answer comes without labels instead)",
+    },
     504: {"model": ErrorResponse, "description": "`pacs_timeout` (after the retries) or `inference_timeout`"},
 }
 

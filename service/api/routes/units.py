@@ -34,6 +34,7 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "`validation_error`, `invalid_annotation` or `invalid_parameter`"},
     503: {"model": ErrorResponse, "description": "`annotation_conflict` or `store_unavailable`"},
+    507: {"model": ErrorResponse, "description": "`store_full`: the database has no disk space; nothing was stored"},
 }
 _ETAG_HEADER = {
     "ETag": {
