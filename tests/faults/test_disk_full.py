@@ -1,0 +1,87 @@
+"""The SQLite label store's disk full while clients write labels (a tiny tmpfs, filled to the last byte).
+
+Writes that find no room are answered 507 ``store_full``, never 500; reads,
+/readyz and /explain keep answering. Once space is freed writes are
+acknowledged again, and after a restart every label answered 201 is there.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.deploy.conftest import stop_server
+from tests.faults.conftest import FaultRow, Servers
+from tests.faults.writers import LabelWriters, read_back
+
+CLIENTS = 2
+DISK = "4m"
+REFUSED_WANTED = 10  # writes answered 507 before space is freed
+PAD = " ".join(["Irregular mass with spiculated margins."] * 100)  # about 4 kB a label: the disk fills fast
+
+
+def fill(disk: Path) -> int:
+    """Write a filler file until the file system has no byte left; returns its size."""
+    written = 0
+    with (disk / "filler").open("wb", buffering=0) as filler:
+        for size in (1 << 16, 1 << 10, 1):
+            while True:
+                try:
+                    written += filler.write(b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+                    break
+    return written
+
+
+def test_disk_full_gives_507_and_the_service_keeps_explaining(
+    tiny_disk: Callable[[str], Path],
+    servers: Servers,
+    phantom_png: bytes,
+    fault_table: Callable[[FaultRow], None],
+) -> None:
+    disk = tiny_disk(DISK)
+    url = f"sqlite:///{disk / 'labels.db'}"
+    server = servers.start(url)
+    filler = fill(disk)
+    with LabelWriters(server.base_url, clients=CLIENTS, description_pad=PAD) as writers:
+        writers.wait_for(lambda attempts: sum(a.status == 507 for a in attempts) >= REFUSED_WANTED)
+        # Full: everything that only reads still answers.
+        with httpx.Client(base_url=server.base_url, timeout=60.0) as http:
+            explained = http.post("/explain", files={"file": ("m.png", phantom_png, "image/png")})
+            unit = http.get("/units/0")
+            ready = http.get("/readyz")
+        (disk / "filler").unlink()
+        freed = len(writers.snapshot())
+        writers.wait_for(lambda attempts: sum(a.acknowledged for a in attempts[freed:]) >= 10)
+    attempts = writers.stop()
+
+    assert explained.status_code == 200, explained.text
+    assert explained.json()["explanation"]["labels_available"] is True
+    assert unit.status_code == 200 and ready.status_code == 200
+    refused = [a for a in attempts if not a.acknowledged]
+    assert {a.answer for a in refused} == {"507 store_full"}
+    acknowledged_while_full = sum(a.acknowledged for a in attempts[:freed])
+
+    stop_server(server)
+    restarted = servers.start(url)
+    found = read_back(restarted.base_url, attempts)
+    fault_table(
+        FaultRow(
+            fault="disk full (SQLite)",
+            injected=f"label database on a {DISK} tmpfs, the rest filled ({filler} bytes); {CLIENTS} clients writing "
+            "4 kB labels; then the filler removed and the server restarted",
+            acknowledged=found.acknowledged_labels,
+            found=found.found_labels,
+            answers=found.answers,
+            notes=f"{acknowledged_while_full} writes still fitted after the fill; while full /explain "
+            f"{explained.status_code}, GET /units/0 {unit.status_code}, /readyz {ready.status_code}",
+        )
+    )
+    assert found.missing == ()
+    assert found.found_labels == found.acknowledged_labels > 0
+    assert found.unacknowledged_stored == 0
+    assert found.partial_batches == () and found.foreign == () and found.version_gaps == ()
