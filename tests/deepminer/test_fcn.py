@@ -108,6 +108,43 @@ def test_upsample_hits_grid_values_at_cell_centres():
     assert small.shape == (64, 48)
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "short_side", "expected"),
+    [
+        (300, 502, 227, (227, 380)),  # 502 * 227 / 300 = 379.85: to the nearest, not down
+        (502, 300, 227, (380, 227)),
+        (300, 500, 227, (227, 378)),  # 378.33: to the nearest, not up
+        (3328, 2560, 908, (1180, 908)),  # a full-field mammogram at the reference scale: 1180.4
+        (1000, 800, 256, (320, 256)),  # exact
+        (512, 512, 128, (128, 128)),
+    ],
+)
+def test_resized_shape_rounds_the_long_side_to_the_nearest_pixel(height, width, short_side, expected):
+    assert resized_shape(height, width, short_side) == expected
+
+
+def test_upsample_places_an_analytic_ramp_exactly_at_a_reduced_output_size():
+    """A map linear in the cell coordinates is reproduced exactly by bilinear interpolation, so every output
+    pixel can be checked against the geometry worked out by hand (module docstring of deepminer.grid).
+
+    Upload 1000 x 800, network input 320 x 256 (r = 0.32), grid 10 x 8, output 100 x 80 (a tenth per axis).
+    Output pixel p covers upload row ``(p + 0.5) * 10 - 0.5``; cell i is centred on upload row
+    ``(32 i + 0.5) / 0.32 - 0.5``. Solving for i: ``i = ((p + 0.5) * 320 / 100 - 0.5) / 32``, and the same
+    with 256 / 80 across. Beyond the outermost centres the edge cell's value is held.
+    """
+    mapping = GridMapping.for_input(image_shape=(1000, 800), input_shape=(320, 256))
+    rows, cols = np.mgrid[0:10, 0:8]
+    ramp = (1.0 * rows + 0.5 * cols + 3.0).astype(np.float32)  # different slopes catch swapped axes
+    up = upsample(ramp, mapping, (100, 80))
+    i = np.clip(((np.arange(100) + 0.5) * 320 / 100 - 0.5) / 32, 0, 9)
+    j = np.clip(((np.arange(80) + 0.5) * 256 / 80 - 0.5) / 32, 0, 7)
+    expected = 1.0 * i[:, None] + 0.5 * j[None, :] + 3.0
+    np.testing.assert_allclose(up, expected, rtol=0, atol=2e-5)
+    # Spot checks in numbers: output row 50 is cell (50.5 * 3.2 - 0.5) / 32 = 5.034375, column 40 is 4.034375.
+    assert float(up[50, 40]) == pytest.approx(5.034375 + 0.5 * 4.034375 + 3.0, abs=2e-5)
+    assert float(up[0, 0]) == pytest.approx(3.0 + 1.1 / 32 + 0.5 * 1.1 / 32, abs=2e-5)
+
+
 def test_select_device_cpu_and_errors():
     assert select_device("cpu").type == "cpu"
     assert select_device("auto").type in ("cpu", "cuda")

@@ -79,6 +79,18 @@ def test_softmax_sums_to_one(rng):
     assert np.isfinite(p).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_is_exact_where_exp_overflows(dtype):
+    """exp(1000) overflows even float64 (largest ~ exp(709)) and exp(-1000) underflows to 0: only the shift by the
+    maximum gives numbers, and they are those of the logits [2, 1, 0] (softmax ignores a common offset)."""
+    z = np.array([[1000.0, -1000.0], [999.0, -1001.0], [998.0, -1002.0]], dtype=dtype)
+    p = F.softmax(z, axis=0)
+    e = np.exp([2.0, 1.0, 0.0])
+    expected = e / e.sum()  # 0.6652, 0.2447, 0.0900
+    np.testing.assert_allclose(p[:, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(p[:, 1], expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("chunks", [1, 3, 10])
 def test_top_quantile_streamed_equals_whole_data(rng, chunks):
     data = rng.gamma(2.0, size=(4, 10, 100)).astype(np.float32)  # 10 "images" of 100 activations

@@ -72,12 +72,43 @@ def test_bad_inputs_name_the_problem(gradient16):
         decode_image(gif)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
+def _png_header_only(width: int, height: int, *, colour_type: int = 0, bit_depth: int = 16) -> bytes:
+    """A PNG that declares ``width`` x ``height`` (colour type 0 grey, 2 RGB) and holds almost no pixel data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(b"\x00" * 10))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+
+
+def _tiff_header_only(width: int, height: int) -> bytes:
+    """A little-endian baseline TIFF (8-bit grey, one uncompressed strip) that declares its size and holds no pixels."""
+    entries = [  # tag, type (3 SHORT, 4 LONG), value
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, 8 + 2 + 9 * 12 + 4),  # the strip would start right after this directory
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, width * height),
+    ]
+    directory = struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        field = struct.pack("<I", value) if kind == 4 else struct.pack("<HH", value, 0)  # a SHORT is left-aligned
+        directory += struct.pack("<HHI", tag, kind, 1) + field
+    return b"II*\x00" + struct.pack("<I", 8) + directory + struct.pack("<I", 0)
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A real 64 x 64 JPEG whose frame header (SOF0) is rewritten to declare ``width`` x ``height``."""
+    data = bytearray(encode(np.zeros((64, 64), np.uint8), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
 
 
 def test_decompression_bomb_refused_before_decoding():
@@ -88,13 +119,50 @@ def test_decompression_bomb_refused_before_decoding():
         decode_image(_png_header_only(100, 100), max_pixels=1000)
 
 
+# Each declares 10000 x 8001 = 80 010 000 pixels: just over the default limit (80 000 000), and under Pillow's own
+# decompression-bomb guard (about 89 million), so only the service's check can refuse them. None holds the pixels
+# it declares: decoding would fail as truncated, so a size error proves the header alone was read.
+HEADERS_OVER_THE_LIMIT = {
+    "TIFF": lambda: _tiff_header_only(10_000, 8_001),
+    "JPEG": lambda: _jpeg_declaring(10_000, 8_001),
+    "RGB PNG": lambda: _png_header_only(10_000, 8_001, colour_type=2, bit_depth=8),
+}
+
+
+@pytest.mark.parametrize("kind", list(HEADERS_OVER_THE_LIMIT))
+def test_every_format_is_held_to_the_pixel_limit_before_decoding(kind):
+    data = HEADERS_OVER_THE_LIMIT[kind]()
+    with Image.open(io.BytesIO(data)) as img:  # the header is well-formed and declares the size
+        assert img.size == (10_000, 8_001)
+    expected = "declares 10000x8001 = 80010000 pixels, more than the limit of 80000000"
+    with pytest.raises(ImageTooLargeError, match=expected):
+        decode_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "RGB PNG"])
+@pytest.mark.parametrize(("height", "width"), [(31, 64), (64, 31), (8, 8)])
+def test_every_format_is_held_to_the_minimum_size(fmt, height, width):
+    if fmt == "RGB PNG":
+        data = encode(np.full((height, width, 3), 90, np.uint8), "PNG")
+    else:
+        data = encode(np.full((height, width), 90, np.uint8), fmt)
+    expected = f"too small to explain: {width}x{height} pixels, need at least 32x32"
+    with pytest.raises(ImageDecodeError, match=expected):
+        decode_image(data)
+    smallest = np.full((32, 32, 3) if fmt == "RGB PNG" else (32, 32), 90, np.uint8)
+    # 32 x 32 is the smallest image explained, and exactly max_pixels is within the limit.
+    decoded = decode_image(encode(smallest, "PNG" if fmt == "RGB PNG" else fmt), max_pixels=32 * 32)
+    assert decoded.pixels.shape == (32, 32) and decoded.format == fmt.split()[-1]
+
+
 def test_network_input_scales_short_side_and_normalises():
     pixels = np.full((300, 200), 0.5, dtype=np.float32)
     x = network_input(pixels, short_side=128)
     assert x.shape == (1, 3, 192, 128)
     np.testing.assert_allclose(x[0, :, 0, 0], (0.5 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]), rtol=1e-5)
     assert normalise(np.zeros((5, 4, 4))).shape == (5, 3, 4, 4)
-    assert resize(pixels, (300, 200)) is not None
+    same = resize(pixels, (300, 200))  # already that shape: returned as it is, not resampled
+    assert same.dtype == np.float32 and np.array_equal(same, pixels)
 
 
 @pytest.mark.parametrize(

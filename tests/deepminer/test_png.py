@@ -222,8 +222,10 @@ def test_size_limit_is_checked_before_inflating():
 
 def test_compile_decoder_prepares_both_depths():
     png.compile_decoder()
-    values = samples(np.uint8, (8, 8))
-    assert png.decode_grayscale(encode_png(values, [1] * 8), no_limit) is not None
+    for dtype in (np.uint8, np.uint16):
+        data = encode_png(samples(dtype, (8, 8)), [1] * 8)
+        fast = png.decode_grayscale(data, no_limit)
+        assert fast is not None and fast[1] == np.iinfo(dtype).bits and np.array_equal(fast[0], pillow_pixels(data))
 
 
 @pytest.mark.parametrize("case", ["whole", "unknown filter type in row 900", "cut in the middle"])
