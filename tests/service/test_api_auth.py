@@ -246,22 +246,26 @@ def test_batch_records_the_token_name_and_names_the_bad_item(writes_client: Test
 def test_all_mode_needs_a_reader_for_every_route_but_probes(all_client: TestClient, phantom_png: bytes) -> None:
     files = {"file": ("m.png", phantom_png, "image/png")}
     polygon = {"polygon": "[[0, 0], [100, 0], [100, 100]]"}
-    requests: list[Callable[..., Any]] = [
-        lambda **kw: all_client.get("/units", **kw),
-        lambda **kw: all_client.get("/units/1", **kw),
-        lambda **kw: all_client.get("/units/1/history", **kw),
-        lambda **kw: all_client.get("/units/embedding", **kw),
-        lambda **kw: all_client.get("/bundle-files/units/index.json", **kw),
-        lambda **kw: all_client.get("/quality", **kw),
-        lambda **kw: all_client.get("/bundle-files/quality/worst_cases.png", **kw),
-        lambda **kw: all_client.post("/explain", files=files, **kw),
-        lambda **kw: all_client.post("/query/region", files=files, data=polygon, **kw),
+    # Each route with what a reader gets: a route that went missing would answer 404 where 200 is expected.
+    requests: list[tuple[Callable[..., Any], int]] = [
+        (lambda **kw: all_client.get("/units", **kw), 200),
+        (lambda **kw: all_client.get("/units/1", **kw), 200),
+        (lambda **kw: all_client.get("/units/1/history", **kw), 200),
+        (lambda **kw: all_client.get("/units/embedding", **kw), 200),
+        (lambda **kw: all_client.get("/bundle-files/units/index.json", **kw), 404),  # listed, but not a PNG
+        (lambda **kw: all_client.get("/quality", **kw), 200),
+        (lambda **kw: all_client.get("/bundle-files/quality/worst_cases.png", **kw), 200),
+        (lambda **kw: all_client.post("/explain", files=files, **kw), 200),
+        (lambda **kw: all_client.post("/query/region", files=files, data=polygon, **kw), 200),
     ]
-    for send in requests:
+    for send, status in requests:
         response = send()
         assert_error(response, 401, "unauthorized", "authorization")
         assert response.headers["www-authenticate"].startswith("Bearer")
-        assert send(headers=bearer("reader")).status_code in (200, 404)  # 404: index.json is not a PNG
+        read = send(headers=bearer("reader"))
+        assert read.status_code == status, read.text
+        if status == 404:
+            assert read.json()["error"]["code"] == "not_in_bundle"
     for path in ALWAYS_OPEN:
         assert all_client.get(path).status_code == 200, path
 

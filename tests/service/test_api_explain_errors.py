@@ -110,6 +110,11 @@ def test_image_over_the_pixel_limit(make_client: Callable[..., Any], phantom_png
         assert_error(client.post("/explain", files=upload(phantom_png)), 413, "image_too_large", "file")
         small = encoded(np.full((64, 48), 128, np.uint8), "PNG")
         assert client.post("/explain", files=upload(small)).status_code == 200
+        # Every format Pillow decodes is held to the same limit, not only the grayscale PNGs of the fast path.
+        for fmt, channels in (("TIFF", ()), ("JPEG", ()), ("PNG", (3,))):
+            over, at = (encoded(np.full((rows, 100, *channels), 128, np.uint8), fmt) for rows in (101, 100))
+            assert_error(client.post("/explain", files=upload(over)), 413, "image_too_large", "file")
+            assert client.post("/explain", files=upload(at)).status_code == 200, fmt
 
 
 @pytest.mark.parametrize(
