@@ -1,4 +1,5 @@
-"""A DICOMweb client for the two calls the service makes: WADO-RS retrieve of one instance, STOW-RS store into a study.
+"""A DICOMweb client for the calls the service makes: WADO-RS retrieve of one instance, STOW-RS store into a
+study, and QIDO-RS search of a study's instances (to check what a STOW-RS answer claims).
 
 Every request has a timeout (``dicomweb_timeout_s`` to connect, and between
 bytes) and is tried again (tenacity), up to ``dicomweb_retries`` times, after a failed
@@ -11,7 +12,8 @@ What is still a failure becomes a domain error:
 - no connection, another 5xx, 401/403, any other unexpected answer, or a body
   that is not what DICOMweb prescribes → :class:`PacsUnavailableError` (502 ``pacs_unavailable``);
 - 404, or an empty answer, on retrieve → :class:`InstanceNotFoundError` (404 ``instance_not_found``);
-- a STOW-RS answer listing failed instances, or a 4xx → :class:`PacsStoreError` (502 ``pacs_store_failed``).
+- a STOW-RS answer listing failed instances, or a 4xx → :class:`PacsStoreError` (502 ``pacs_store_failed``);
+- 404 or 204 on a search → an empty study.
 
 A retrieved instance is counted as it arrives and cut off beyond
 ``max_instance_bytes`` (:class:`InstanceTooLargeError`). Messages of 5xx
@@ -47,6 +49,7 @@ RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 TIMEOUT_STATUSES = frozenset({408, 504})
 MAX_RETRY_AFTER_S = 30.0
 _STOW_ANSWER_BYTES = 4 * 1024 * 1024
+_SEARCH_ANSWER_BYTES = 16 * 1024 * 1024
 
 # DICOM JSON tags of a STOW-RS answer (PS3.18 10.5.3).
 _FAILED_SOP_SEQUENCE = "00081198"
@@ -54,6 +57,7 @@ _REFERENCED_SOP_SEQUENCE = "00081199"
 _REFERENCED_SOP_INSTANCE_UID = "00081155"
 _RETRIEVE_URL = "00081190"
 _FAILURE_REASON = "00081197"
+_SOP_INSTANCE_UID = "00080018"
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,26 @@ class DicomWebClient:
             if uids:
                 urls[str(uids[0])] = str(retrieve_urls[0]) if retrieve_urls else None
         return urls
+
+    async def study_instance_uids(self, study_uid: str) -> set[str]:
+        """The SOP Instance UIDs the study holds (QIDO-RS); empty when the PACS knows no such study."""
+        answer = await self._call(
+            "GET",
+            f"{self.base_url}/studies/{study_uid}/instances",
+            what="searching the study (QIDO-RS)",
+            headers={"Accept": "application/dicom+json"},
+            limit=_SEARCH_ANSWER_BYTES,
+        )
+        if answer.status in (204, 404):
+            return set()
+        self._check_status(answer, what="QIDO-RS search")
+        try:
+            found = json.loads(answer.body) if answer.body.strip() else []
+        except ValueError:
+            found = None
+        if not isinstance(found, list):
+            raise PacsUnavailableError(f"the PACS at {self.address} answered QIDO-RS with something not DICOM JSON")
+        return {str(uid) for item in found if isinstance(item, Mapping) for uid in _values(item, _SOP_INSTANCE_UID)}
 
     # -- plumbing ---------------------------------------------------------------
 

@@ -96,7 +96,10 @@ class DicomWebExplainResponse(BaseModel):
     units: list[UnitSummary] = Field(description="The top units for the explained class, by influence.")
     stored: list[StoredObject] = Field(description="The results stored in the study; empty unless store_results.")
     timings_ms: dict[str, float] = Field(
-        description="retrieve (WADO-RS), the explanation's stages, dicom (writing the results), store (STOW-RS), total."
+        description=(
+            "retrieve (WADO-RS), the explanation's stages, dicom (writing the results), store (STOW-RS, then the "
+            "QIDO-RS search that checks the study holds every result), total."
+        )
     )
 
     @classmethod

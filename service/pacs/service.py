@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from annotations import StoreUnavailableError
-from service.errors import InferenceCancelledError, PacsNotConfiguredError, ServiceError
+from service.errors import InferenceCancelledError, PacsNotConfiguredError, PacsStoreError, ServiceError
 from service.explainer import Explainer, ExplanationResult
 from service.inference import Stopwatch
 from service.pacs.dicomweb import DicomWebClient
@@ -131,6 +131,7 @@ class PacsService:
             stored: tuple[StoredResult, ...] = ()
             if store:
                 urls = await client.store_instances(study_uid, [r.data for r in results])
+                await self._check_stored(client, study_uid, results)
                 clock.lap("store")
                 stored = tuple(
                     StoredResult(
@@ -150,3 +151,20 @@ class PacsService:
             stored=stored,
             timings_ms=clock.timings(),
         )
+
+    @staticmethod
+    async def _check_stored(client: DicomWebClient, study_uid: str, results: tuple[DicomResult, ...]) -> None:
+        """Raise :class:`PacsStoreError` unless the study holds every result a STOW-RS answer called stored.
+
+        A PACS may acknowledge an instance it then drops (Orthanc does, for one its
+        received-instance filter refuses); the answer must never claim a result the
+        study lacks, so the study is searched (QIDO-RS) before anything is reported.
+        """
+        held = await client.study_instance_uids(study_uid)
+        missing = [r.kind for r in results if r.sop_instance_uid not in held]
+        if missing:
+            kept = [r.kind for r in results if r.sop_instance_uid in held]
+            raise PacsStoreError(
+                f"the PACS at {client.address} acknowledged the {len(results)} results (STOW-RS) but its study lacks "
+                f"{', '.join(missing)} (QIDO-RS); it holds {', '.join(kept) or 'none'} of them; none is reported stored"
+            )

@@ -45,7 +45,7 @@ class FaultRow:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fault_table(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[FaultRow], None]:

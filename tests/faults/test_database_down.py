@@ -103,11 +103,14 @@ def test_postgres_outage_is_named_and_loses_no_acknowledged_label(
     during = [a for a in attempts if a.started >= down and a.ended <= starting]
     assert during and not any(a.acknowledged for a in during)
 
-    readiness = [(p.status, p.body) for p in probes if p.path == "/readyz" and p.started >= down and p.ended <= starting]
+    def outage(path: str) -> list[Probe]:
+        return [p for p in probes if p.path == path and p.started >= down and p.ended <= starting]
+
+    readiness = outage("/readyz")
     assert readiness and all(
-        status == 503 and body is not None and body["error"]["code"] == "store_unavailable" for status, body in readiness
+        p.status == 503 and p.body is not None and p.body["error"]["code"] == "store_unavailable" for p in readiness
     )
-    explained = [p for p in probes if p.path == "/explain" and p.started >= down and p.ended <= starting]
+    explained = outage("/explain")
     assert explained and all(p.status == 200 for p in explained), [(p.status, p.body) for p in explained]
     assert all(p.body is not None and p.body["explanation"]["labels_available"] is False for p in explained)
     after = [p for p in probes if p.path == "/explain" and p.started > up and p.status == 200]

@@ -1,7 +1,7 @@
 """Fixtures of the PACS tests: mammogram DICOMs made from a phantom, a scriptable DICOMweb server, started apps.
 
 :class:`FakePacs` is a real HTTP server on 127.0.0.1 (a thread) that speaks
-enough WADO-RS and STOW-RS for the client, and fails on request: a status, a
+enough WADO-RS, STOW-RS and QIDO-RS for the client, and fails on request: a status, a
 hang past the client's timeout, a body that is not DICOMweb. The round trip
 against a real PACS is ``test_orthanc.py``.
 """
@@ -144,13 +144,14 @@ def dciodvfy(data: bytes, tmp_path: Path) -> list[str]:
 
 @dataclass
 class FakePacs:
-    """Holds instances; answers WADO-RS and STOW-RS; fails as told by :meth:`fail_next`."""
+    """Holds instances; answers WADO-RS, STOW-RS and a study's QIDO-RS; fails as told by :meth:`fail_next`."""
 
     url: str = ""
     instances: dict[str, bytes] = field(default_factory=dict)  # SOP Instance UID -> Part 10 bytes
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     failures: list[Any] = field(default_factory=list)
     refuse_store: bool = False
+    drop_stored: bool = False  # acknowledge a STOW-RS, then keep nothing (as a PACS whose filter drops instances)
     check_uids: bool = True  # False: serve the instance filed under the SOP Instance UID, whatever it holds
     hang_s: float = 2.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -205,6 +206,14 @@ def _handler(pacs: FakePacs) -> type[BaseHTTPRequestHandler]:
             if self._failure():
                 return
             parts = self.path.strip("/").split("/")
+            if len(parts) == 4 and parts[1] == "studies" and parts[3] == "instances":  # QIDO-RS
+                held = [
+                    {"00080018": {"vr": "UI", "Value": [sop]}}
+                    for sop, data in pacs.instances.items()
+                    if uids_of(data)[0] == parts[2]
+                ]
+                self._answer(200, json.dumps(held).encode(), "application/dicom+json")
+                return
             data = pacs.instances.get(parts[-1]) if len(parts) >= 7 and parts[-2] == "instances" else None
             if data is None or (pacs.check_uids and uids_of(data) != (parts[-5], parts[-3], parts[-1])):
                 self._answer(404, b'{"error": "no such instance"}')
@@ -230,7 +239,8 @@ def _handler(pacs: FakePacs) -> type[BaseHTTPRequestHandler]:
                         {**item, "00081197": {"vr": "US", "Value": [0xA900 if part_study != study else 0xA700]}}
                     )
                 else:
-                    pacs.instances[sop] = part
+                    if not pacs.drop_stored:
+                        pacs.instances[sop] = part
                     referenced.append({**item, "00081190": {"vr": "UR", "Value": [f"{pacs.url}/studies/{study}"]}})
             report: dict[str, Any] = {"00081199": {"vr": "SQ", "Value": referenced}}
             if failed:

@@ -38,7 +38,10 @@ SERIES_INSTANCE_UID = "0020000E"
 SOP_INSTANCE_UID = "00080018"
 
 
-def start_orthanc(work: Path, *, port: int, plugin: str) -> subprocess.Popen[bytes]:
+def start_orthanc(
+    work: Path, *, port: int, plugin: str, extra: dict[str, Any] | None = None
+) -> subprocess.Popen[bytes]:
+    """Orthanc with the DICOMweb plugin on 127.0.0.1:``port``, its files in ``work``; ``extra`` adds settings."""
     config = {
         "Name": "deepminer-test",
         "StorageDirectory": str(work / "storage"),
@@ -50,6 +53,7 @@ def start_orthanc(work: Path, *, port: int, plugin: str) -> subprocess.Popen[byt
         "ConcurrentJobs": 1,
         "Plugins": [plugin],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        **(extra or {}),
     }
     (work / "orthanc.json").write_text(json.dumps(config))
     log = (work / "orthanc.log").open("wb")

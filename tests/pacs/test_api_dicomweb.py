@@ -47,13 +47,27 @@ def test_explains_by_uids_and_stores_three_results_in_the_study(
     assert {"retrieve", "inference", "dicom", "store", "total"} <= answer["timings_ms"].keys()
     kinds = {s["kind"]: s for s in answer["stored"]}
     assert kinds.keys() == {"sr", "secondary_capture", "presentation_state"}
-    assert fake_pacs.count("POST") == 1 and fake_pacs.requests[-1][1] == f"/dicom-web/studies/{uids[0]}"
+    assert [path for method, path, _ in fake_pacs.requests if method == "POST"] == [f"/dicom-web/studies/{uids[0]}"]
+    # Then the study is searched, so that no result is reported stored that the PACS did not keep.
+    assert fake_pacs.requests[-1][:2] == ("GET", f"/dicom-web/studies/{uids[0]}/instances")
     for stored in answer["stored"]:
         ds = pydicom.dcmread(io.BytesIO(fake_pacs.instances[stored["sop_instance_uid"]]))
         assert ds.StudyInstanceUID == uids[0]
         assert ds.SeriesInstanceUID == stored["series_instance_uid"] != uids[1]
         assert ds.SOPClassUID == stored["sop_class_uid"]
         assert stored["retrieve_url"] == f"{fake_pacs.url}/studies/{uids[0]}"
+
+
+def test_results_the_pacs_acknowledged_but_did_not_keep_are_not_reported_stored(
+    make_client: ClientFactory, fake_pacs: FakePacs, mammogram: bytes
+) -> None:
+    uids = fake_pacs.add(mammogram)
+    fake_pacs.drop_stored = True
+    with make_client(dicomweb_url=fake_pacs.url) as client:
+        response = client.post("/dicomweb/explain", json=body(uids, store_results=True))
+    error = assert_error(response, 502, "pacs_store_failed")
+    assert "lacks sr, secondary_capture, presentation_state" in error["message"]
+    assert "stored" not in response.json()
 
 
 def test_store_results_false_only_explains(make_client: ClientFactory, fake_pacs: FakePacs, mammogram: bytes) -> None:
