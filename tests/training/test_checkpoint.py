@@ -98,7 +98,9 @@ def test_checkpoint_from_another_run_is_refused(tmp_path):
         load_checkpoint(tmp_path, config=CONFIG.replace(lr=0.1))
     with pytest.raises(ValueError, match="different run"):
         run(CONFIG.replace(seed=1), checkpoint_dir=tmp_path, resume=True)
-    assert load_checkpoint(tmp_path, config=CONFIG.replace(epochs=9, name="longer")) is not None
+    # More epochs and another name do not change the trajectory: the 1-epoch run's checkpoint is taken up.
+    resumed = load_checkpoint(tmp_path, config=CONFIG.replace(epochs=9, name="longer"))
+    assert resumed is not None and resumed.epoch == 0 and resumed.config["epochs"] == 1
     with pytest.raises(ValueError, match="checkpoint directory"):
         run(CONFIG, resume=True)
 
