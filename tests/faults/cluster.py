@@ -92,13 +92,24 @@ class Cluster:
 
     def create_database(self, name: str) -> str:
         """A new empty database; returns its URL."""
+        self._admin(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def create_tablespace(self, name: str, directory: Path) -> None:
+        """A tablespace in ``directory`` (empty; made the server user's here)."""
+        directory.mkdir()
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(SERVER_USER)
+            os.chown(directory, entry.pw_uid, entry.pw_gid)
+        self._admin(f"CREATE TABLESPACE \"{name}\" LOCATION '{directory}'")
+
+    def _admin(self, statement: str) -> None:
         engine = create_engine(self.url(), isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
+                conn.execute(text(statement))
         finally:
             engine.dispose()
-        return self.url(name)
 
     def remove(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     out = config.stash[TABLE_FILE]
     terminalreporter.section("fault table")
     for line in (
-        "| fault | injected | labels acknowledged | found afterwards | answers the clients saw |",
+        "| fault | injected | acknowledged (labels; PACS: results) | found afterwards | answers the clients saw |",
         "| --- | --- | ---: | ---: | --- |",
     ):
         terminalreporter.write_line(line)
@@ -101,8 +102,8 @@ def cluster_database(postgres_cluster: pg.Cluster, request: pytest.FixtureReques
     """The URL of a new database on the throwaway cluster, named after the test."""
     if not (postgres_cluster.data / "postmaster.pid").exists():
         postgres_cluster.start()  # a previous test may have failed while the server was down
-    name = "faults_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
-    return postgres_cluster.create_database(name)
+    name = "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40]
+    return postgres_cluster.create_database(f"faults_{name}_{secrets.token_hex(3)}")
 
 
 # -- live servers -------------------------------------------------------------
@@ -149,7 +150,7 @@ def tiny_disk() -> Iterator[Callable[[str], Path]]:
     def mount(size: str) -> Path:
         point = Path(tempfile.mkdtemp(prefix="deepminer-faults-disk-"))
         run = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(point)],
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
             capture_output=True,
             text=True,
             check=False,

@@ -1,8 +1,11 @@
-"""The SQLite label store's disk full while clients write labels (a tiny tmpfs, filled to the last byte).
+"""The label store's disk full while clients write labels (a tiny tmpfs, filled to the last byte).
 
-Writes that find no room are answered 507 ``store_full``, never 500; reads,
-/readyz and /explain keep answering. Once space is freed writes are
-acknowledged again, and after a restart every label answered 201 is there.
+SQLite keeps its database file on the tmpfs; PostgreSQL (the throwaway
+cluster) keeps the label tables there, in a tablespace the connection makes
+the default, while its write-ahead log stays on the cluster's disk. Writes
+that find no room are answered 507 ``store_full``, never 500; reads, /readyz
+and /explain keep answering. Once space is freed writes are acknowledged
+again, and after a restart every label answered 201 is there.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
+import pytest
 
 from tests.deploy.conftest import stop_server
+from tests.faults.cluster import Cluster
 from tests.faults.conftest import FaultRow, Servers
 from tests.faults.writers import LabelWriters, read_back
 
@@ -37,14 +43,25 @@ def fill(disk: Path) -> int:
     return written
 
 
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_disk_full_gives_507_and_the_service_keeps_explaining(
+    database: str,
     tiny_disk: Callable[[str], Path],
     servers: Servers,
     phantom_png: bytes,
+    request: pytest.FixtureRequest,
     fault_table: Callable[[FaultRow], None],
 ) -> None:
     disk = tiny_disk(DISK)
-    url = f"sqlite:///{disk / 'labels.db'}"
+    if database == "sqlite":
+        url = f"sqlite:///{disk / 'labels.db'}"
+        where = "label database"
+    else:
+        cluster: Cluster = request.getfixturevalue("postgres_cluster")
+        tablespace = f"faults_disk_{disk.name[-8:].lower()}"
+        cluster.create_tablespace(tablespace, disk / "tablespace")
+        url = f"{request.getfixturevalue('cluster_database')}?options={quote(f'-c default_tablespace={tablespace}')}"
+        where = "label tables (a tablespace)"
     server = servers.start(url)
     filler = fill(disk)
     with LabelWriters(server.base_url, clients=CLIENTS, description_pad=PAD) as writers:
@@ -71,8 +88,8 @@ def test_disk_full_gives_507_and_the_service_keeps_explaining(
     found = read_back(restarted.base_url, attempts)
     fault_table(
         FaultRow(
-            fault="disk full (SQLite)",
-            injected=f"label database on a {DISK} tmpfs, the rest filled ({filler} bytes); {CLIENTS} clients writing "
+            fault=f"disk full ({database})",
+            injected=f"{where} on a {DISK} tmpfs, the rest filled ({filler} bytes); {CLIENTS} clients writing "
             "4 kB labels; then the filler removed and the server restarted",
             acknowledged=found.acknowledged_labels,
             found=found.found_labels,
