@@ -3,7 +3,7 @@
 ``pacs_faults.py`` runs every scenario once, in a network namespace of its
 own (as ``tests/pacs/test_orthanc.py`` runs the round trip), against
 Orthanc with its DICOMweb plugin. The service tries each call twice
-(``dicomweb_retries=1``) with a 1.5 s timeout. Needs root (or
+(``dicomweb_retries=1``) with a 2 s timeout. Needs root (or
 CAP_SYS_ADMIN), ``unshare``, ``ip`` and Debian's ``orthanc`` and
 ``orthanc-dicomweb``; skipped without them, failed under CI=true.
 """
