@@ -2,53 +2,40 @@
 
 PostgreSQL comes from ``DEEPMINER_TEST_POSTGRES_URL``. Its tests run in a
 schema of their own, created for the session and dropped after it, so no other
-table in the database is touched. An unreachable server skips those tests,
-except under ``CI=true``, where it fails them: CI must test PostgreSQL.
+table in the database is touched. An unreachable server fails those tests
+(``require_or_skip`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from annotations import AnnotationStore, NewAnnotation
 from annotations.models import Base
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BUNDLE_HASH = "ab" * 32
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def postgres_url(postgres_admin: tuple[str, Engine]) -> Iterator[str]:
     """A URL whose connections work in a fresh, session-private schema of the test database."""
-    base_url = os.environ.get("DEEPMINER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    shown = make_url(base_url).set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
+    base_url, admin = postgres_admin
     schema = f"deepminer_test_{secrets.token_hex(4)}"
-    admin = create_engine(make_url(base_url).set(drivername="postgresql+psycopg"), connect_args={"connect_timeout": 3})
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        reason = f"PostgreSQL at {shown} is unreachable ({exc.orig}); set DEEPMINER_TEST_POSTGRES_URL"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true requires PostgreSQL: {reason}", pytrace=False)
-        pytest.skip(reason)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     separator = "&" if "?" in base_url else "?"
     try:
         yield f"{base_url}{separator}options={quote(f'-csearch_path={schema}')}"
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -1,15 +1,14 @@
 """Fixtures of the deployment tests: empty databases, the rendered chart, and a live server.
 
 PostgreSQL comes from ``DEEPMINER_TEST_POSTGRES_URL``; each database a test asks
-for is a schema of its own, dropped after the test. An unreachable server skips
-those tests, except under ``CI=true``, where it fails them.
+for is a schema of its own, dropped after the test. An unreachable server
+fails those tests (``require_or_skip`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,17 +22,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from tests.conftest import require_or_skip  # noqa: F401 - tests/faults takes it from here with the server helpers
+
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 180.0
 
 DatabaseFactory = Callable[[], str]
-
-
-def require_or_skip(reason: str) -> None:
-    """Skip with ``reason``, or fail under ``CI=true``, where every deployment check must run."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true requires this: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 # -- databases --------------------------------------------------------------
@@ -167,13 +161,3 @@ def live_server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def unused_port() -> int:
     """A loopback port nothing listens on."""
     return free_port()
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """Path of Prometheus' promtool (Debian package prometheus); skipped without it, failed under CI=true."""
-    path = shutil.which("promtool")
-    if path is None:
-        require_or_skip("promtool is not installed (apt-get install prometheus)")
-    assert path is not None
-    return path

@@ -22,16 +22,15 @@ import pytest
 import yaml
 
 from service.settings import Settings
+from tests.conftest import require_or_skip
 
 
 def _require(module: str) -> ModuleType:
-    """The module, or a skip of this file; under CI=true a missing tool fails instead."""
+    """The module, or :func:`require_or_skip` of this file (``scripts/test.sh`` installs the deploy-test extra)."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"{module} is not installed: pip install -e '.[deploy-test]'", allow_module_level=True)
+        require_or_skip(f"{module} is not installed: pip install -e '.[deploy-test]'")
 
 
 helm = _require("helm_python")

@@ -2,7 +2,7 @@
 probes the image and the chart use answer as they should.
 
 promtool comes from Debian's ``prometheus`` package. Without it these checks
-skip, except under ``CI=true``, where they fail.
+fail (``require_or_skip`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations

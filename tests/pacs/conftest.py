@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from service.main import create_app
 from service.pacs.multipart import boundary_of, join, split
 from service.settings import Settings
+from tests.conftest import require_or_skip
 
 PATIENT_NAME = "Roe^Janet"
 PATIENT_ID = "PACS-PID-7319"
@@ -41,17 +41,6 @@ ACCESSION = "ACC-55231"
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 
 ClientFactory = Callable[..., AbstractContextManager[TestClient]]
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI") == "true"
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip locally; under CI=true a missing tool is a failure, so the checks cannot silently vanish."""
-    if in_ci():
-        pytest.fail(f"CI=true requires it: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 # -- DICOM sources ------------------------------------------------------------
@@ -127,10 +116,10 @@ def dicom_errors(tmp_path: Path) -> Callable[[bytes], list[str]]:
 
 
 def dciodvfy(data: bytes, tmp_path: Path) -> list[str]:
-    """The error lines ``dciodvfy`` (dicom3tools) prints for a Part 10 file; skipped, or failed under CI, without it."""
+    """The error lines ``dciodvfy`` (dicom3tools) prints for a Part 10 file; :func:`require_or_skip` without it."""
     tool = shutil.which("dciodvfy")
     if tool is None:
-        skip_or_fail("dciodvfy not found: install the Debian package dicom3tools")
+        require_or_skip("dciodvfy not found: install the Debian package dicom3tools")
     assert tool is not None
     path = tmp_path / f"object-{time.monotonic_ns()}.dcm"
     path.write_bytes(data)

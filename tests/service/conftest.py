@@ -3,7 +3,7 @@
 Store-touching tests run on SQLite and on PostgreSQL. PostgreSQL comes from
 ``DEEPMINER_TEST_POSTGRES_URL``; every test gets a schema of its own, created
 before and dropped after it, so no other table is touched. An unreachable
-server skips those tests, except under ``CI=true``, where it fails them.
+server fails those tests (``require_or_skip`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from fastapi.testclient import TestClient
 from annotations import AnnotationStore
 
 REPO = Path(__file__).resolve().parents[2]
-PROMTOOL = shutil.which("promtool")
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -57,14 +55,12 @@ def test_stage_histograms_and_model_info(client: TestClient, phantom_png: bytes)
     assert info == 1.0
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian package prometheus)")
-def test_metric_names_pass_promtool(client: TestClient, phantom_png: bytes) -> None:
+def test_metric_names_pass_promtool(client: TestClient, phantom_png: bytes, promtool: str) -> None:
     client.post("/explain", files={"file": ("m.png", phantom_png, "image/png")}, params={"overlays": "png"})
     client.post("/explain", files={"file": ("m.png", b"junk", "image/png")})
     page = client.get("/metrics").text
-    assert PROMTOOL is not None
     result = subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=page, capture_output=True, text=True, timeout=60, check=False
+        [promtool, "check", "metrics"], input=page, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -130,7 +126,7 @@ def _ready(base: str) -> bool:
         return False
 
 
-def test_two_worker_processes_add_up(two_workers: tuple[str, Path]) -> None:
+def test_two_worker_processes_add_up(two_workers: tuple[str, Path], promtool: str) -> None:
     """Requests spread over two processes; any one /metrics answer counts all of them (multiprocess mode)."""
     base, prom = two_workers
 
@@ -156,10 +152,9 @@ def test_two_worker_processes_add_up(two_workers: tuple[str, Path]) -> None:
         time.sleep(0.2)
     assert counted == sent
     assert sample(page, "deepminer_model_info", **_model_labels(page)) == 1.0  # one series, not one per process
-    if PROMTOOL is not None:
-        result = subprocess.run([PROMTOOL, "check", "metrics"], input=page, capture_output=True, text=True,
-                                timeout=60, check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
+    result = subprocess.run([promtool, "check", "metrics"], input=page, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _model_labels(page: str) -> dict[str, str]:

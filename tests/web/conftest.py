@@ -4,8 +4,8 @@ The service runs ``python -m service`` on a copy of the lead's ``tiny_bundle``
 (or of ``DEEPMINER_TEST_WEB_BUNDLE``) with a fresh SQLite database and ``DEEPMINER_AUTH=all``, so every request the
 pages make must carry the token typed into them. Chromium is Debian's
 ``/usr/bin/chromium`` driven by Playwright for Python (never ``playwright
-install``). Without it, or without Playwright, the browser tests are skipped,
-except under ``CI=true``, where they fail. Every test leaves a screenshot in
+install``). Without it, or without Playwright, the browser tests fail
+(``require_or_skip`` in ``tests/conftest.py``). Every test leaves a screenshot in
 ``tests/artifacts/web/``.
 """
 
@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.conftest import require_or_skip
 
 CHROMIUM = Path(os.environ.get("DEEPMINER_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -132,21 +134,15 @@ def service(web_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             process.wait()
 
 
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true requires the browser tests to run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, through Playwright; skipped (failed under CI=true) when either is missing."""
+    """Debian's Chromium, headless, through Playwright; :func:`require_or_skip` when either is missing."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _skip_or_fail("Playwright for Python is not installed (pip install -e '.[test]')")
+        require_or_skip("Playwright for Python is not installed (pip install -e '.[test]')")
     if not CHROMIUM.is_file():
-        _skip_or_fail(f"{CHROMIUM} is missing (apt-get install chromium; never `playwright install`)")
+        require_or_skip(f"{CHROMIUM} is missing (apt-get install chromium; never `playwright install`)")
     from playwright.sync_api import expect
 
     # Explanations run on the CPU in CI: give assertions the time an inference may take.
