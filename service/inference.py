@@ -34,7 +34,7 @@ class ModelInfo:
     layer: str
     backend: str
     provider: str
-    precision: str  # fp32, fp16 or bf16 (DEEPMINER_PRECISION)
+    precision: str  # fp32, fp16, bf16 or int8 (DEEPMINER_PRECISION)
 
     @property
     def device(self) -> str:

@@ -30,10 +30,16 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` uses CUDA when the backend can, else CPU; `cuda` without a usable GPU stops start-up."""
 
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
     """Arithmetic of the forward pass. `fp16` and `bf16` need `backend=torch`, which runs the network under
     autocast and returns float32 as always. `fp16` is for GPUs (slower than fp32 on CPU); `bf16` for Ampere or
-    newer GPUs and CPUs with AMX or AVX-512 BF16. The ONNX backend refuses both at start-up."""
+    newer GPUs and CPUs with AMX or AVX-512 BF16. The ONNX backend refuses both at start-up. `int8` needs
+    `backend=onnx` and a bundle with `fcn.int8.onnx` (`python -m training quantize`), best on CPUs with AVX-512
+    VNNI or AMX; start-up refuses it when the bundle has none, or when its accuracy gates failed."""
+
+    int8_allow_failed_gates: bool = False
+    """Serve `precision=int8` even when the bundle's int8 graph failed its accuracy gates against fp32 (meta.json
+    `int8.gates`); start-up then logs the failed gates as a warning instead of refusing."""
 
     intra_op_threads: int = Field(default=0, ge=0)
     """Threads one inference may use; 0 keeps the library default (all cores)."""

@@ -6,10 +6,11 @@ A new backend is one module here whose class takes ``(bundle, *, device, intra_o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from deepminer.bundle import Bundle
+from deepminer.bundle import INT8_ONNX_FILE, Bundle, BundleError
 from service.backends.base import Backend
 from service.backends.names import BACKENDS
 from service.errors import BackendUnavailableError
@@ -17,7 +18,9 @@ from service.errors import BackendUnavailableError
 if TYPE_CHECKING:
     from service.settings import Settings
 
-__all__ = ["BACKENDS", "Backend", "create_backend"]
+__all__ = ["BACKENDS", "Backend", "check_int8_gates", "create_backend"]
+
+log = logging.getLogger(__name__)
 
 
 def create_backend(settings: Settings, bundle: Bundle, *, on_batch: Callable[[int], None] | None = None) -> Backend:
@@ -25,7 +28,10 @@ def create_backend(settings: Settings, bundle: Bundle, *, on_batch: Callable[[in
 
     With ``settings.batch_max_size > 1`` it comes wrapped in a
     :class:`~service.batching.MicroBatcher`, which reports each batch's size to ``on_batch``.
+    At ``precision=int8``, :func:`check_int8_gates` runs first.
     """
+    if settings.precision == "int8":
+        check_int8_gates(bundle, allow_failed=settings.int8_allow_failed_gates)
     try:
         cls = BACKENDS.get(settings.backend)
     except ModuleNotFoundError as exc:
@@ -46,3 +52,24 @@ def create_backend(settings: Settings, bundle: Bundle, *, on_batch: Callable[[in
             on_batch=on_batch,
         )
     return backend
+
+
+def check_int8_gates(bundle: Bundle, *, allow_failed: bool) -> None:
+    """Refuse, with :class:`BundleError`, a bundle whose int8 graph failed its accuracy gates (meta.json ``int8.gates``).
+
+    With ``allow_failed`` the failed gates are logged as a warning instead. A bundle without an int8
+    graph passes here; the backend that serves int8 refuses it.
+    """
+    if not bundle.has(INT8_ONNX_FILE):
+        return
+    failed = bundle.int8_failed_gates()
+    if not failed:
+        return
+    what = f"bundle {bundle.id}: {INT8_ONNX_FILE} failed its accuracy gates against fp32: {'; '.join(failed)}"
+    if not allow_failed:
+        raise BundleError(
+            f"{what}. Serve fp32 (DEEPMINER_PRECISION=fp32), re-run `python -m training quantize` with other "
+            "candidates, or set DEEPMINER_INT8_ALLOW_FAILED_GATES=true to serve it anyway"
+        )
+    log.warning("%s; served anyway (DEEPMINER_INT8_ALLOW_FAILED_GATES=true)", what,
+                extra={"fields": {"event": "int8_gates_failed", "failed": failed}})

@@ -6,7 +6,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-Precision = Literal["fp32", "fp16", "bf16"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 """Arithmetic of the forward pass (``DEEPMINER_PRECISION``); every backend still returns float32."""
 
 

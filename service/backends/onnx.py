@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from deepminer.bundle import ONNX_FILE, Bundle
+from deepminer.bundle import INT8_ONNX_FILE, ONNX_FILE, Bundle
 from service.backends.base import FcnBackend, Precision, check_aux
 from service.errors import BackendUnavailableError
 
@@ -21,8 +21,11 @@ CPU = "CPUExecutionProvider"
 class OnnxBackend(FcnBackend):
     """The bundle's ``fcn.onnx`` in an ONNX Runtime session (CUDA when asked for or available, else CPU).
 
-    ``precision``: ``fp32`` only, the bundle's graph as exported; ``fp16`` and ``bf16`` are the torch
-    backend's and stop construction with :class:`BackendUnavailableError`.
+    ``precision``: ``fp32``, the bundle's graph as exported, or ``int8``, its quantized graph
+    ``fcn.int8.onnx`` (QDQ: float32 in and out, integer convolutions inside); a bundle without that file
+    stops construction with :class:`BackendUnavailableError`, as do ``fp16`` and ``bf16``, which are the
+    torch backend's. Whether the int8 graph's accuracy gates held is :func:`service.backends.create_backend`'s
+    to check, since the settings decide what to do when they failed.
 
     ``io_binding``: run through an :class:`onnxruntime.IOBinding` (outputs allocated on the session's
     device, copied to the host after the run) rather than ``session.run``; None (the default) uses it
@@ -40,11 +43,18 @@ class OnnxBackend(FcnBackend):
         precision: Precision = "fp32",
         io_binding: bool | None = None,
     ) -> None:
-        if precision != "fp32":
+        if precision not in ("fp32", "int8"):
             raise BackendUnavailableError(
-                f"precision={precision} needs the torch backend: ONNX Runtime runs the bundle's fp32 graph. "
+                f"precision={precision} needs the torch backend: ONNX Runtime runs the bundle's fp32 or int8 graph. "
                 "Set DEEPMINER_BACKEND=torch (an image built with WITH_TORCH=true), or DEEPMINER_PRECISION=fp32"
             )
+        if precision == "int8" and not bundle.has(INT8_ONNX_FILE):
+            raise BackendUnavailableError(
+                f"precision=int8 needs the bundle's int8 graph {INT8_ONNX_FILE}, which bundle {bundle.id} lacks; "
+                f"add it with `python -m training quantize --bundle {bundle.root}`, or set DEEPMINER_PRECISION=fp32"
+            )
+        self.precision: Precision = precision
+        graph = bundle.path(INT8_ONNX_FILE if precision == "int8" else ONNX_FILE)
         available = ort.get_available_providers()
         if device == "cuda" and CUDA not in available:
             raise BackendUnavailableError(
@@ -56,9 +66,9 @@ class OnnxBackend(FcnBackend):
         if intra_op_threads > 0:
             options.intra_op_num_threads = intra_op_threads
         try:
-            session = ort.InferenceSession(str(bundle.path(ONNX_FILE)), sess_options=options, providers=providers)
+            session = ort.InferenceSession(str(graph), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types, not importable portably
-            raise BackendUnavailableError(f"ONNX Runtime cannot load {bundle.path(ONNX_FILE)}: {exc}") from exc
+            raise BackendUnavailableError(f"ONNX Runtime cannot load {graph}: {exc}") from exc
         # CUDA may be listed yet fail to initialise (driver, libraries); ORT then
         # silently falls back to CPU, so report the provider it really uses.
         self.provider: str = session.get_providers()[0]
@@ -71,13 +81,13 @@ class OnnxBackend(FcnBackend):
         outputs = [o.name for o in session.get_outputs()]
         if INPUT_NAME not in inputs or not set(OUTPUT_NAMES) <= set(outputs):
             raise BackendUnavailableError(
-                f"{bundle.path(ONNX_FILE)} must take input {INPUT_NAME!r} and give outputs {list(OUTPUT_NAMES)}, "
+                f"{graph} must take input {INPUT_NAME!r} and give outputs {list(OUTPUT_NAMES)}, "
                 f"got inputs {inputs} and outputs {outputs}; re-export the bundle"
             )
         self._num_aux = len(bundle.aux_features)
         if (AUX_INPUT_NAME in inputs) != (self._num_aux > 0):
             raise BackendUnavailableError(
-                f"{bundle.path(ONNX_FILE)} has inputs {inputs}, but meta.json declares {self._num_aux} auxiliary "
+                f"{graph} has inputs {inputs}, but meta.json declares {self._num_aux} auxiliary "
                 f"features; an input {AUX_INPUT_NAME!r} must exist exactly when there are some. Re-export the bundle"
             )
         self.io_binding: bool = self.provider == CUDA if io_binding is None else io_binding

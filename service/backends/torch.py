@@ -45,6 +45,11 @@ class TorchBackend(FcnBackend):
         memory_format: MemoryFormat = "channels_last",
         precision: Precision = "fp32",
     ) -> None:
+        if precision == "int8":
+            raise BackendUnavailableError(
+                "precision=int8 runs the bundle's quantized ONNX graph: set DEEPMINER_BACKEND=onnx, or a precision "
+                "of fp32, fp16 or bf16 for the torch backend"
+            )
         if precision != "fp32" and precision not in AUTOCAST_DTYPES:
             raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
         try:

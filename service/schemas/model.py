@@ -24,8 +24,9 @@ class ModelOut(BaseModel):
         )
     )
     device: Literal["cuda", "cpu"] = Field(description="Whether the model runs on a GPU, derived from `provider`.")
-    precision: Literal["fp32", "fp16", "bf16"] = Field(
-        description="Arithmetic of the forward pass (`DEEPMINER_PRECISION`); every map is returned as float32."
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = Field(
+        description="Arithmetic of the forward pass (`DEEPMINER_PRECISION`); every map is returned as float32. "
+        "`int8` is the bundle's quantized graph, `fcn.int8.onnx`, whose accuracy gates meta.json records."
     )
 
     @classmethod
