@@ -28,6 +28,7 @@ import pytest
 
 from tests.deploy.conftest import LiveServer, require_or_skip, start_server, stop_server
 from tests.faults import cluster as pg
+from tests.faults.writers import ReadBack
 
 ROWS = pytest.StashKey[list["FaultRow"]]()
 TABLE_FILE = pytest.StashKey[Path]()
@@ -43,7 +44,11 @@ class FaultRow:
     found: int | None  # of those, read back afterwards
     answers: Mapping[str, int]  # answer → how many writes (or requests) got it
     notes: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_writes(cls, found: ReadBack, *, fault: str, injected: str, notes: str = "") -> FaultRow:
+        """The row of a fault played under label writers, from what :func:`read_back` found."""
+        return cls(fault, injected, found.acknowledged_labels, found.found_labels, found.answers, notes)
 
 
 @pytest.fixture(scope="session")

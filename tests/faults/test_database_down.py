@@ -119,12 +119,10 @@ def test_postgres_outage_is_named_and_loses_no_acknowledged_label(
     found = read_back(server.base_url, attempts)
     ready_again_s = min(p.ended for p in probes if p.path == "/readyz" and p.started > up and p.status == 200) - up
     fault_table(
-        FaultRow(
+        FaultRow.of_writes(
+            found,
             fault="PostgreSQL down",
             injected=f"pg_ctl stop -m fast, {OUTAGE_S:g} s down, pg_ctl start; {CLIENTS} clients writing labels",
-            acknowledged=found.acknowledged_labels,
-            found=found.found_labels,
-            answers=found.answers,
             notes=(
                 f"{len(during)} writes during the outage, all 503; /readyz 503 store_unavailable "
                 f"{len(readiness)}×, ready {ready_again_s:.1f} s after the restart; /explain 200 "
@@ -133,6 +131,4 @@ def test_postgres_outage_is_named_and_loses_no_acknowledged_label(
             ),
         )
     )
-    assert found.missing == ()
-    assert found.found_labels == found.acknowledged_labels > 0
-    assert found.partial_batches == () and found.foreign == () and found.version_gaps == ()
+    found.assert_nothing_lost()

@@ -44,18 +44,12 @@ def test_sigkill_during_writes_loses_no_acknowledged_label(
     restarted = servers.start(url)
     found = read_back(restarted.base_url, attempts)
     fault_table(
-        FaultRow(
+        FaultRow.of_writes(
+            found,
             fault=f"kill -9 ({database})",
             injected=f"SIGKILL to the server after {ACKNOWLEDGED_BEFORE_KILL} writes were acknowledged, {CLIENTS} "
             "clients writing; restart on the same database",
-            acknowledged=found.acknowledged_labels,
-            found=found.found_labels,
-            answers=found.answers,
             notes=f"{found.unacknowledged_stored} label(s) stored whose answer the kill cut off",
         )
     )
-    assert found.missing == ()
-    assert found.found_labels == found.acknowledged_labels > 0
-    assert found.partial_batches == ()
-    assert found.foreign == ()
-    assert found.version_gaps == ()
+    found.assert_nothing_lost()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +104,7 @@ class LabelWriters:
         with self._lock:
             return sum(1 for a in self.attempts if a.acknowledged)
 
-    def wait_for(self, predicate: Any, *, timeout_s: float = 60.0) -> None:
+    def wait_for(self, predicate: Callable[[list[Attempt]], bool], *, timeout_s: float = 60.0) -> None:
         """Wait until ``predicate(self.snapshot())`` holds; AssertionError after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while not predicate(self.snapshot()):
@@ -169,6 +169,15 @@ class ReadBack:
     foreign: tuple[dict[str, Any], ...]  # stored versions of the writers' annotators that match nothing sent
     version_gaps: tuple[str, ...]  # (unit, annotator) whose versions are not 1..n
     answers: dict[str, int] = field(default_factory=dict)
+
+    def assert_nothing_lost(self) -> None:
+        """Every acknowledged label is there, field for field; no batch in part; no version nobody sent; an
+        annotator's versions of a unit run 1..n."""
+        assert self.missing == ()
+        assert self.found_labels == self.acknowledged_labels > 0
+        assert self.partial_batches == ()
+        assert self.foreign == ()
+        assert self.version_gaps == ()
 
 
 def history(base_url: str, units: Iterable[int] = UNITS) -> list[dict[str, Any]]:
