@@ -22,8 +22,6 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import require_or_skip  # noqa: F401 - tests/faults takes it from here with the server helpers
-
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 180.0
 

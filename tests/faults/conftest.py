@@ -7,8 +7,8 @@ were found afterwards, and the answers the clients saw. The table is printed
 at the end of the run and written to ``faults.json`` in pytest's base
 temporary directory.
 
-What a test cannot run here (no initdb, no root for mount, no Orthanc) is
-skipped, and failed under ``CI=true``.
+A part a test needs and cannot find here (initdb, root for mount, Orthanc)
+fails it (``require_or_skip`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import LiveServer, require_or_skip, start_server, stop_server
+from tests.conftest import require_or_skip
+from tests.deploy.conftest import LiveServer, start_server, stop_server
 from tests.faults import cluster as pg
 from tests.faults.writers import ReadBack
 

@@ -5,7 +5,7 @@ own (as ``tests/pacs/test_orthanc.py`` runs the round trip), against
 Orthanc with its DICOMweb plugin. The service tries each call twice
 (``dicomweb_retries=1``) with a 2 s timeout. Needs root (or
 CAP_SYS_ADMIN), ``unshare``, ``ip`` and Debian's ``orthanc`` and
-``orthanc-dicomweb``; skipped without them, failed under CI=true.
+``orthanc-dicomweb``; fails without them (``require_or_skip`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import require_or_skip
+from tests.conftest import require_or_skip
 from tests.faults.conftest import FaultRow
 from tests.faults.pacs_faults import SCENARIOS, SECONDARY_CAPTURE, TIMEOUT_S
 from tests.pacs.conftest import MG_FOR_PRESENTATION, make_mammogram
