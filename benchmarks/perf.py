@@ -19,6 +19,10 @@ paper's full-field geometry). Phases, in order:
 - ``memory``: server RSS over ``--memory-requests`` requests from 4 clients, on a copy of the bundle that
   scales uploads to ``--memory-short-side`` (so 500 requests take minutes, not half an hour).
 - ``scaling``: the bare ONNX forward at several input sizes.
+- ``int8``: the bundle's int8 graph (``python -m training quantize``, made and cached first when the bundle
+  has none) against ONNX Runtime fp32, round-robin: time, speed-up, the accuracy gates' figures and the CPU's
+  integer instruction sets; then the same on a trained ResNet-18 (``--int8-trained``, by default the demo
+  bundle, built and cached on the first run).
 
 Prints a table per phase and writes ``perf.json`` (and with ``--plots`` PNG figures) to ``--out``.
 
@@ -59,7 +63,8 @@ from deepminer.formulas import class_activation_map, influence, top_units, unit_
 from deepminer.grid import resized_shape
 from deepminer.scoring import classifier_probabilities
 
-PHASES = ("peak", "forward", "onnx-options", "decode", "precision", "peer", "service", "memory", "scaling", "batch")
+PHASES = ("peak", "forward", "onnx-options", "decode", "precision", "peer", "service", "memory", "scaling", "int8",
+          "batch")
 DEFAULT_PHASES = {"cpu": PHASES[:-1], "cuda": tuple(phase for phase in PHASES if phase != "onnx-options")}
 CLIENTS = (1, 2, 4, 8)
 
@@ -775,6 +780,87 @@ def measure_scaling(bundle: Bundle, pixels: np.ndarray, *, sides: list[int], rep
     return {"rows": rows}
 
 
+def int8_bundle(bundle: Bundle, cache: Path, *, candidates: list[Any], calibration: list[Any] | None,
+                test: list[Any] | None) -> Bundle:
+    """``bundle`` if it has an int8 graph, else a cached copy quantized by ``python -m training quantize``'s code.
+
+    ``calibration`` and ``test``: the images to calibrate and gate on (None: the bundle's hold-out and test split).
+    """
+    import shutil
+
+    from deepminer.bundle import META_FILE
+    from training.quantize.command import quantize_bundle
+
+    if bundle.int8 is not None:
+        return bundle
+    tag = "-".join(f"{c.method}.{c.region}" for c in candidates)
+    out = cache / f"{bundle.root.name}-int8-{tag}"
+    if not (out / META_FILE).is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(bundle.root, out)
+        quantize_bundle(out, candidates=candidates, calibration=calibration, test=test)
+    return load_bundle(out)
+
+
+def measure_int8(bundle: Bundle, x: np.ndarray, *, repeats: int, threads: int, device: str) -> dict[str, Any]:
+    """The int8 graph against ONNX Runtime fp32 on ``x``, round-robin; with the gates ``quantize`` stored."""
+    from service.backends.onnx import OnnxBackend
+    from training.quantize import cpu_info
+
+    int8 = bundle.int8
+    assert int8 is not None
+    engines = {precision: OnnxBackend(bundle, device=device, intra_op_threads=threads,  # type: ignore[arg-type]
+                                      precision=precision) for precision in ("fp32", "int8")}
+    samples: dict[str, list[float]] = {name: [] for name in engines}
+    for round_ in range(repeats + 1):  # the first round warms up
+        for name, engine in engines.items():
+            started = time.perf_counter()
+            engine.run(x)
+            if round_:
+                samples[name].append(time.perf_counter() - started)
+    provider = engines["int8"].provider
+    for engine in engines.values():
+        engine.close()
+    results = {name: summary(t) for name, t in samples.items()}
+    speedup = results["fp32"]["median_s"] / results["int8"]["median_s"]
+    rounds = statistics.median(a / b for a, b in zip(samples["fp32"], samples["int8"]))
+    cpu = cpu_info()
+    gates, quantization = int8["gates"], int8["quantization"]
+    table(f"int8 against fp32, ONNX Runtime ({provider}), {bundle.meta['model']['architecture']}, input "
+          f"{x.shape[2]} x {x.shape[3]}, {repeats} rounds round-robin; CPU {cpu['model']} "
+          f"({', '.join(cpu['instruction_sets']) or 'no AVX2'})",
+          ["engine", "median s", "min s", "speed-up (medians)", "median of round ratios"],
+          [["onnx fp32", results["fp32"]["median_s"], results["fp32"]["min_s"], 1.0, 1.0],
+           [f"onnx int8 ({quantization['calibration']['method']}, float: {quantization['float_region']})",
+            results["int8"]["median_s"], results["int8"]["min_s"], speedup, rounds]])
+    table(f"int8 gates against fp32 on {gates['images']} test images (python -m training quantize)",
+          ["gate", "figure (worst class)", "bound", "holds"],
+          [[name, "n/a" if c["value"] is None else c["value"], c["bound"], c["pass"]]
+           for name, c in gates["checks"].items()])
+    trials = int8.get("trials", [])
+    if len(trials) > 1:
+        table("quantize's trials (speed-up from its own round-robin timing)",
+              ["calibration", "float", "speed-up", "gates", *gates["checks"]],
+              [[t["calibration"], t["float_region"], t["speedup_vs_fp32"], t["gates_pass"],
+                *["n/a" if v is None else v for v in t["checks"].values()]] for t in trials])
+    return {"bundle": bundle.id, "architecture": bundle.meta["model"]["architecture"], "input_shape": list(x.shape),
+            "provider": provider, "cpu": cpu, "repeats": repeats, "results": results, "samples": samples,
+            "speedup": speedup, "round_ratio_median": rounds, "quantization": quantization, "gates": gates,
+            "trials": trials}
+
+
+def demo_bundle(cache: Path) -> Bundle:
+    """The demo's trained ResNet-18 (``python -m training demo``), built into ``cache`` on the first call."""
+    from deepminer.bundle import META_FILE
+    from training.cli import main as training_main
+
+    out = cache / "demo-resnet18"
+    if not (out / META_FILE).is_file():
+        if training_main(["demo", "--out", str(out), "--data", str(cache / "demo-phantoms")]) != 0:
+            raise RuntimeError("python -m training demo failed")
+    return load_bundle(out)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -815,6 +901,12 @@ def main(argv: list[str] | None = None) -> int:
                         / "deepminer-bench", help="where bundles and phantoms are kept between runs")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the service (repeatable)")
+    parser.add_argument("--int8-candidates", nargs="+", default=["entropy:layer4"], metavar="METHOD:REGION",
+                        help="calibration method and float region(s) `quantize` tries on the measured bundle when it "
+                        "has no int8 graph (default %(default)s)")
+    parser.add_argument("--int8-trained", type=Path,
+                        help="trained bundle the int8 phase measures too (default: the demo bundle, built in --cache "
+                        "on the first run; quantized with every candidate when it has no int8 graph)")
     parser.add_argument("--plots", action="store_true", help="also write PNG figures next to perf.json")
     args = parser.parse_args(argv)
     args.phases = args.phases or list(DEFAULT_PHASES[args.device])
@@ -824,6 +916,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.manifest import read_manifest
     from training.phantoms import PhantomConfig, generate_phantoms
+    from training.quantize import CALIBRATION_METHODS, FLOAT_REGIONS
 
     rows, cols = args.image_size
     if not 0.6 <= cols / rows <= 0.8:
@@ -903,6 +996,22 @@ def main(argv: list[str] | None = None) -> int:
     if "scaling" in args.phases:
         report["scaling"] = measure_scaling(bundle, pixels, sides=args.scaling, repeats=max(2, args.repeats // 2),
                                             threads=args.threads, device=args.device)
+        save()
+    if "int8" in args.phases:
+        from training.quantize.command import Candidate
+
+        candidates = [Candidate(*item.split(":", 1)) for item in args.int8_candidates]
+        # Random weights have no hold-out or test split: calibrate on half the phantoms, gate on the others.
+        half = max(1, len(records) // 2)
+        measured = int8_bundle(bundle, args.cache, candidates=candidates, calibration=records[:half],
+                               test=records[half:] or records)
+        report["int8"] = {"measured": measure_int8(measured, x, repeats=args.repeats, threads=args.threads,
+                                                   device=args.device)}
+        trained = load_bundle(args.int8_trained) if args.int8_trained else demo_bundle(args.cache)
+        trained = int8_bundle(trained, args.cache, candidates=[Candidate(m, r) for m in CALIBRATION_METHODS
+                                                               for r in FLOAT_REGIONS], calibration=None, test=None)
+        report["int8"]["trained"] = measure_int8(trained, network_input(trained, upload), repeats=args.repeats,
+                                                 threads=args.threads, device=args.device)
         save()
     if "batch" in args.phases:
         report["batch"] = measure_batch(bundle, x, sizes=args.batch_sizes, repeats=args.repeats, threads=args.threads,
