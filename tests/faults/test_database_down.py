@@ -13,13 +13,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi.testclient import TestClient
 
+from service.main import create_app
+from service.settings import Settings
 from tests.faults.cluster import Cluster
 from tests.faults.conftest import FaultRow, Servers
 from tests.faults.writers import LabelWriters, read_back
+from tests.pacs.conftest import fake_pacs, make_mammogram  # noqa: F401 - fake_pacs is a fixture used here
 
 CLIENTS = 4
 OUTAGE_S = 4.0
@@ -132,3 +137,26 @@ def test_postgres_outage_is_named_and_loses_no_acknowledged_label(
         )
     )
     found.assert_nothing_lost()
+
+
+def test_no_pacs_result_is_stored_without_its_labels(
+    postgres_cluster: Cluster, cluster_database: str, tiny_bundle: Path, fake_pacs: Any, phantom_png: bytes
+) -> None:
+    """While PostgreSQL is down /dicomweb/explain stores nothing (503 store_unavailable), since a DICOM result in
+    the study stays in the patient's record; asked not to store, it answers as /explain does, labels unavailable."""
+    uids = fake_pacs.add(make_mammogram(phantom_png))
+    ask = {"study_uid": uids[0], "series_uid": uids[1], "sop_uid": uids[2]}
+    settings = Settings(bundle=tiny_bundle, database_url=cluster_database, dicomweb_url=fake_pacs.url)
+    with TestClient(create_app(settings)) as client:
+        postgres_cluster.stop()
+        try:
+            refused = client.post("/dicomweb/explain", json={**ask, "store_results": True})
+            explained = client.post("/dicomweb/explain", json={**ask, "store_results": False})
+        finally:
+            postgres_cluster.start()
+        stored = client.post("/dicomweb/explain", json={**ask, "store_results": True})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "store_unavailable"
+    assert refused.headers["retry-after"] == "5"
+    assert explained.status_code == 200 and explained.json()["explanation"]["labels_available"] is False
+    assert stored.status_code == 200 and stored.json()["explanation"]["labels_available"] is True
+    assert fake_pacs.count("POST") == 1  # the results of the third request only
