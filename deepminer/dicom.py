@@ -112,6 +112,19 @@ def looks_like_dicom(data: bytes) -> bool:
     return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00")
 
 
+def decodable_transfer_syntaxes() -> tuple[UID, ...]:
+    """The transfer syntaxes whose pixel data :func:`decode_dicom` can decode with the installed plugins."""
+    found = []
+    for syntax in pydicom.uid.AllTransferSyntaxes:
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError:
+            continue
+        if decoder.is_available:
+            found.append(UID(syntax))
+    return tuple(found)
+
+
 def read_dicom_info(source: bytes | Path) -> DicomInfo:
     """The header of DICOM bytes or a DICOM file; a file is read only up to its pixel data."""
     if isinstance(source, (bytes, bytearray)):
