@@ -5,21 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
-from annotations import AnnotationStore
 from deepminer.bundle import BundleError, load_bundle
 from service.api.deps import AUTH_RESPONSES, read_access
 from service.api.errors import register_error_handlers
 from service.api.middleware import RequestMiddleware
 from service.api.routes import dicomweb, explain, health, methods, metrics, pages, quality, queries, units
 from service.auth import load_authenticator
-from service.backends import create_backend
-from service.explainer import Explainer
+from service.loading import load_explainer, software_version
 from service.logging import configure_logging
 from service.methods import METHODS
 from service.metrics import Metrics, multiprocess_dir
@@ -27,7 +24,6 @@ from service.pool import InferencePool
 from service.quality import load_quality
 from service.queries import RegionQueries
 from service.settings import Settings
-from service.units import UnitCatalog, seed_automatic_labels
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +33,6 @@ DESCRIPTION = (
     "influential layer4 units with their expert labels (DeepMiner), plus the unit-label API. "
     'Every error is `{"error": {"code", "message", "field"}}`.'
 )
-
-
-def _version() -> str:
-    try:
-        return version("deepminer-service")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -61,26 +50,10 @@ def _start(app: FastAPI, settings: Settings) -> None:
     log.info("bundle verified", extra={"fields": {"event": "bundle_loaded", "model_id": bundle.id}})
     report = load_quality(bundle)  # small, and read once: the bundle is immutable; a broken report stops start-up
     with ExitStack() as cleanup:  # undoes what was built if a later step fails
-        backend = create_backend(settings, bundle, on_batch=app.state.metrics.observe_batch)
-        cleanup.callback(backend.close)
-        store = AnnotationStore(settings.database_url)
-        cleanup.callback(store.close)
-        store.init_schema()
-        catalog = UnitCatalog(bundle=bundle, store=store)
-        if settings.seed_automatic_labels:
-            added = seed_automatic_labels(bundle, store)
-            log.info("automatic labels seeded", extra={"fields": {"event": "labels_seeded", "added": added}})
-        explainer = Explainer(
-            bundle=bundle,
-            backend=backend,
-            catalog=catalog,
-            max_image_pixels=settings.max_image_pixels,
-            max_top_k=settings.max_top_k,
-            explain_automatic_labels=settings.explain_automatic_labels,
-            default_top_k=settings.top_k,
-        )
-        warm_ms = explainer.warm_up()
+        loaded = load_explainer(settings, bundle, cleanup, on_batch=app.state.metrics.observe_batch)
         cleanup.pop_all()  # started: app.state owns them now, _stop closes them
+    backend, store, catalog, explainer = loaded.backend, loaded.store, loaded.catalog, loaded.explainer
+    warm_ms = loaded.warm_up_ms
     app.state.bundle = bundle
     app.state.quality = report
     app.state.backend = backend
@@ -148,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title=TITLE,
         description=DESCRIPTION,
-        version=_version(),
+        version=software_version(),
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
