@@ -1,6 +1,6 @@
 """What the service benchmarks share: start ``python -m service`` on loopback, wait for it, read its memory.
 
-Used by :mod:`soak` and :mod:`perf`; run those, not this.
+Used by :mod:`soak`, :mod:`perf` and :mod:`dimse`; run those, not this.
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ def synthetic_png(rows: int, cols: int, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def start_server(bundle: Path, workdir: Path, extra_env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_server(
+    bundle: Path, workdir: Path, extra_env: dict[str, str], *, module: str = "service"
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``python -m <module>`` (the service, or the DICOM listener ``service.dimse``) in ``workdir``, logging there."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DEEPMINER_")},
@@ -72,7 +75,7 @@ def start_server(bundle: Path, workdir: Path, extra_env: dict[str, str]) -> tupl
     }
     log = workdir / "server.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "service"], cwd=workdir, env=env, stdout=sink,
+        process = subprocess.Popen([sys.executable, "-m", module], cwd=workdir, env=env, stdout=sink,
                                    stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{port}", log
 
