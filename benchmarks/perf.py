@@ -901,8 +901,9 @@ def main(argv: list[str] | None = None) -> int:
                         / "deepminer-bench", help="where bundles and phantoms are kept between runs")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the service (repeatable)")
-    parser.add_argument("--int8-candidates", nargs="+", default=["entropy:layer4"], metavar="METHOD:REGION",
-                        help="calibration method and float region(s) `quantize` tries on the measured bundle when it "
+    parser.add_argument("--int8-candidates", nargs="+", metavar="METHOD:REGION",
+                        default=["minmax:none", "minmax:layer4", "entropy:layer4", "percentile:layer4"],
+                        help="calibration methods and float regions `quantize` tries on the measured bundle when it "
                         "has no int8 graph (default %(default)s)")
     parser.add_argument("--int8-trained", type=Path,
                         help="trained bundle the int8 phase measures too (default: the demo bundle, built in --cache "

@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                                      progress=progress)
             print(_int8_summary(result.int8))
             print(f"wrote {result.bundle}/{result.int8['file']}; the bundle's hash changed from "
-                  f"{result.old_hash[:12]} to {result.new_hash[:12]}: labels stored under the old hash stay with it")
+                  f"{result.old_hash[:12]} to {result.new_hash[:12]}; labels made before keep the old hash")
             if not result.int8["gates"]["pass"]:
                 return 1
         elif args.command == "ingest-cbis":

@@ -148,8 +148,8 @@ def quantize_bundle(
     candidates = list(candidates or [Candidate(m, r) for m in CALIBRATION_METHODS for r in FLOAT_REGIONS])
     depth = int(bundle.meta["model"]["depth"])
     weight, _ = bundle.head
-    labels = labels_by_unit(json.loads(bundle.path(CONCEPT_LABELS_FILE).read_text())) if bundle.has(
-        CONCEPT_LABELS_FILE) else {}
+    rows = json.loads(bundle.path(CONCEPT_LABELS_FILE).read_text()) if bundle.has(CONCEPT_LABELS_FILE) else []
+    labels = labels_by_unit(rows)  # the quality report's concept naming needs them; the gates do not
     fp32_path = bundle.path(ONNX_FILE)
     reference = onnx_maps(fp32_path, test, bundle=bundle, threads=threads, desc="fp32 maps", progress=progress)
     model = onnx.load(str(fp32_path))
