@@ -34,7 +34,15 @@ from service.schemas.quality import (
     QualityResponse,
 )
 from service.schemas.queries import LabelReportOut, RegionOut, RegionQueryResponse, RegionUnit
-from service.schemas.units import ClassCoverageOut, EmbeddedUnit, EmbeddingResponse, UnitOut, UnitsResponse
+from service.schemas.units import (
+    ClassCoverageOut,
+    EmbeddedUnit,
+    EmbeddingResponse,
+    LabelTermOut,
+    LabelVocabularyResponse,
+    UnitOut,
+    UnitsResponse,
+)
 from service.schemas.visualisation import ContextBox, PatchBox, UnitVisualisation, VisualisedPatch
 
 __all__ = [
@@ -61,6 +69,8 @@ __all__ = [
     "ImageOut",
     "Influence",
     "LabelReportOut",
+    "LabelTermOut",
+    "LabelVocabularyResponse",
     "LatestAnnotations",
     "Liveness",
     "Map",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from service.schemas.annotations import LatestAnnotations, UnitIndex
-from service.units import UnitEmbedding, UnitInfo, UnitOverview
+from service.units import LabelTerm, UnitEmbedding, UnitInfo, UnitOverview
 
 
 class UnitOut(BaseModel):
@@ -74,3 +74,22 @@ class EmbeddingResponse(BaseModel):
     @classmethod
     def from_embedding(cls, embedding: UnitEmbedding) -> EmbeddingResponse:
         return cls.model_validate(embedding, from_attributes=True)
+
+
+class LabelTermOut(BaseModel):
+    """A label given to some units, with its BI-RADS category."""
+
+    label: str
+    category: str
+    unit_ids: list[int] = Field(description="Units whose latest label of some annotator is this label and category.")
+    current_bundle: bool = Field(description="Whether some unit carries it under the loaded bundle.")
+
+
+class LabelVocabularyResponse(BaseModel):
+    """Every label that names a phenomenon, under any bundle: labels of the loaded bundle first, then most units."""
+
+    labels: list[LabelTermOut]
+
+    @classmethod
+    def from_terms(cls, terms: tuple[LabelTerm, ...]) -> LabelVocabularyResponse:
+        return cls.model_validate({"labels": terms}, from_attributes=True)

@@ -6,6 +6,7 @@
 - :mod:`~service.units.embedding`: the 2-D unit embedding joined with the labels.
 - :mod:`~service.units.bundle_files`: unit visualisations and the bundle PNGs pages show.
 - :mod:`~service.units.seeding`: the bundle's automatic labels, stored once.
+- :mod:`~service.units.vocabulary`: the labels given so far, offered as suggestions.
 
 HTTP preconditions (If-Match) are the API's business: :mod:`service.api.preconditions`.
 """
@@ -16,6 +17,7 @@ from service.units.embedding import EmbeddingPoint, UnitEmbedding, embedding_wit
 from service.units.labels import LabelWrite, UnitAnnotation, Written, unit_etag
 from service.units.rankings import ClassCoverage, UnitRanking, index_rankings
 from service.units.seeding import seed_automatic_labels
+from service.units.vocabulary import LabelTerm, label_vocabulary
 
 __all__ = [
     "VISUALISATION_SUFFIX",
@@ -23,6 +25,7 @@ __all__ = [
     "ClassCoverage",
     "EmbeddingPoint",
     "EtagPrecondition",
+    "LabelTerm",
     "LabelWrite",
     "UnitAnnotation",
     "UnitCatalog",
@@ -34,6 +37,7 @@ __all__ = [
     "embedding_with_labels",
     "find_bundle_file",
     "index_rankings",
+    "label_vocabulary",
     "seed_automatic_labels",
     "unit_etag",
     "visualisation_entry",

@@ -207,3 +207,19 @@ def test_not_recognisable_needs_no_label_and_never_names_an_image(
         client.put(f"/units/{target}", json={**nothing, "annotator": "dr-a"})
         explained = {u["unit_id"]: u for u in client.post("/explain", files=files).json()["units"]}
         assert explained[target]["annotations"] == []
+
+
+def test_label_vocabulary_lists_each_label_with_its_category_and_units(
+    make_client: Callable[..., Any], database_url: str
+) -> None:
+    with make_client(database_url=database_url) as client:
+        before = {(t["label"], t["category"]) for t in client.get("/units/labels").json()["labels"]}
+        for unit_id, annotator in ((3, "dr-a"), (4, "dr-b")):
+            assert client.put(f"/units/{unit_id}", json={**EXPERT, "annotator": annotator}).status_code == 201
+        unsure = {"annotator": "dr-c", "recognizable": False, "category": "Other", "cancer_association": "unsure"}
+        assert client.put("/units/5", json=unsure).status_code == 201
+        terms = client.get("/units/labels").json()["labels"]
+    term = next(t for t in terms if t["label"] == EXPERT["label"])
+    assert term == {"label": EXPERT["label"], "category": "Mass", "unit_ids": [3, 4], "current_bundle": True}
+    # A "not recognisable" answer names nothing to reuse; nothing else was added.
+    assert {(t["label"], t["category"]) for t in terms} == before | {(EXPERT["label"], "Mass")}

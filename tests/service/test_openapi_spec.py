@@ -41,6 +41,7 @@ def test_document_needs_no_bundle_and_has_stable_operation_ids(tmp_path: Path) -
         "units-annotate_unit",
         "units-unit_history",
         "units-unit_embedding",
+        "units-list_labels",
         "units-annotate_units",
         "units-unit_visualisation",
         "units-bundle_file",

@@ -17,12 +17,13 @@ from service.schemas import (
     AnnotationOut,
     EmbeddingResponse,
     ErrorResponse,
+    LabelVocabularyResponse,
     UnitHistory,
     UnitOut,
     UnitsResponse,
     UnitVisualisation,
 )
-from service.units import LabelWrite, embedding_with_labels, find_bundle_file, visualisation_entry
+from service.units import LabelWrite, embedding_with_labels, find_bundle_file, label_vocabulary, visualisation_entry
 
 router = APIRouter(tags=["units"])
 
@@ -45,7 +46,7 @@ _ETAG_HEADER = {
 _NOT_IN_BUNDLE = "`not_in_bundle`"
 
 # Plain `def` routes: FastAPI runs them in its thread pool, because the store blocks.
-# /units/embedding and /units/batch come before /units/{unit_id}, which would otherwise claim them.
+# /units/embedding, /units/labels and /units/batch come before /units/{unit_id}, which would otherwise claim them.
 
 
 @router.get("/units", response_model=UnitsResponse)
@@ -62,6 +63,12 @@ def list_units(catalog: CatalogDep) -> UnitsResponse:
 def unit_embedding(catalog: CatalogDep) -> EmbeddingResponse:
     """Place every unit in 2-D (PCA of its max activations over reference images), with its latest labels."""
     return EmbeddingResponse.from_embedding(embedding_with_labels(catalog.bundle, catalog.all_labels()))
+
+
+@router.get("/units/labels", response_model=LabelVocabularyResponse)
+def list_labels(catalog: CatalogDep) -> LabelVocabularyResponse:
+    """List every label given to units that names a phenomenon, with its category, to offer when labelling."""
+    return LabelVocabularyResponse.from_terms(label_vocabulary(catalog.all_labels()))
 
 
 @router.post(
