@@ -283,3 +283,42 @@ def test_the_explanation_is_read_first_one_sentence_per_named_unit(
     # Its unit can be shown over the image from the sentence.
     sentences.first.get_by_role("button").click()
     expect(page.get_by_role("combobox", name="Overlay")).to_have_value(f"unit:{first}")
+
+
+def test_the_label_report_of_the_whole_image_is_drawn_as_bars(page, service, use_token, phantom_png, tmp_path) -> None:
+    """With no region drawn, the label report covers the whole image: per label, two bars with the API's means."""
+    with service.client("dr_b") as client:
+        ranked = [u["unit_id"] for u in client.get("/units").json()["units"]][:3]
+        for unit, label in zip(ranked, ["Bar chart label A (web test)", "Bar chart label A (web test)", "Bar B"]):
+            put = client.put(f"/units/{unit}", json={"label": label, "category": "Mass", "cancer_association": "yes"})
+            assert put.status_code == 201, put.text
+    image = tmp_path / "phantom.png"
+    image.write_bytes(phantom_png)
+    use_token(page, service.tokens["viewer"])
+    page.goto("/ui/explain")
+    upload(page, image)
+    expect(page.locator("#units > li")).to_have_count(8)
+    expect(page.locator("#region-svg polygon")).to_have_count(0)
+    with page.expect_response(lambda r: r.url.endswith("/query/region")) as answer:
+        page.get_by_role("button", name="Label report for the whole image").click()
+    body = answer.value.json()
+    # The polygon the page sent is the whole image: every query pixel is inside.
+    assert body["region"]["fraction"] == 1.0
+    reports = body["labels"]
+    assert {"Bar chart label A (web test)", "Bar B"} <= {r["label"] for r in reports}
+
+    rows = page.get_by_role("list", name="Label report").get_by_role("listitem")
+    expect(rows).to_have_count(len(reports))
+    expect(page.locator("#region-summary")).to_have_text("Region: the whole image.")
+    top = max(r["mean_max_activation"] for r in reports)
+    for i, report in enumerate(reports):
+        row = rows.nth(i)
+        expect(row.locator("strong")).to_have_text(report["label"])
+        expect(row.locator(".activation .value")).to_have_text(f"{report['mean_max_activation']:.2f}")
+        expect(row.locator(".iou .value")).to_have_text(f"{report['mean_iou']:.3f}")
+        widths = row.locator(".bar > span").evaluate_all("spans => spans.map(s => parseFloat(s.style.width))")
+        assert widths == pytest.approx(
+            [100 * max(0.0, report["mean_max_activation"]) / top, 100 * report["mean_iou"]], abs=0.06
+        )
+    two = next(i for i, r in enumerate(reports) if r["label"] == "Bar chart label A (web test)")
+    expect(rows.nth(two)).to_contain_text("2 units")

@@ -15,6 +15,7 @@ import { drawMap, mapThumbnail } from "./maps.js";
 import { RegionDrawer } from "./region.js";
 import { announce, clearAlert, el, initSession, loadFailed, showAlert, showError } from "./session.js";
 import { labelText, status, STATUS_TEXT } from "./units.js";
+import { offerLabels } from "./vocabulary.js";
 
 // What each image-score rule (the response's `score_rule`, deepminer/scoring.py) ranks by.
 const SCORE_RULES = {
@@ -48,6 +49,8 @@ const state = {
   selected: "cam",
   drawer: null,
   matches: [],
+  wholeImage: false, // whether the last region query covered the whole image
+  reloadLabels: null, // re-reads the label suggestions of the group form
 };
 
 // -- the image ------------------------------------------------------------------
@@ -316,11 +319,20 @@ async function explain(event) {
 
 // -- region query and group labelling --------------------------------------------------
 
-async function runRegion() {
-  const polygon = state.drawer.polygon();
+/** The whole uploaded image as a polygon: its outer pixel edges (pixel centres at whole numbers). */
+function wholeImage() {
+  const [h, w] = state.result.image.shape;
+  return [[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]];
+}
+
+/** The region query on the drawn region, or with `whole` on the whole image (its label report, with no region drawn). */
+async function runRegion(whole = false) {
+  const polygon = whole ? wholeImage() : state.drawer.polygon();
   if (!polygon || !state.file) return;
+  state.wholeImage = whole;
   $("run-region").disabled = true;
-  announce("Finding the units whose maps match the region…");
+  $("run-whole-image").disabled = true;
+  announce(whole ? "Reporting the labels over the whole image…" : "Finding the units whose maps match the region…");
   try {
     const body = new FormData();
     body.append("file", state.file);
@@ -333,7 +345,8 @@ async function runRegion() {
   } catch (error) {
     showError(error, "Region query failed");
   } finally {
-    $("run-region").disabled = false;
+    $("run-region").disabled = !state.drawer.polygon();
+    $("run-whole-image").disabled = false;
   }
 }
 
@@ -352,12 +365,41 @@ function renderRegion(result) {
   );
   $("region-rows").replaceChildren(...rows);
   if (!rows.length) $("region-rows").append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, `No unit's map overlaps the region by IoU ≥ ${result.min_iou}. Try a larger or different region.`)));
-  const reports = (result.labels || []).filter((l) => l.mean_iou > 0).slice(0, 5);
-  $("region-summary").textContent =
-    `Region: ${(100 * result.region.fraction).toFixed(1)}% of the image. ` +
-    (reports.length ? `Labels here: ${reports.map((l) => `${l.label} (mean IoU ${l.mean_iou.toFixed(2)}, ${l.unit_ids.length} unit${l.unit_ids.length === 1 ? "" : "s"})`).join("; ")}.` : "");
+  $("region-summary").textContent = state.wholeImage
+    ? "Region: the whole image."
+    : `Region: ${(100 * result.region.fraction).toFixed(1)}% of the image.`;
+  renderLabelReport(result.labels || []);
   $("group-save").disabled = !rows.length || !result.units.length;
   $("region-heading").focus();
+}
+
+/** Lu & Perer's label report as bar charts: per label, its units' mean max activation and mean IoU on this image. */
+function renderLabelReport(reports) {
+  const top = Math.max(0, ...reports.map((l) => l.mean_max_activation));
+  const bar = (kind, value, width, text) =>
+    el(
+      "div",
+      { class: `label-bar ${kind}` },
+      el("span", { class: "hint" }, kind === "activation" ? "mean max activation" : "mean IoU"),
+      el("span", { class: "bar", role: "presentation" }, el("span", { style: `width:${(100 * width).toFixed(1)}%` })),
+      el("span", { class: "num value" }, text),
+    );
+  $("label-bars").replaceChildren(
+    ...reports.map((l) =>
+      el(
+        "li",
+        { dataset: { label: l.label } },
+        el("strong", {}, l.label),
+        el("span", { class: "hint" }, ` · ${l.unit_ids.length} unit${l.unit_ids.length === 1 ? "" : "s"}`),
+        bar("activation", l.mean_max_activation, top > 0 ? Math.max(0, l.mean_max_activation) / top : 0, l.mean_max_activation.toFixed(2)),
+        bar("iou", l.mean_iou, l.mean_iou, l.mean_iou.toFixed(3)),
+      ),
+    ),
+  );
+  $("label-report-hint").textContent = reports.length
+    ? `Every label of this model's units, highest mean IoU with ${state.wholeImage ? "the whole image" : "the region"} first. ` +
+      "Activation bars are scaled to the largest mean; IoU bars run from 0 to 1."
+    : "No unit of this model carries a label yet, so there is nothing to report.";
 }
 
 async function labelGroup(event) {
@@ -387,7 +429,7 @@ async function labelGroup(event) {
   try {
     const saved = await (await request("/units/batch", { method: "POST", json: { annotations } })).json();
     clearAlert();
-    await refreshLabels(ids);
+    await Promise.all([refreshLabels(ids), state.reloadLabels()]);
     announce(`Labelled ${saved.annotations.length} unit${saved.annotations.length === 1 ? "" : "s"} as “${label}”.`);
   } catch (error) {
     showError(error, "The units were not labelled");
@@ -426,13 +468,16 @@ async function main() {
   });
   for (const radio of document.querySelectorAll('input[name="tool"]')) radio.addEventListener("change", (e) => state.drawer.setTool(e.target.value));
   $("clear-region").addEventListener("click", () => state.drawer.clear());
-  $("run-region").addEventListener("click", runRegion);
+  $("run-region").addEventListener("click", () => runRegion(false));
+  $("run-whole-image").addEventListener("click", () => runRegion(true));
   $("group-form").addEventListener("submit", labelGroup);
   try {
     const vocabulary = await lexicon();
     $("group-category").append(...vocabulary.categories.map((c) => el("option", { value: c }, c)));
     $("group-association").append(...vocabulary.cancer_associations.map((a) => el("option", { value: a, selected: a === "unsure" }, a)));
     $("group-label").maxLength = vocabulary.max_label_length;
+    state.reloadLabels = offerLabels($("group-label"), $("group-category"));
+    await state.reloadLabels();
     const units = await getJSON("/units");
     $("class-name").append(...units.classes.map((c) => el("option", { value: c }, c)));
   } catch (error) {

@@ -6,6 +6,7 @@
 import { ApiError, getAnnotator, getJSON, imageURL, lexicon, request } from "./api.js";
 import { announce, clearAlert, el, initSession, loadFailed, showAlert, showError } from "./session.js";
 import { currentAnnotations, progress } from "./units.js";
+import { offerLabels } from "./vocabulary.js";
 
 const ME_KEY = "deepminer.me"; // the annotator name the service recorded for this tab's last save
 
@@ -18,6 +19,7 @@ const state = {
   visualisation: null,
   plain: false,
   saving: false,
+  reloadLabels: null, // re-reads the label suggestions
 };
 
 const form = document.getElementById("survey-form");
@@ -259,7 +261,7 @@ async function save() {
     clearDraft();
     clearAlert();
     $("conflict").hidden = true;
-    await reloadUnit();
+    await Promise.all([reloadUnit(), state.reloadLabels()]);
     const what = saved.label ? `“${saved.label}”` : "“not recognisable”";
     announce(`Saved: ${what} is version ${saved.version} of ${saved.annotator}'s label for unit ${saved.unit_id}.`);
   } catch (error) {
@@ -368,6 +370,7 @@ async function main() {
   state.unitId = unitIdFromLocation();
   try {
     buildChoices(await lexicon());
+    state.reloadLabels = offerLabels($("label"), $("category"));
     if (state.unitId === null) {
       // /ui/survey without a unit: start at the first ranked unit no expert has labelled.
       const { units } = await getJSON("/units");
@@ -379,7 +382,7 @@ async function main() {
       location.replace(`/ui/units/${first.unit_id}`);
       return;
     }
-    await reloadUnit();
+    await Promise.all([reloadUnit(), state.reloadLabels()]);
   } catch (error) {
     loadFailed(error, `Could not load unit ${state.unitId ?? ""}`);
     return;
