@@ -1,4 +1,5 @@
-"""The listener process: load the explainer, serve the Storage SCP and metrics, explain the spool until stopped."""
+"""The listener process: load the explainer, serve the Storage SCP and metrics, explain the spool and send the
+results (when a destination is set) until stopped."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from deepminer.bundle import load_bundle
 from service.dimse.metrics import DimseMetrics
 from service.dimse.outbox import Outbox
 from service.dimse.scp import StorageScp
+from service.dimse.sender import Destination, ResultSender
 from service.dimse.settings import DimseSettings
 from service.dimse.spool import Spool
 from service.dimse.worker import SpoolWorker
@@ -59,6 +61,24 @@ def serve(settings: Settings, dimse: DimseSettings, stop: threading.Event) -> No
                 }
             },
         )
+        if dimse.destination_ae_title is not None:
+            sender = ResultSender(
+                outbox=outbox,
+                destination=Destination(
+                    ae_title=dimse.destination_ae_title,
+                    host=dimse.destination_host,
+                    port=dimse.destination_port,
+                    calling_ae_title=dimse.ae_title,
+                    timeout_s=dimse.send_timeout_s,
+                ),
+                metrics=metrics,
+                retries=dimse.send_retries,
+                backoff_s=dimse.send_backoff_s,
+            )
+            sending = threading.Thread(target=sender.run, args=(stop,), kwargs={"poll_s": dimse.poll_s}, name="sender")
+            sending.start()
+            stack.callback(sending.join)
+            stack.callback(stop.set)  # runs first: the sender ends its try and stops, whatever ended the worker
         worker.run(stop, poll_s=dimse.poll_s)
     log.info("stopped", extra={"fields": {"event": "dimse_stopped"}})
 

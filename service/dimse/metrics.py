@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
 class DimseMetrics:
-    """Associations, instances received and explained, and the spool's depth and size."""
+    """Associations, instances received and explained, results sent, and the spool's depth and size."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -28,6 +28,13 @@ class DimseMetrics:
             "deepminer_dimse_instances_explained",
             "Spooled instances by worker outcome: explained (results committed), duplicate (already explained "
             "under this bundle), failed (never explainable, moved to failed/), retry (a passing fault).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.results = Counter(
+            "deepminer_dimse_results",
+            "Result sets (SR, Secondary Capture, presentation state of one instance) sent back by C-STORE, by "
+            "outcome: sent (all acknowledged), retried (a try failed, another follows), dead_lettered (given up).",
             ["outcome"],
             registry=self.registry,
         )

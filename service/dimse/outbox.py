@@ -5,6 +5,12 @@ explained by the same model has its results already, so a restart (or the
 same instance received again) never explains it twice, while a new bundle
 explains it afresh. ``journal.jsonl`` gets one line per committed key; a key
 that appears twice there was explained twice.
+
+When a destination is configured (:mod:`service.dimse.sender`), each result
+file is removed once the destination acknowledged it; a key whose results are
+all delivered leaves an empty marker in ``delivered/``, one that failed for
+good moves to ``dead-letter/`` with ``reason.json``. Both still count as
+explained.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ class Outbox:
     def __init__(self, root: Path) -> None:
         self.dir = root / "outbox"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.delivered = root / "delivered"
+        self.dead_letter = root / "dead-letter"
+        for directory in (self.delivered, self.dead_letter):
+            directory.mkdir(exist_ok=True)
         self.journal = self.dir / JOURNAL
         for part in self.dir.glob(f".*{PART_SUFFIX}"):  # results a crash left half written; explained again
             shutil.rmtree(part)
@@ -40,11 +50,11 @@ class Outbox:
                 append_line(self.journal, json.dumps({"key": key, "recovered": True}))
 
     def has(self, key: str) -> bool:
-        """Whether the results of ``key`` are committed."""
-        return (self.dir / key).is_dir()
+        """Whether the results of ``key`` are committed (waiting, delivered or dead-lettered)."""
+        return (self.dir / key).is_dir() or (self.delivered / key).exists() or (self.dead_letter / key).exists()
 
     def committed(self) -> list[str]:
-        """The keys with committed results."""
+        """The keys with committed results not yet delivered nor dead-lettered."""
         return sorted(p.name for p in self.dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def journalled(self) -> list[str]:
@@ -68,3 +78,25 @@ class Outbox:
         fsync_dir(self.dir)
         append_line(self.journal, json.dumps({"key": key}))
         return final
+
+    def files(self, key: str) -> list[Path]:
+        """The result files of ``key`` that the destination has not acknowledged yet."""
+        return sorted((self.dir / key).glob("*.dcm"))
+
+    def acknowledged(self, path: Path) -> None:
+        """The destination acknowledged this result file: drop it durably."""
+        path.unlink()
+        fsync_dir(path.parent)
+
+    def mark_delivered(self, key: str) -> None:
+        """Every result of ``key`` is acknowledged: the marker first, then the emptied directory goes."""
+        write_file(self.delivered / key, b"")
+        shutil.rmtree(self.dir / key)
+        fsync_dir(self.dir)
+
+    def move_to_dead_letter(self, key: str, *, status: str, reason: str) -> None:
+        """The results of ``key`` failed for good: kept in ``dead-letter/<key>/`` with the status and the reason."""
+        write_file(self.dir / key / "reason.json", json.dumps({"status": status, "reason": reason}).encode())
+        (self.dir / key).rename(self.dead_letter / key)
+        fsync_dir(self.dead_letter)
+        fsync_dir(self.dir)

@@ -60,6 +60,26 @@ class DimseSettings(BaseSettings):
     metrics_port: int = Field(default=9104, ge=0, le=65535)
     """Port of the listener's Prometheus /metrics (HTTP, on `host`); 0 turns it off."""
 
+    destination_ae_title: str | None = None
+    """AE title of the C-STORE SCP that receives the results (SR, Secondary Capture, presentation state), e.g. the
+    PACS that sent the images; unset, results stay in the spool's `outbox/`."""
+
+    destination_host: str = "127.0.0.1"
+    """Host of the results' destination."""
+
+    destination_port: int = Field(default=104, ge=1, le=65535)
+    """Port of the results' destination."""
+
+    send_retries: int = Field(default=5, ge=0, le=100)
+    """Retries of an instance's results after a failed try (destination unreachable, busy, out of resources);
+    then, or at once on a final status (e.g. the SOP class refused), they move to `dead-letter/`."""
+
+    send_backoff_s: float = Field(default=2.0, ge=0)
+    """Wait before the first retry of an instance's results; it doubles with each further one, up to 5 minutes."""
+
+    send_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest the destination may take to associate or to answer one C-STORE."""
+
     max_pdu_bytes: int = Field(default=0, ge=0)
     """Largest PDU the listener receives; 0 means unlimited."""
 
@@ -67,6 +87,11 @@ class DimseSettings(BaseSettings):
     @classmethod
     def _valid_own_title(cls, value: str) -> str:
         return _check_ae_title(value)
+
+    @field_validator("destination_ae_title")
+    @classmethod
+    def _valid_destination_title(cls, value: str | None) -> str | None:
+        return None if value is None else _check_ae_title(value)
 
     @field_validator("allowed_calling_ae_titles")
     @classmethod

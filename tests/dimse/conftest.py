@@ -16,29 +16,41 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ComprehensiveSRStorage,
     DigitalMammographyXRayImageStorageForPresentation,
+    GrayscaleSoftcopyPresentationStateStorage,
+    SecondaryCaptureImageStorage,
     Verification,
 )
 
+from deepminer.bundle import load_bundle
 from service.dimse.metrics import DimseMetrics
 from service.dimse.scp import StorageScp
+from service.dimse.outbox import Outbox
 from service.dimse.settings import DimseSettings
 from service.dimse.spool import Spool
+from service.dimse.worker import SpoolWorker
+from service.explainer import Explainer
+from service.loading import load_explainer
+from service.pacs.equipment import Equipment
+from service.settings import Settings
 from tests.faults.conftest import tiny_disk  # noqa: F401  (a fixture: a tmpfs of a given size)
 from tests.pacs.conftest import make_mammogram
 
 CALLING = "TESTSCU"
 CALLED = "DEEPMINER"
+DESTINATION = "RESULTS_PACS"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -52,10 +64,33 @@ def as_dataset(data: bytes) -> Dataset:
     return pydicom.dcmread(io.BytesIO(data))
 
 
+def encoded(ds: Dataset) -> bytes:
+    """``ds`` as a Part 10 file."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def explainer(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Explainer]:
+    """The service's explainer for the tiny bundle, built as both processes build it (SQLite label store)."""
+    settings = Settings(bundle=tiny_bundle, database_url=f"sqlite:///{tmp_path_factory.mktemp('db') / 'labels.db'}")
+    with ExitStack() as stack:
+        yield load_explainer(settings, load_bundle(tiny_bundle), stack).explainer
+
+
 @pytest.fixture(scope="session")
 def new_instance(phantom_png: bytes) -> Callable[[], Dataset]:
     """``new_instance()``: a phantom MG For Presentation data set in a study of its own, with patient identifiers."""
     return lambda: as_dataset(make_mammogram(phantom_png))
+
+
+def make_worker(root: Path, explainer: Explainer) -> tuple[SpoolWorker, Spool, Outbox, DimseMetrics]:
+    """The spool worker on ``root`` (the spool, its outbox and its metrics) as the listener builds it."""
+    spool, outbox, metrics = Spool(root, max_bytes=1 << 30), Outbox(root), DimseMetrics()
+    equipment = Equipment.for_model(explainer.model, software_version="test")
+    worker = SpoolWorker(spool=spool, outbox=outbox, explainer=explainer, equipment=equipment, metrics=metrics, retry_s=60)
+    return worker, spool, outbox, metrics
 
 
 @contextmanager
@@ -106,6 +141,43 @@ def start_scp(tmp_path: Path) -> Iterator[Callable[..., InProcessScp]]:
     finally:
         for server in servers:
             server.shutdown()
+
+
+@dataclass
+class DestinationScp:
+    """A Storage SCP standing for the PACS: keeps what it receives and answers ``status``."""
+
+    port: int
+    status: int = 0x0000
+    received: list[Dataset] = field(default_factory=list)
+    calls: int = 0
+    server: object | None = None
+
+    def start(self) -> None:
+        ae = AE(ae_title=DESTINATION)
+        for sop_class in (ComprehensiveSRStorage, SecondaryCaptureImageStorage, GrayscaleSoftcopyPresentationStateStorage):
+            ae.add_supported_context(sop_class)
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
+
+    def _store(self, event: Event) -> int:
+        self.calls += 1
+        if self.status == 0x0000:
+            self.received.append(event.dataset)
+        return self.status
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def destination() -> Iterator[DestinationScp]:
+    """The results' destination on a free port, not started."""
+    scp = DestinationScp(port=free_port())
+    try:
+        yield scp
+    finally:
+        scp.stop()
 
 
 @dataclass
@@ -160,8 +232,9 @@ class ListenerProcess:
 
 
 @pytest.fixture
-def listener(tiny_bundle: Path, tmp_path: Path) -> Iterator[ListenerProcess]:
-    """The listener process for the tiny bundle (not started), with a SQLite label store; stopped after the test."""
+def listener(tiny_bundle: Path, tmp_path: Path, destination: DestinationScp) -> Iterator[ListenerProcess]:
+    """The listener process for the tiny bundle (not started), with a SQLite label store, sending its results to
+    ``destination``; stopped after the test."""
     port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -174,6 +247,9 @@ def listener(tiny_bundle: Path, tmp_path: Path) -> Iterator[ListenerProcess]:
         "DEEPMINER_DIMSE_ALLOWED_CALLING_AE_TITLES": json.dumps([CALLING]),
         "DEEPMINER_DIMSE_SPOOL_DIR": str(tmp_path / "spool"),
         "DEEPMINER_DIMSE_POLL_S": "0.1",
+        "DEEPMINER_DIMSE_DESTINATION_AE_TITLE": DESTINATION,
+        "DEEPMINER_DIMSE_DESTINATION_PORT": str(destination.port),
+        "DEEPMINER_DIMSE_SEND_BACKOFF_S": "0.2",
     }
     started = ListenerProcess(env=env, spool_dir=tmp_path / "spool", port=port, metrics_port=metrics_port)
     try:

@@ -2,46 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-import pytest
 from pydicom.dataset import Dataset
 
-from deepminer.bundle import load_bundle
 from service.dimse.durable import PART_SUFFIX
-from service.dimse.metrics import DimseMetrics
-from service.dimse.outbox import Outbox, result_key
+from service.dimse.outbox import result_key
 from service.dimse.spool import Spool
-from service.dimse.worker import SpoolWorker
 from service.explainer import Explainer
-from service.loading import load_explainer
-from service.pacs.equipment import Equipment
-from service.settings import Settings
-
-
-@pytest.fixture(scope="module")
-def explainer(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Explainer]:
-    settings = Settings(bundle=tiny_bundle, database_url=f"sqlite:///{tmp_path_factory.mktemp('db') / 'labels.db'}")
-    with ExitStack() as stack:
-        yield load_explainer(settings, load_bundle(tiny_bundle), stack).explainer
-
-
-def encoded(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def make_worker(root: Path, explainer: Explainer) -> tuple[SpoolWorker, Spool, Outbox, DimseMetrics]:
-    spool, outbox, metrics = Spool(root, max_bytes=1 << 30), Outbox(root), DimseMetrics()
-    equipment = Equipment.for_model(explainer.model, software_version="test")
-    worker = SpoolWorker(spool=spool, outbox=outbox, explainer=explainer, equipment=equipment, metrics=metrics, retry_s=60)
-    return worker, spool, outbox, metrics
+from tests.dimse.conftest import encoded, make_worker
 
 
 def test_each_instance_is_explained_once_into_dicom_results_of_its_study(
