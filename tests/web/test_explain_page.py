@@ -179,6 +179,17 @@ def best_region(service, png: bytes) -> tuple[list[float], dict[str, float], set
     return best[1], {"height": height, "width": width}, best[2]
 
 
+def drag_rectangle(page, edges: list[float], size: dict[str, float]) -> None:
+    """Drag a rectangle with these image-pixel edges on the drawing surface, which spans the image."""
+    box = page.locator("#region-svg").bounding_box()
+    sx, sy = box["width"] / size["width"], box["height"] / size["height"]
+    page.mouse.move(box["x"] + edges[0] * sx, box["y"] + edges[1] * sy)
+    page.mouse.down()
+    page.mouse.move(box["x"] + edges[2] * sx, box["y"] + edges[3] * sy, steps=6)
+    page.mouse.up()
+    expect(page.locator("#region-svg polygon")).to_have_count(1)
+
+
 def test_region_query_highlights_units_and_labels_them_as_a_group(
     page, service, use_token, phantom_png, tmp_path
 ) -> None:
@@ -190,14 +201,7 @@ def test_region_query_highlights_units_and_labels_them_as_a_group(
     upload(page, image)
     expect(page.locator("#units > li")).to_have_count(8)
 
-    # Drag the rectangle on the drawing surface, which spans the image.
-    box = page.locator("#region-svg").bounding_box()
-    sx, sy = box["width"] / size["width"], box["height"] / size["height"]
-    page.mouse.move(box["x"] + edges[0] * sx, box["y"] + edges[1] * sy)
-    page.mouse.down()
-    page.mouse.move(box["x"] + edges[2] * sx, box["y"] + edges[3] * sy, steps=6)
-    page.mouse.up()
-    expect(page.locator("#region-svg polygon")).to_have_count(1)
+    drag_rectangle(page, edges, size)
     page.get_by_role("button", name="Find units in region").click()
 
     results = page.locator("#region-rows tr[data-unit]")
@@ -322,3 +326,36 @@ def test_the_label_report_of_the_whole_image_is_drawn_as_bars(page, service, use
         )
     two = next(i for i, r in enumerate(reports) if r["label"] == "Bar chart label A (web test)")
     expect(rows.nth(two)).to_contain_text("2 units")
+
+
+def test_the_units_a_region_matched_are_enlarged_and_outlined_in_the_embedding(
+    page, service, use_token, phantom_png, tmp_path
+) -> None:
+    edges, size, _ = best_region(service, phantom_png)
+    image = tmp_path / "phantom.png"
+    image.write_bytes(phantom_png)
+    use_token(page, service.tokens["viewer"])
+    page.goto("/ui/explain")
+    upload(page, image)
+    expect(page.locator("#units > li")).to_have_count(8)
+    drag_rectangle(page, edges, size)
+    with page.expect_response(lambda r: r.url.endswith("/query/region")) as answer:
+        page.get_by_role("button", name="Find units in region").click()
+    matched = {u["unit_id"] for u in answer.value.json()["units"]}
+    assert matched
+
+    with service.client("viewer") as client:
+        num_units = len(client.get("/units/embedding").json()["units"])
+    scatter = page.locator("#region-scatter svg")
+    expect(scatter.locator("circle")).to_have_count(num_units)
+    outlined = scatter.locator("circle.matched")
+    expect(outlined).to_have_count(len(matched))
+    shown = outlined.evaluate_all(
+        "cs => cs.map(c => [Number(c.closest('a').dataset.unit), c.getAttribute('r'), c.getAttribute('stroke-width')])"
+    )
+    assert {unit for unit, _, _ in shown} == matched
+    assert all((r, width) == ("10", "3") for _, r, width in shown)
+    # Every other point keeps its size: 6 for ranked units, 2.5 for the rest.
+    others = scatter.locator("circle:not(.matched)").evaluate_all("cs => [...new Set(cs.map(c => c.getAttribute('r')))]")
+    assert set(others) <= {"6", "2.5"}
+    expect(page.locator("#region-embedding-hint")).to_contain_text(f"The {len(matched)} matched unit")

@@ -13,6 +13,7 @@ import { ApiError, getAnnotator, getJSON, lexicon, request } from "./api.js";
 import { dicomToImageData } from "./dicom.js";
 import { drawMap, mapThumbnail } from "./maps.js";
 import { RegionDrawer } from "./region.js";
+import { drawScatter, embeddingPoints } from "./scatter.js";
 import { announce, clearAlert, el, initSession, loadFailed, showAlert, showError } from "./session.js";
 import { labelText, status, STATUS_TEXT } from "./units.js";
 import { offerLabels } from "./vocabulary.js";
@@ -50,6 +51,7 @@ const state = {
   drawer: null,
   matches: [],
   wholeImage: false, // whether the last region query covered the whole image
+  embedding: null, // the unit embedding's points, read on the first region query (null: not yet or none)
   reloadLabels: null, // re-reads the label suggestions of the group form
 };
 
@@ -341,6 +343,7 @@ async function runRegion(whole = false) {
     state.matches = result.units;
     renderRegion(result);
     renderUnits();
+    await renderMatchedEmbedding(result.units.map((u) => u.unit_id));
     announce(`${result.units.length} unit${result.units.length === 1 ? "" : "s"} match the region (IoU ≥ ${result.min_iou}).`);
   } catch (error) {
     showError(error, "Region query failed");
@@ -371,6 +374,28 @@ function renderRegion(result) {
   renderLabelReport(result.labels || []);
   $("group-save").disabled = !rows.length || !result.units.length;
   $("region-heading").focus();
+}
+
+/** The unit embedding with the matched units enlarged and outlined; the bundle may have no embedding. */
+async function renderMatchedEmbedding(ids) {
+  const hint = $("region-embedding-hint");
+  try {
+    if (!state.embedding) {
+      const [embedding, overview, vocabulary] = await Promise.all([getJSON("/units/embedding"), getJSON("/units"), lexicon()]);
+      const ranked = new Map(overview.units.map((u) => [u.unit_id, u]));
+      state.embedding = { points: embeddingPoints(embedding, ranked), categories: vocabulary.categories };
+    }
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404)) throw error;
+    $("region-scatter").replaceChildren();
+    $("region-legend").replaceChildren();
+    hint.textContent = "The model bundle has no unit embedding to show the matched units in.";
+    return;
+  }
+  drawScatter($("region-scatter"), $("region-legend"), state.embedding.points, "category", state.embedding.categories, new Set(ids));
+  hint.textContent = ids.length
+    ? `The ${ids.length} matched unit${ids.length === 1 ? "" : "s"}, enlarged and outlined among every unit of the model, coloured by the BI-RADS category of their label.`
+    : "No unit matched, so none is outlined among the units of the model.";
 }
 
 /** Lu & Perer's label report as bar charts: per label, its units' mean max activation and mean IoU on this image. */
@@ -430,6 +455,7 @@ async function labelGroup(event) {
     const saved = await (await request("/units/batch", { method: "POST", json: { annotations } })).json();
     clearAlert();
     await Promise.all([refreshLabels(ids), state.reloadLabels()]);
+    state.embedding = null; // its colours follow the labels: read it again on the next query
     announce(`Labelled ${saved.annotations.length} unit${saved.annotations.length === 1 ? "" : "s"} as “${label}”.`);
   } catch (error) {
     showError(error, "The units were not labelled");
