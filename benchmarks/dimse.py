@@ -14,6 +14,10 @@ on free loopback ports, and is its SCU (pynetdicom):
    a restart: the counts acknowledged, explained before the kill, and explained
    after the restart, with the keys the outbox journal holds more than once.
 
+Results go by C-STORE to a Storage SCP in this process (pynetdicom, on
+loopback), which counts them: delivered per second, and after the kill the
+result sets delivered and the results received twice.
+
     .venv/bin/python benchmarks/dimse.py --bundle bundles/demo
     .venv/bin/python benchmarks/dimse.py --bundle bundles/demo --instances 40 --size 2048x1664
 """
@@ -31,17 +35,41 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
-from pynetdicom import AE
-from pynetdicom.sop_class import DigitalMammographyXRayImageStorageForPresentation, Verification  # type: ignore[attr-defined]
+from pynetdicom import AE, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ComprehensiveSRStorage,
+    DigitalMammographyXRayImageStorageForPresentation,
+    GrayscaleSoftcopyPresentationStateStorage,
+    SecondaryCaptureImageStorage,
+    Verification,
+)
 from serving import free_port, start_server, stop_server, synthetic_png
 
-CALLING, CALLED = "BENCHSCU", "DEEPMINER"
+CALLING, CALLED, DESTINATION = "BENCHSCU", "DEEPMINER", "BENCHPACS"
+
+
+class Destination:
+    """The results' destination: a Storage SCP that counts the SOP Instance UIDs it receives."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: Counter[str] = Counter()
+        ae = AE(ae_title=DESTINATION)
+        for sop_class in (ComprehensiveSRStorage, SecondaryCaptureImageStorage, GrayscaleSoftcopyPresentationStateStorage):
+            ae.add_supported_context(sop_class)
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
+
+    def _store(self, event: Event) -> int:
+        self.received[str(event.request.AffectedSOPInstanceUID)] += 1
+        return 0x0000
 
 
 def mammogram(pixels: np.ndarray) -> Dataset:
@@ -60,7 +88,7 @@ def mammogram(pixels: np.ndarray) -> Dataset:
 class Listener:
     """The listener process and its spool directory."""
 
-    def __init__(self, bundle: Path, workdir: Path) -> None:
+    def __init__(self, bundle: Path, workdir: Path, destination: Destination) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.spool = workdir / "spool"
         self.bundle, self.workdir = bundle, workdir
@@ -71,6 +99,9 @@ class Listener:
             "DEEPMINER_DIMSE_ALLOWED_CALLING_AE_TITLES": json.dumps([CALLING]),
             "DEEPMINER_DIMSE_SPOOL_DIR": str(self.spool),
             "DEEPMINER_DIMSE_POLL_S": "0.05",
+            "DEEPMINER_DIMSE_DESTINATION_AE_TITLE": DESTINATION,
+            "DEEPMINER_DIMSE_DESTINATION_PORT": str(destination.port),
+            "DEEPMINER_DIMSE_SEND_BACKOFF_S": "0.2",
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -96,12 +127,15 @@ class Listener:
         journal = self.spool / "outbox" / "journal.jsonl"
         return [json.loads(line)["key"] for line in journal.read_text().splitlines()] if journal.exists() else []
 
-    def wait_committed(self, count: int, timeout_s: float = 1800.0) -> float:
-        """Seconds until the outbox holds ``count`` commits."""
+    def delivered(self) -> int:
+        return sum(1 for _ in (self.spool / "delivered").iterdir())
+
+    def wait(self, done: Callable[[], int], count: int, what: str, timeout_s: float = 1800.0) -> float:
+        """Seconds until ``done()`` reaches ``count``."""
         started = time.perf_counter()
-        while len(self.committed()) < count:
+        while done() < count:
             if time.perf_counter() - started > timeout_s:
-                raise SystemExit(f"{len(self.committed())} of {count} explained within {timeout_s:.0f} s")
+                raise SystemExit(f"{done()} of {count} {what} within {timeout_s:.0f} s")
             time.sleep(0.05)
         return time.perf_counter() - started
 
@@ -142,16 +176,16 @@ def main() -> None:
     pixels = np.asarray(Image.open(io.BytesIO(synthetic_png(rows, cols))), dtype=np.uint16)
 
     with tempfile.TemporaryDirectory(prefix="deepminer-dimse-bench-") as tmp:
-        listener = Listener(args.bundle.resolve(), Path(tmp))
+        destination = Destination()
+        listener = Listener(args.bundle.resolve(), Path(tmp), destination)
         listener.start()
         batch = [mammogram(pixels) for _ in range(args.instances)]
         started = time.perf_counter()
         statuses, seconds = send(listener.port, batch)
         sent_s = time.perf_counter() - started
         depth, spool_bytes = listener.metric("deepminer_dimse_spool_depth"), listener.metric("deepminer_dimse_spool_bytes")
-        explained_s = sent_s + listener.wait_committed(args.instances)
-        outbox = [p for p in (listener.spool / "outbox").iterdir() if p.is_dir()]
-        outbox_bytes = sum(f.stat().st_size for d in outbox for f in d.iterdir())
+        explained_s = sent_s + listener.wait(lambda: len(listener.committed()), args.instances, "explained")
+        delivered_s = explained_s + listener.wait(listener.delivered, args.instances, "delivered")
         print(f"bundle {args.bundle}, {args.instances} instances of {rows}x{cols} x 16 bit")
         print(f"C-STORE answers: {dict(statuses)}")
         print(f"received: {args.instances / sent_s:.1f} instances/s; acknowledgement median "
@@ -159,7 +193,8 @@ def main() -> None:
         print(f"explained: {args.instances / explained_s:.2f} instances/s ({explained_s:.1f} s from the first send)")
         if depth > 0:
             print(f"spool: {spool_bytes / depth / 1024:.0f} KiB per waiting instance ({depth:.0f} waiting)")
-        print(f"outbox: {outbox_bytes / len(outbox) / 1024:.0f} KiB of results per instance")
+        print(f"delivered: {args.instances / delivered_s:.2f} instances/s ({delivered_s:.1f} s from the first send); "
+              f"{len(destination.received)} results")
 
         kill_batch = [mammogram(pixels) for _ in range(args.kill_batch)]
         statuses, _ = send(listener.port, kill_batch)
@@ -168,14 +203,17 @@ def main() -> None:
         listener.process.wait()
         before = len(listener.committed()) - args.instances
         listener.start()
-        listener.wait_committed(args.instances + args.kill_batch)
-        time.sleep(1.0)  # anything explained a second time would show now
+        listener.wait(listener.delivered, args.instances + args.kill_batch, "delivered")
+        time.sleep(1.0)  # anything explained or sent a second time would show now
         keys = listener.committed()
         twice = [k for k, n in Counter(keys).items() if n > 1]
         print(f"kill -9: acknowledged {statuses.get('0x0000', 0)} of {args.kill_batch}; explained before the kill "
-              f"{before}, after the restart {len(keys) - args.instances - before}; explained twice: {len(twice)}")
+              f"{before}, after the restart {len(keys) - args.instances - before}; explained twice: {len(twice)}; "
+              f"delivered {listener.delivered() - args.instances} result sets; results received twice: "
+              f"{sum(1 for n in destination.received.values() if n > 1)}")
         assert listener.process is not None
         stop_server(listener.process)
+        destination.server.shutdown()
 
 
 if __name__ == "__main__":
