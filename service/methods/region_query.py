@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 import numpy as np
 
 from deepminer.formulas import binarise, iou, unit_max_activations
-from deepminer.grid import upsample
+from deepminer.grid import GridMapping, upsample
 from service.errors import InvalidParameterError
 from service.inference import Inference, Stopwatch
 from service.methods.base import MethodContext, MethodResult
@@ -80,6 +80,8 @@ class RegionQueryResult(MethodResult):
     min_iou: float
     units: tuple[UnitMatch, ...]
     labels: tuple[LabelReport, ...]
+    mapping: GridMapping
+    best_map: np.ndarray | None  # A_k of the best-matching unit (units[0]) on the layer4 grid; None when none matched
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,8 @@ class RegionQuery:
             min_iou=params.min_iou,
             units=units,
             labels=label_reports(labelled, maxima=maxima, ious=ious),
+            mapping=inference.mapping,
+            best_map=features[matched[0]] if matched else None,
         )
 
     def response(self, result: RegionQueryResult, params: RegionParams) -> RegionQueryResponse:

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from service.queries import RegionQueryResult
 from service.schemas.annotations import LatestAnnotations, UnitIndex
 from service.schemas.image import ImageOut
+from service.schemas.maps import Map
 from service.schemas.model import ModelOut
 
 
@@ -54,6 +55,10 @@ class RegionQueryResponse(BaseModel):
         description="Every label of the loaded bundle's units, highest mean IoU first; units whose map misses the "
         "region count with IoU 0."
     )
+    best_unit_map: Map | None = Field(
+        description="A_k of the best-matching unit (the first of `units`) on the layer4 grid, to show beside the "
+        "region; null when no unit matched."
+    )
     timings_ms: dict[str, float] = Field(
         description="Milliseconds per stage: decode, preprocess, inference, region, query, annotations, total."
     )
@@ -64,7 +69,14 @@ class RegionQueryResponse(BaseModel):
             name: getattr(result, name) for name in ("method", "model", "query_shape", "min_iou", "units", "labels")
         }
         region = RegionOut(pixels=result.region_pixels, fraction=result.region_fraction)
+        best = None if result.best_map is None else Map.from_array(result.best_map, result.mapping)
         return cls.model_validate(
-            {**fields, "image": ImageOut.from_result(result), "region": region, "timings_ms": result.timings_ms},
+            {
+                **fields,
+                "image": ImageOut.from_result(result),
+                "region": region,
+                "best_unit_map": best,
+                "timings_ms": result.timings_ms,
+            },
             from_attributes=True,
         )

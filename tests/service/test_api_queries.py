@@ -102,6 +102,22 @@ def test_region_query_equals_brute_force(client: TestClient, image: bytes) -> No
     assert [u["unit_id"] for u in default["units"]] == [int(k) for k in expected if ious[k] >= 0.2]
 
 
+def test_the_best_matching_units_map_comes_with_the_answer(client: TestClient, image: bytes) -> None:
+    explainer = client.app.state.explainer  # type: ignore[attr-defined]
+    x = explainer.preprocess(explainer.decode(image).pixels)
+    _, features = explainer.forward(x)
+    body = query(client, image, min_iou=0.01, polygon=box_polygon(*BOX)).json()
+    best = body["units"][0]["unit_id"]
+    sent = body["best_unit_map"]
+    assert sent["shape"] == list(features.shape[1:]) and sent["encoding"] == "json"
+    np.testing.assert_allclose(np.array(sent["values"]), features[best], rtol=1e-3, atol=1e-4)
+    assert sent["grid_to_image"]["image_shape"] == list(SHAPE)
+
+    # No unit's mask is exactly one query pixel, so at the IoU of 1 none matches and there is no map.
+    nothing = query(client, image, min_iou=1.0, polygon=box_polygon(10, 11, 10, 11)).json()
+    assert nothing["units"] == [] and nothing["best_unit_map"] is None
+
+
 def test_mask_and_polygon_give_the_same_answer(client: TestClient, image: bytes) -> None:
     by_polygon = query(client, image, min_iou=0.01, polygon=box_polygon(*BOX)).json()
     by_mask = query(client, image, min_iou=0.01, mask=box_mask(*BOX)).json()
