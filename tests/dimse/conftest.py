@@ -133,6 +133,7 @@ def start_scp(tmp_path: Path) -> Iterator[Callable[..., InProcessScp]]:
         )
         spool = Spool(settings.spool_dir, max_bytes=settings.max_spool_bytes)
         metrics = DimseMetrics()
+        metrics.watch_spool(spool.depth, lambda: spool.bytes)
         servers.append(StorageScp(settings, spool=spool, metrics=metrics).start())
         return InProcessScp(port=settings.port, spool=spool, metrics=metrics)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,3 +128,17 @@ def test_a_full_disk_answers_out_of_resources(
     for path in scp.spool.pending():  # and whole
         received = pydicom.dcmread(path)
         assert received.pixel_array.shape == (received.Rows, received.Columns)
+
+
+def test_metric_names_pass_promtool(
+    start_scp: Callable[..., InProcessScp], new_instance: Callable[[], Dataset], promtool: str
+) -> None:
+    scp = start_scp(max_spool_bytes=1)
+    with associate(scp.port) as assoc:
+        assert assoc.send_c_store(new_instance()).Status == OUT_OF_RESOURCES
+    with associate(scp.port, calling="INTRUDER"):
+        pass
+    page = scp.metrics.render().decode()
+    assert "deepminer_dimse_spool_depth" in page
+    result = subprocess.run([promtool, "check", "metrics"], input=page, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
