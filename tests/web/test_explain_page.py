@@ -28,6 +28,13 @@ CANVAS_MEAN = """() => {
 }"""
 
 
+# The RGB values of a canvas, by id.
+PIXELS = """(id) => {
+  const c = document.getElementById(id);
+  return [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data].filter((_, i) => i % 4 !== 3);
+}"""
+
+
 def upload(page, path: Path) -> None:
     page.get_by_label(UPLOAD).set_input_files(path)
     page.get_by_role("button", name="Explain", exact=True).click()
@@ -359,3 +366,13 @@ def test_the_units_a_region_matched_are_enlarged_and_outlined_in_the_embedding(
     others = scatter.locator("circle:not(.matched)").evaluate_all("cs => [...new Set(cs.map(c => c.getAttribute('r')))]")
     assert set(others) <= {"6", "2.5"}
     expect(page.locator("#region-embedding-hint")).to_contain_text(f"The {len(matched)} matched unit")
+
+    # Beside the results: the region, and the best-matching unit's map over the same region.
+    best = answer.value.json()["units"][0]
+    expect(page.locator("#region-pair")).to_be_visible()
+    expect(page.locator("#region-best-caption")).to_have_text(
+        f"Unit {best['unit_id']}'s map over it (best match, IoU {best['iou']:.3f})"
+    )
+    region, with_map = (page.evaluate(PIXELS, name) for name in ("region-crop", "region-best"))
+    assert len(region) == len(with_map) > 0 and max(region) > 0
+    assert np.abs(np.array(with_map, dtype=float) - np.array(region, dtype=float)).mean() > 5

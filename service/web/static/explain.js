@@ -342,6 +342,7 @@ async function runRegion(whole = false) {
     const result = await (await request("/query/region", { method: "POST", body })).json();
     state.matches = result.units;
     renderRegion(result);
+    renderRegionPair(result, polygon);
     renderUnits();
     await renderMatchedEmbedding(result.units.map((u) => u.unit_id));
     announce(`${result.units.length} unit${result.units.length === 1 ? "" : "s"} match the region (IoU ≥ ${result.min_iou}).`);
@@ -374,6 +375,52 @@ function renderRegion(result) {
   renderLabelReport(result.labels || []);
   $("group-save").disabled = !rows.length || !result.units.length;
   $("region-heading").focus();
+}
+
+const PAIR_SIDE = 220; // canvas pixels on the longer side of each picture of the region pair
+
+/** Side by side: the region of the image, and the best-matching unit's map over the same region. */
+function renderRegionPair(result, polygon) {
+  const pair = $("region-pair");
+  const best = result.units[0];
+  pair.hidden = !best || !result.best_unit_map;
+  if (pair.hidden) return;
+  const base = $("image-canvas");
+  const [h, w] = state.result.image.shape;
+  const f = base.width / w;
+  // The polygon's bounding box in canvas pixels (its points are pixel centres; pixel edges lie half a pixel out).
+  const xs = polygon.map(([x]) => x);
+  const ys = polygon.map(([, y]) => y);
+  const x0 = Math.max(0, (Math.min(...xs) + 0.5) * f);
+  const y0 = Math.max(0, (Math.min(...ys) + 0.5) * f);
+  const cw = Math.max(1, Math.min(base.width, (Math.max(...xs) + 0.5) * f) - x0);
+  const ch = Math.max(1, Math.min(base.height, (Math.max(...ys) + 0.5) * f) - y0);
+  const s = PAIR_SIDE / Math.max(cw, ch);
+  const overlay = document.createElement("canvas");
+  overlay.width = base.width;
+  overlay.height = base.height;
+  drawMap(overlay, result.best_unit_map);
+  const draw = (canvas, withMap) => {
+    canvas.width = Math.max(1, Math.round(cw * s));
+    canvas.height = Math.max(1, Math.round(ch * s));
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(base, x0, y0, cw, ch, 0, 0, canvas.width, canvas.height);
+    if (withMap) {
+      ctx.globalAlpha = 0.6;
+      ctx.drawImage(overlay, x0, y0, cw, ch, 0, 0, canvas.width, canvas.height);
+      ctx.globalAlpha = 1;
+    }
+    // The region's outline, in the picture's pixels.
+    ctx.strokeStyle = "#ffd400";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    polygon.forEach(([x, y], i) => ctx[i ? "lineTo" : "moveTo"](((x + 0.5) * f - x0) * s, ((y + 0.5) * f - y0) * s));
+    ctx.closePath();
+    ctx.stroke();
+  };
+  draw($("region-crop"), false);
+  draw($("region-best"), true);
+  $("region-best-caption").textContent = `Unit ${best.unit_id}'s map over it (best match, IoU ${best.iou.toFixed(3)})`;
 }
 
 /** The unit embedding with the matched units enlarged and outlined; the bundle may have no embedding. */
