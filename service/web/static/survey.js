@@ -186,7 +186,17 @@ async function renderPatches() {
   const grid = $("patch-grid");
   const vis = state.visualisation;
   if (!vis) {
-    grid.replaceChildren(el("li", { class: "muted" }, "The model bundle has no top patches for this unit (only ranked units are visualised)."));
+    const ranked = state.units.some((u) => u.unit_id === state.unitId);
+    grid.replaceChildren(
+      el(
+        "li",
+        { class: "muted no-patches" },
+        ranked
+          ? "The model bundle has no top patches for this unit."
+          : `Unit ${state.unitId} is not among the ${state.units.length} ranked units, and the model bundle stores top patches for those only. ` +
+              "It can still be labelled here; its map on a mammogram shows in the explanation viewer (a region query that matches it links here).",
+      ),
+    );
     return;
   }
   const items = vis.patches.map((patch) => {
