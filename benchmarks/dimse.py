@@ -45,13 +45,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    ComprehensiveSRStorage,
     DigitalMammographyXRayImageStorageForPresentation,
-    GrayscaleSoftcopyPresentationStateStorage,
-    SecondaryCaptureImageStorage,
     Verification,
 )
 from serving import free_port, start_server, stop_server, synthetic_png
+
+from service.dimse.sender import RESULT_SOP_CLASSES
 
 CALLING, CALLED, DESTINATION = "BENCHSCU", "DEEPMINER", "BENCHPACS"
 
@@ -63,9 +62,10 @@ class Destination:
         self.port = free_port()
         self.received: Counter[str] = Counter()
         ae = AE(ae_title=DESTINATION)
-        for sop_class in (ComprehensiveSRStorage, SecondaryCaptureImageStorage, GrayscaleSoftcopyPresentationStateStorage):
+        for sop_class in RESULT_SOP_CLASSES:
             ae.add_supported_context(sop_class)
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        handlers = [(evt.EVT_C_STORE, self._store)]
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
 
     def _store(self, event: Event) -> int:
         self.received[str(event.request.AffectedSOPInstanceUID)] += 1
@@ -183,7 +183,8 @@ def main() -> None:
         started = time.perf_counter()
         statuses, seconds = send(listener.port, batch)
         sent_s = time.perf_counter() - started
-        depth, spool_bytes = listener.metric("deepminer_dimse_spool_depth"), listener.metric("deepminer_dimse_spool_bytes")
+        depth = listener.metric("deepminer_dimse_spool_depth")
+        spool_bytes = listener.metric("deepminer_dimse_spool_bytes")
         explained_s = sent_s + listener.wait(lambda: len(listener.committed()), args.instances, "explained")
         delivered_s = explained_s + listener.wait(listener.delivered, args.instances, "delivered")
         print(f"bundle {args.bundle}, {args.instances} instances of {rows}x{cols} x 16 bit")

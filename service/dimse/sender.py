@@ -20,11 +20,19 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ComprehensiveSRStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+    SecondaryCaptureImageStorage,
+)
 
 from service.dimse.metrics import DimseMetrics
 from service.dimse.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+RESULT_SOP_CLASSES = (ComprehensiveSRStorage, SecondaryCaptureImageStorage, GrayscaleSoftcopyPresentationStateStorage)
+"""What the destination must accept: the SOP classes of :func:`~service.pacs.results.build_results`."""
 
 # C-STORE success and warnings (PS3.4 B.2.3, PS3.7 C): the destination holds the instance. Of the failures,
 # out of resources (A7xx) and processing failure (0110) may pass; the others (refused SOP class, a data set it

@@ -93,7 +93,9 @@ class SpoolWorker:
             if exc.status < 500:  # the instance itself: no retry can explain it
                 self.spool.fail(path, code=exc.code, reason=str(exc))
                 self.metrics.explained.labels(outcome="failed").inc()
-                log.warning("instance not explainable: %s", exc, extra={"fields": {"event": "dimse_failed", "code": exc.code}})
+                log.warning(
+                    "instance not explainable: %s", exc, extra={"fields": {"event": "dimse_failed", "code": exc.code}}
+                )
                 return True
             return self._retry(path, exc)
         except (StoreUnavailableError, OSError) as exc:

@@ -27,16 +27,14 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    ComprehensiveSRStorage,
     DigitalMammographyXRayImageStorageForPresentation,
-    GrayscaleSoftcopyPresentationStateStorage,
-    SecondaryCaptureImageStorage,
     Verification,
 )
 
 from deepminer.bundle import load_bundle
 from service.dimse.metrics import DimseMetrics
 from service.dimse.scp import StorageScp
+from service.dimse.sender import RESULT_SOP_CLASSES
 from service.dimse.outbox import Outbox
 from service.dimse.settings import DimseSettings
 from service.dimse.spool import Spool
@@ -89,7 +87,9 @@ def make_worker(root: Path, explainer: Explainer) -> tuple[SpoolWorker, Spool, O
     """The spool worker on ``root`` (the spool, its outbox and its metrics) as the listener builds it."""
     spool, outbox, metrics = Spool(root, max_bytes=1 << 30), Outbox(root), DimseMetrics()
     equipment = Equipment.for_model(explainer.model, software_version="test")
-    worker = SpoolWorker(spool=spool, outbox=outbox, explainer=explainer, equipment=equipment, metrics=metrics, retry_s=60)
+    worker = SpoolWorker(
+        spool=spool, outbox=outbox, explainer=explainer, equipment=equipment, metrics=metrics, retry_s=60
+    )
     return worker, spool, outbox, metrics
 
 
@@ -121,7 +121,7 @@ class InProcessScp:
 
 @pytest.fixture
 def start_scp(tmp_path: Path) -> Iterator[Callable[..., InProcessScp]]:
-    """``start_scp(spool_dir=..., max_spool_bytes=...)``: the SCP serving on a free loopback port until the test ends."""
+    """``start_scp(spool_dir=..., max_spool_bytes=...)``: the SCP on a free loopback port until the test ends."""
     servers = []
 
     def start(*, spool_dir: Path | None = None, max_spool_bytes: int = 1 << 30) -> InProcessScp:
@@ -156,9 +156,10 @@ class DestinationScp:
 
     def start(self) -> None:
         ae = AE(ae_title=DESTINATION)
-        for sop_class in (ComprehensiveSRStorage, SecondaryCaptureImageStorage, GrayscaleSoftcopyPresentationStateStorage):
+        for sop_class in RESULT_SOP_CLASSES:
             ae.add_supported_context(sop_class)
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        handlers = [(evt.EVT_C_STORE, self._store)]
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
 
     def _store(self, event: Event) -> int:
         self.calls += 1

@@ -1,4 +1,4 @@
-"""``python -m service.dimse`` as a process: killed with SIGKILL right after acknowledging, it loses and repeats nothing."""
+"""``python -m service.dimse`` as a process: SIGKILLed right after acknowledging, it loses and repeats nothing."""
 
 from __future__ import annotations
 
