@@ -40,6 +40,16 @@ def upload(page, path: Path) -> None:
     page.get_by_role("button", name="Explain", exact=True).click()
 
 
+def explain_phantom(page, service, use_token, png: bytes, tmp_path: Path, *, who: str) -> None:
+    """Open the viewer as ``who`` and explain the phantom, until its eight units are listed."""
+    image = tmp_path / "phantom.png"
+    image.write_bytes(png)
+    use_token(page, service.tokens[who])
+    page.goto("/ui/explain")
+    upload(page, image)
+    expect(page.locator("#units > li")).to_have_count(8)
+
+
 def phantom_pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)), dtype=np.uint16)
 
@@ -201,12 +211,7 @@ def test_region_query_highlights_units_and_labels_them_as_a_group(
     page, service, use_token, phantom_png, tmp_path
 ) -> None:
     edges, size, expected = best_region(service, phantom_png)
-    image = tmp_path / "phantom.png"
-    image.write_bytes(phantom_png)
-    use_token(page, service.tokens["dr_a"])
-    page.goto("/ui/explain")
-    upload(page, image)
-    expect(page.locator("#units > li")).to_have_count(8)
+    explain_phantom(page, service, use_token, phantom_png, tmp_path, who="dr_a")
 
     drag_rectangle(page, edges, size)
     page.get_by_role("button", name="Find units in region").click()
@@ -234,12 +239,7 @@ def test_region_query_highlights_units_and_labels_them_as_a_group(
 
 
 def test_a_polygon_can_be_drawn_and_cleared_with_the_keyboard(page, service, use_token, phantom_png, tmp_path) -> None:
-    image = tmp_path / "phantom.png"
-    image.write_bytes(phantom_png)
-    use_token(page, service.tokens["viewer"])
-    page.goto("/ui/explain")
-    upload(page, image)
-    expect(page.locator("#units > li")).to_have_count(8)
+    explain_phantom(page, service, use_token, phantom_png, tmp_path, who="viewer")
     surface = page.get_by_role("application", name="Region drawing area over the mammogram")
 
     surface.focus()
@@ -303,12 +303,7 @@ def test_the_label_report_of_the_whole_image_is_drawn_as_bars(page, service, use
         for unit, label in zip(ranked, ["Bar chart label A (web test)", "Bar chart label A (web test)", "Bar B"]):
             put = client.put(f"/units/{unit}", json={"label": label, "category": "Mass", "cancer_association": "yes"})
             assert put.status_code == 201, put.text
-    image = tmp_path / "phantom.png"
-    image.write_bytes(phantom_png)
-    use_token(page, service.tokens["viewer"])
-    page.goto("/ui/explain")
-    upload(page, image)
-    expect(page.locator("#units > li")).to_have_count(8)
+    explain_phantom(page, service, use_token, phantom_png, tmp_path, who="viewer")
     expect(page.locator("#region-svg polygon")).to_have_count(0)
     with page.expect_response(lambda r: r.url.endswith("/query/region")) as answer:
         page.get_by_role("button", name="Label report for the whole image").click()
@@ -339,12 +334,7 @@ def test_the_units_a_region_matched_are_enlarged_and_outlined_in_the_embedding(
     page, service, use_token, phantom_png, tmp_path
 ) -> None:
     edges, size, _ = best_region(service, phantom_png)
-    image = tmp_path / "phantom.png"
-    image.write_bytes(phantom_png)
-    use_token(page, service.tokens["viewer"])
-    page.goto("/ui/explain")
-    upload(page, image)
-    expect(page.locator("#units > li")).to_have_count(8)
+    explain_phantom(page, service, use_token, phantom_png, tmp_path, who="viewer")
     drag_rectangle(page, edges, size)
     with page.expect_response(lambda r: r.url.endswith("/query/region")) as answer:
         page.get_by_role("button", name="Find units in region").click()

@@ -9,7 +9,7 @@ try:
 except ImportError:  # the `browser` fixture then skips these tests, or fails them under CI=true
     expect = None
 
-from tests.web.test_explain_page import upload
+from tests.web.test_explain_page import explain_phantom
 from tests.web.test_survey_page import ranked_units
 
 TERM = "Vocabulary term (web test)"
@@ -57,12 +57,7 @@ def test_the_survey_offers_existing_labels_and_saves_a_chosen_one(page, service,
 def test_the_group_form_offers_existing_labels(page, service, use_token, phantom_png: bytes, tmp_path: Path) -> None:
     term = "Group vocabulary term (web test)"
     offer(service, term)
-    image = tmp_path / "phantom.png"
-    image.write_bytes(phantom_png)
-    use_token(page, service.tokens["dr_a"])
-    page.goto("/ui/explain")
-    upload(page, image)
-    expect(page.locator("#units > li")).to_have_count(8)
+    explain_phantom(page, service, use_token, phantom_png, tmp_path, who="dr_a")
     page.get_by_role("button", name="Label report for the whole image").click()
     expect(page.locator("#group-form")).to_be_visible()
     expect(page.locator(f'#group-label-suggestions option[value="{term}"]')).to_have_attribute(
