@@ -15,6 +15,7 @@ from pynetdicom.sop_class import ComprehensiveSRStorage  # type: ignore[attr-def
 from service.dimse.outbox import JOURNAL
 from service.dimse.scp import SUCCESS
 from tests.dimse.conftest import DestinationScp, ListenerProcess, associate
+from tests.pacs.conftest import ACCESSION, PATIENT_BIRTH_DATE, PATIENT_ID, PATIENT_NAME
 
 BATCH = 6
 
@@ -73,6 +74,12 @@ def test_sigkill_after_acknowledging_then_restart_explains_and_delivers_every_in
     resent = sum(n - 1 for n in Counter(str(r.SOPInstanceUID) for r in destination.received).values())
     print(f"results delivered {len(distinct)}, sent again after the kill {resent}")
     assert resent <= 1
+
+    # The logs of both runs name no patient and no instance.
+    logs = "".join(log.read_text() for log in listener.logs)
+    assert listener.events("dimse_explained") and listener.events("dimse_association")
+    for secret in (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE, ACCESSION, *uids):
+        assert secret not in logs
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{listener.metrics_port}/metrics", timeout=10).read().decode()
     assert "deepminer_dimse_spool_depth 0.0" in metrics
