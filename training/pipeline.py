@@ -338,7 +338,7 @@ def build_bundle(
     if int8:
         from training.quantize.command import quantize_bundle
 
-        quantize_bundle(out_dir, calibration=parts["holdout"], test=parts["test"], progress=progress)
+        quantize_bundle(out_dir, progress=progress)  # its hold-out and test parts, from meta.json's split
     bundle = load_bundle(out_dir)
     log.info("bundle %s written to %s in %.0f s", bundle.id, out_dir, time.perf_counter() - started)
     return out_dir

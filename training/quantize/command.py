@@ -138,6 +138,7 @@ def quantize_bundle(
     in a sibling directory and swapped in, and its hash changes: ``meta.json`` lists the new file.
     """
     bundle = load_bundle(bundle_dir)
+    source = "the bundle's hold-out mammograms" if calibration is None else "mammograms the caller chose"
     if calibration is None or test is None:
         holdout, test_part = bundle_parts(bundle, manifest)
         calibration = holdout if calibration is None else calibration
@@ -171,7 +172,8 @@ def quantize_bundle(
                      {k: c["value"] for k, c in gates["checks"].items()}, time.perf_counter() - started)
         fp32_seconds = time_round_robin(fp32_path, trials, feeds(test[0], bundle), repeats=repeats, threads=threads)
         chosen = min(trials, key=lambda t: (t.failed, statistics.median(t.seconds)))
-        section = int8_meta(chosen, trials, fp32_seconds, calibration=calibration, bundle=bundle, timed_on=test[0])
+        section = int8_meta(chosen, trials, fp32_seconds, calibration=calibration, source=source, bundle=bundle,
+                            timed_on=test[0])
         new_hash = write_int8(bundle, chosen.path, section)
     log.info("int8: chose %s (%.2f x fp32; gates %s)", chosen.candidate.name,
              section["speed"]["speedup_vs_fp32"], "held" if chosen.gates["pass"] else "FAILED")
@@ -205,6 +207,7 @@ def int8_meta(
     fp32_seconds: list[float],
     *,
     calibration: Sequence[ImageRecord],
+    source: str,
     bundle: Bundle,
     timed_on: ImageRecord,
 ) -> dict[str, Any]:
@@ -222,8 +225,8 @@ def int8_meta(
             "calibration": {
                 "method": chosen.candidate.method,
                 "images": len(calibration),
-                "source": "hold-out mammograms, whole, at the serving input size "
-                          f"(short side {bundle.input_short_side} px)",
+                "image_ids": [r.image_id for r in calibration],
+                "source": f"{source}, whole, at the serving input size (short side {bundle.input_short_side} px)",
             },
             "float_region": chosen.candidate.region,
             "float_nodes": chosen.float_nodes,

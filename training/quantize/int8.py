@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +122,7 @@ def quantize_fcn(
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
     # The histogram calibrators print their progress to stdout; the log says what is being done instead.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), _without_preprocessing_advice():
         quantize_static(
             str(source),
             str(target),
@@ -136,3 +136,22 @@ def quantize_fcn(
             calibration_cache_path=None if cache is None else str(cache),
             extra_options={"CalibStridedMinMax": 1},
         )
+
+
+class _PreprocessingAdvice(logging.Filter):
+    """Drops quantize_static's advice to run its pre-processing first: the exported graph has its BatchNorms folded
+    into the convolutions and static channel shapes already, and ONNX Runtime fuses the rest when it loads it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    advice = _PreprocessingAdvice()
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
