@@ -32,6 +32,7 @@ def serve(settings: Settings, dimse: DimseSettings, stop: threading.Event) -> No
     outbox = Outbox(dimse.spool_dir)
     metrics = DimseMetrics()
     metrics.watch_spool(spool.depth, lambda: spool.bytes)
+    metrics.watch_outbox(lambda: len(outbox.committed()), lambda: sum(1 for _ in outbox.dead_letter.iterdir()))
     bundle = load_bundle(settings.bundle)
     with ExitStack() as stack:
         loaded = load_explainer(settings, bundle, stack)

@@ -45,10 +45,26 @@ class DimseMetrics:
             "deepminer_dimse_spool_bytes", "Bytes of the instances waiting to be explained.", registry=self.registry
         )
 
+        self.outbox_depth = Gauge(
+            "deepminer_dimse_outbox_depth",
+            "Explained instances whose results the destination has not acknowledged yet.",
+            registry=self.registry,
+        )
+        self.dead_letter_depth = Gauge(
+            "deepminer_dimse_dead_letter_depth",
+            "Instances whose results were given up on, waiting in dead-letter/ for an operator.",
+            registry=self.registry,
+        )
+
     def watch_spool(self, depth: Callable[[], float], size: Callable[[], float]) -> None:
         """Read the spool's depth and size at every scrape."""
         self.spool_depth.set_function(depth)
         self.spool_bytes.set_function(size)
+
+    def watch_outbox(self, depth: Callable[[], float], dead_letter: Callable[[], float]) -> None:
+        """Read the outbox's depth and the dead-letter folder's at every scrape."""
+        self.outbox_depth.set_function(depth)
+        self.dead_letter_depth.set_function(dead_letter)
 
     def render(self) -> bytes:
         """The text exposition."""

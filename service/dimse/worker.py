@@ -100,7 +100,10 @@ class SpoolWorker:
             return self._retry(path, exc)
         except (StoreUnavailableError, OSError) as exc:
             return self._retry(path, exc)
-        self.outbox.commit(key, results)
+        try:
+            self.outbox.commit(key, results)
+        except OSError as exc:  # the outbox's disk full or failing: the instance stays spooled, nothing is lost
+            return self._retry(path, exc)
         self.spool.remove(path)
         self._not_before.pop(path.name, None)
         self.metrics.explained.labels(outcome="explained").inc()

@@ -82,5 +82,6 @@ def test_sigkill_after_acknowledging_then_restart_explains_and_delivers_every_in
         assert secret not in logs
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{listener.metrics_port}/metrics", timeout=10).read().decode()
-    assert "deepminer_dimse_spool_depth 0.0" in metrics
+    assert "deepminer_dimse_spool_depth 0.0" in metrics and "deepminer_dimse_outbox_depth 0.0" in metrics
+    assert "deepminer_dimse_dead_letter_depth 0.0" in metrics
     assert listener.stop() == 0
