@@ -200,3 +200,33 @@ def test_quantize_needs_the_bundles_images(tiny_bundle: Path, tmp_path: Path,
     shutil.copytree(tiny_bundle, bundle_dir)
     assert main(["quantize", "--bundle", str(bundle_dir), "--manifest", str(tmp_path / "absent.csv")]) == 2
     assert "absent.csv" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_build_with_int8_quantizes_a_bundle_with_auxiliary_features(
+    phantom_records: list[ImageRecord], tmp_path: Path
+) -> None:
+    """``build --int8`` end to end, on a model whose graph takes ``aux``: that path stays in float and is fed."""
+    import dataclasses
+
+    from service.backends.onnx import OnnxBackend
+    from training.config import TrainConfig
+    from training.manifest import write_manifest
+    from training.pipeline import build_bundle
+
+    cases = sorted({r.case_id for r in phantom_records})
+    records = [dataclasses.replace(r, aux={"age": 40.0 + 3 * cases.index(r.case_id)}) for r in phantom_records]
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(manifest, records)
+    config = TrainConfig(name="tiny-aux-int8", depth=18, patch_size=32, epochs=1, lr=0.01, lr_decay_epoch=None,
+                         samples_per_epoch=128, balance_classes=True, device="cpu", aux_features=("age",))
+    bundle = load_bundle(build_bundle(manifest, tmp_path / "bundle", config, progress=False, int8=True))
+    int8 = bundle.int8
+    assert int8 is not None and len(int8["trials"]) == 12  # every calibration method x float region
+    assert int8["quantization"]["calibration"]["images"] == bundle.meta["split"]["images"]["holdout"]
+    model = onnx.load(str(bundle.path(INT8_ONNX_FILE)))
+    on_aux = {n.name for n in model.graph.node if "aux" in n.input}
+    assert on_aux and on_aux <= set(int8["quantization"]["float_nodes"])  # the aux term is never quantized
+    x = np.random.default_rng(0).standard_normal((1, 3, 128, 96), dtype=np.float32)
+    logits, features = OnnxBackend(bundle, device="cpu", precision="int8").run(x, np.array([[50.0]], np.float32))
+    assert np.isfinite(logits).all() and features.shape[0] == 512
