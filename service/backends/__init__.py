@@ -55,7 +55,7 @@ def create_backend(settings: Settings, bundle: Bundle, *, on_batch: Callable[[in
 
 
 def check_int8_gates(bundle: Bundle, *, allow_failed: bool) -> None:
-    """Refuse, with :class:`BundleError`, a bundle whose int8 graph failed its accuracy gates (meta.json ``int8.gates``).
+    """Refuse, with :class:`BundleError`, a bundle whose int8 graph failed its accuracy gates (``int8.gates``).
 
     With ``allow_failed`` the failed gates are logged as a warning instead. A bundle without an int8
     graph passes here; the backend that serves int8 refuses it.

@@ -105,8 +105,8 @@ def test_int8_backend_runs_the_int8_graph(int8_bundle: Path, phantom_png: bytes)
 
 
 def test_start_up_refuses_int8_without_the_int8_graph(make_client: Callable[..., Any]) -> None:
-    with pytest.raises(BackendUnavailableError, match=rf"precision=int8 needs the bundle's int8 graph {INT8_ONNX_FILE}, "
-                       r"which bundle .* lacks; add it with `python -m training quantize --bundle"):
+    with pytest.raises(BackendUnavailableError, match=rf"precision=int8 needs the bundle's int8 graph "
+                       rf"{INT8_ONNX_FILE}, which bundle .* lacks; add it with `python -m training quantize --bundle"):
         with make_client(backend="onnx", device="cpu", precision="int8"):
             pass
 

@@ -246,7 +246,10 @@ def int8_meta(
 
 
 def write_int8(bundle: Bundle, int8_file: Path, section: dict[str, Any]) -> str:
-    """Copy the bundle with ``int8_file`` and ``meta.json`` ``int8`` added into a sibling, re-finalise, swap; new hash."""
+    """Copy the bundle into a sibling with ``int8_file`` and ``meta.json`` ``int8`` added, re-finalise, swap it in.
+
+    Returns the new bundle hash.
+    """
     root = bundle.root
     staging = root.with_name(root.name + ".int8.partial")
     retired = root.with_name(root.name + ".int8.old")

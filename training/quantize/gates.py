@@ -61,7 +61,10 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 def paired_figures(
     candidate: Sequence[ImageMaps], reference: Sequence[ImageMaps], *, weight: np.ndarray, classes: Sequence[str]
 ) -> dict[str, dict[str, list[float]]]:
-    """Per class, each image's top-5 units shared and CAM Pearson, candidate against reference (same images, in order)."""
+    """Per class, each image's top-5 units shared and CAM Pearson, candidate against reference.
+
+    Both hold the same images in the same order.
+    """
     if [m.record.image_id for m in candidate] != [m.record.image_id for m in reference]:
         raise ValueError("candidate and reference maps must be of the same images in the same order")
     shared: dict[str, list[float]] = {c: [] for c in classes}

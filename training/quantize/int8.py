@@ -115,9 +115,9 @@ def quantize_fcn(
     """Write ``source`` (the fp32 FCN) quantized to ``target``: QDQ, uint8 activations, per-channel int8 weights.
 
     ``calibration`` yields the calibration images' inputs; ``method`` names the calibrator
-    (:data:`~training.quantize.names.CALIBRATION_METHODS`); ``keep_float`` lists nodes left in float. ``cache``: a file for the
-    calibrated ranges, reused when it exists (the same images and method give the same ranges whatever
-    stays in float).
+    (:data:`~training.quantize.names.CALIBRATION_METHODS`); ``keep_float`` lists nodes left in float.
+    ``cache``: a file for the calibrated ranges, reused when it exists (the same images and method give
+    the same ranges whatever stays in float); ONNX Runtime 1.32 or later.
     """
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
