@@ -826,27 +826,34 @@ def measure_int8(bundle: Bundle, x: np.ndarray, *, repeats: int, threads: int, d
     rounds = statistics.median(a / b for a, b in zip(samples["fp32"], samples["int8"]))
     cpu = cpu_info()
     gates, quantization = int8["gates"], int8["quantization"]
-    table(f"int8 against fp32, ONNX Runtime ({provider}), {bundle.meta['model']['architecture']}, input "
-          f"{x.shape[2]} x {x.shape[3]}, {repeats} rounds round-robin; CPU {cpu['model']} "
-          f"({', '.join(cpu['instruction_sets']) or 'no AVX2'})",
-          ["engine", "median s", "min s", "speed-up (medians)", "median of round ratios"],
-          [["onnx fp32", results["fp32"]["median_s"], results["fp32"]["min_s"], 1.0, 1.0],
-           [f"onnx int8 ({quantization['calibration']['method']}, float: {quantization['float_region']})",
-            results["int8"]["median_s"], results["int8"]["min_s"], speedup, rounds]])
-    table(f"int8 gates against fp32 on {gates['images']} test images (python -m training quantize)",
-          ["gate", "figure (worst class)", "bound", "holds"],
-          [[name, "n/a" if c["value"] is None else c["value"], c["bound"], c["pass"]]
-           for name, c in gates["checks"].items()])
+    tables = [{
+        "title": f"int8 against fp32, ONNX Runtime ({provider}), {bundle.meta['model']['architecture']}, input "
+                 f"{x.shape[2]} x {x.shape[3]}, {repeats} rounds round-robin; CPU {cpu['model']} "
+                 f"({', '.join(cpu['instruction_sets']) or 'no AVX2'})",
+        "header": ["engine", "median s", "min s", "speed-up (medians)", "median of round ratios"],
+        "rows": [["onnx fp32", results["fp32"]["median_s"], results["fp32"]["min_s"], 1.0, 1.0],
+                 [f"onnx int8 ({quantization['calibration']['method']}, float: {quantization['float_region']})",
+                  results["int8"]["median_s"], results["int8"]["min_s"], speedup, rounds]],
+    }, {
+        "title": f"int8 gates against fp32 on {gates['images']} test images (python -m training quantize)",
+        "header": ["gate", "figure (worst class)", "bound", "holds"],
+        "rows": [[name, "n/a" if c["value"] is None else c["value"], c["bound"], c["pass"]]
+                 for name, c in gates["checks"].items()],
+    }]
     trials = int8.get("trials", [])
     if len(trials) > 1:
-        table("quantize's trials (speed-up from its own round-robin timing)",
-              ["calibration", "float", "speed-up", "gates", *gates["checks"]],
-              [[t["calibration"], t["float_region"], t["speedup_vs_fp32"], t["gates_pass"],
-                *["n/a" if v is None else v for v in t["checks"].values()]] for t in trials])
+        tables.append({
+            "title": "quantize's trials (speed-up from its own round-robin timing)",
+            "header": ["calibration", "float", "speed-up", "gates", *gates["checks"]],
+            "rows": [[t["calibration"], t["float_region"], t["speedup_vs_fp32"], t["gates_pass"],
+                      *["n/a" if v is None else v for v in t["checks"].values()]] for t in trials],
+        })
+    for t in tables:
+        table(t["title"], t["header"], t["rows"])
     return {"bundle": bundle.id, "architecture": bundle.meta["model"]["architecture"], "input_shape": list(x.shape),
             "provider": provider, "cpu": cpu, "repeats": repeats, "results": results, "samples": samples,
             "speedup": speedup, "round_ratio_median": rounds, "quantization": quantization, "gates": gates,
-            "trials": trials}
+            "trials": trials, "tables": tables}
 
 
 def demo_bundle(cache: Path) -> Bundle:

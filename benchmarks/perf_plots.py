@@ -191,6 +191,8 @@ def markdown_tables(report: dict[str, Any]) -> str:
     if "batch" in report:
         out.append("### Batches\n\n" + _md(["batch", "median s", "images/s"],
                                             [[r["batch"], r["median_s"], r["images_per_s"]] for r in report["batch"]["rows"]]))
+    for phase in report.get("int8", {}).values():
+        out += [f"### {t['title']}\n\n" + _md(t["header"], t["rows"]) for t in phase["tables"]]
     return "\n\n".join(out) + "\n"
 
 
