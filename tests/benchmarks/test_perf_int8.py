@@ -16,6 +16,9 @@ from training.quantize.command import Candidate, quantize_bundle
 from training.quantize.gates import GATE_BOUNDS
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from perf_plots import markdown_tables  # noqa: E402
 
 
 @pytest.mark.slow
@@ -45,3 +48,5 @@ def test_int8_phase_times_int8_against_fp32_and_reports_the_gates(tiny_bundle: P
         assert set(phase["gates"]["checks"]) == set(GATE_BOUNDS)
         assert isinstance(phase["cpu"]["instruction_sets"], list) and phase["cpu"]["model"]
     assert "int8 against fp32" in done.stdout and "int8 gates against fp32" in done.stdout
+    tables = markdown_tables({"int8": report})
+    assert tables.count("### int8 against fp32") == 2 and tables.count("### int8 gates against fp32") == 2
