@@ -23,7 +23,7 @@ from service.metrics import Metrics, multiprocess_dir
 from service.pool import InferencePool
 from service.quality import load_quality
 from service.queries import RegionQueries
-from service.settings import Settings
+from service.settings import Settings, settings_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def main() -> None:
     """Serve with uvicorn on the configured host and port (``python -m service``, ``deepminer-serve``)."""
     import uvicorn
 
-    settings = Settings()
+    settings = settings_from_environment(Settings)
     configure_logging(settings.log_level)
     # log_config=None keeps uvicorn from replacing the JSON handlers; the
     # middleware writes one line per request, so uvicorn's access log is off.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.auth import AuthMode, TokenSpec
@@ -162,3 +163,23 @@ class Settings(BaseSettings):
                 "set DEEPMINER_AUTH=writes or all with tokens"
             )
         return self
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def settings_from_environment(cls: type[S]) -> S:
+    """``cls()`` read from the environment, or exit with status 2 naming each variable that is missing or wrong.
+
+    What a process's ``main`` calls, so an operator sees ``DEEPMINER_…: why`` rather than a traceback.
+    """
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = [
+            f"  {prefix}{str(error['loc'][0]).upper()}: {error['msg']}" if error["loc"] else f"  {error['msg']}"
+            for error in exc.errors()
+        ]
+        print("invalid configuration:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -21,7 +21,7 @@ from service.dimse.worker import SpoolWorker
 from service.loading import load_explainer, software_version
 from service.logging import configure_logging
 from service.pacs.equipment import Equipment
-from service.settings import Settings
+from service.settings import Settings, settings_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,9 @@ def serve(settings: Settings, dimse: DimseSettings, stop: threading.Event) -> No
 
 def main() -> None:
     """``python -m service.dimse``: settings from ``DEEPMINER_*`` and ``DEEPMINER_DIMSE_*``; SIGTERM stops it."""
-    settings = Settings()
+    settings = settings_from_environment(Settings)
     configure_logging(settings.log_level)
-    dimse = DimseSettings()
+    dimse = settings_from_environment(DimseSettings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -173,6 +173,12 @@ def test_entrypoint_migrates_from_the_environment_and_passes_other_commands(tmp_
     assert _entrypoint("migrate", "--current", env=env).stdout.strip() == "database at revision 0001 (head)"
     passed = _entrypoint("python", "-c", "print('as given')", env=env)
     assert passed.stdout.strip() == "as given"
+    # `dimse` starts the DICOM listener, which names the variable it lacks before it listens.
+    listener = _entrypoint("dimse", env=env)
+    assert listener.returncode == 2, listener.stderr[-2000:]
+    assert listener.stderr == "invalid configuration:\n  DEEPMINER_DIMSE_ALLOWED_CALLING_AE_TITLES: Field required\n"
+    served = _entrypoint("serve", env={**env, "DEEPMINER_BACKEND": "nope"})
+    assert served.returncode == 2 and served.stderr.startswith("invalid configuration:\n  DEEPMINER_BACKEND: ")
 
 
 # -- install.sh for real -----------------------------------------------------------
