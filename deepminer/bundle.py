@@ -35,6 +35,9 @@ PATCHES_PER_UNIT = 24
 """Top hold-out patches a bundle shows per ranked unit unless built with another count: the paper shows
 experts "dozens" (the reference renders 64). ``meta.json`` ``unit_visualisation.patches_per_unit`` records it."""
 EMBEDDING_FILE = "embedding.json"
+SUSPICIOUS_DIR = "suspicious"
+SUSPICIOUS_INDEX_FILE = f"{SUSPICIOUS_DIR}/index.json"
+"""Optional: the hold-out set's most suspicious cells per lesion class and their images (training/suspicious.py)."""
 INT8_ONNX_FILE = "fcn.int8.onnx"
 """Optional: the FCN quantized to int8 (``python -m training quantize``); ``meta.json`` ``int8`` says how it was
 made and holds its accuracy gates against ``fcn.onnx`` (:attr:`Bundle.int8`, :meth:`Bundle.int8_failed_gates`)."""
@@ -204,6 +207,11 @@ class Bundle:
     def embedding(self) -> dict[str, Any] | None:
         """``embedding.json`` (2-D PCA of every unit), or None in older bundles."""
         return json.loads(self.path(EMBEDDING_FILE).read_text()) if self.has(EMBEDDING_FILE) else None
+
+    @cached_property
+    def suspicious_patches(self) -> dict[str, Any] | None:
+        """``suspicious/index.json`` (the hold-out set's top cells per lesion class), or None in older bundles."""
+        return json.loads(self.path(SUSPICIOUS_INDEX_FILE).read_text()) if self.has(SUSPICIOUS_INDEX_FILE) else None
 
 
 def load_bundle(root: Path | str, *, verify: bool = True) -> Bundle:
