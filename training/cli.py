@@ -37,6 +37,8 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> Non
     g.add_argument("--aux-features", type=_names, default=defaults.aux_features, metavar="NAME[,NAME...]",
                    help="auxiliary per-case features to train with, from the manifest's aux:<name> columns "
                    "(default: %(default)s = none)")
+    g.add_argument("--suspicious-patches", type=_positive_int, default=defaults.suspicious_patches, metavar="N",
+                   help="hold-out cells kept per lesion class for the suspicious-patches list (default: %(default)s)")
 
 
 def _add_top_patches(p: argparse.ArgumentParser, default: int) -> None:
@@ -97,6 +99,7 @@ def _config_from(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig
         imagenet_weights=args.imagenet_weights,
         device=args.device,
         aux_features=args.aux_features,
+        suspicious_patches=args.suspicious_patches,
     )
 
 

@@ -69,6 +69,8 @@ class TrainConfig:
     label_categories: bool = False
     top_per_image: int = 8
     top_per_class: int = 20
+    # The hold-out cells most likely malignant, and most likely benign, kept per class (training/suspicious.py).
+    suspicious_patches: int = 24
     threshold_quantile: float = 0.99
     eval_batch_size: int = 64
     # Names of the manifest's ``aux:<name>`` columns the classifier also takes
@@ -138,6 +140,10 @@ class TrainConfig:
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if isinstance(self.suspicious_patches, bool) or not isinstance(self.suspicious_patches, int) or (
+            self.suspicious_patches < 1
+        ):
+            raise ValueError(f"suspicious_patches must be a whole number >= 1, got {self.suspicious_patches!r}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         known = {f.name for f in fields(self)}

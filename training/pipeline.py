@@ -47,6 +47,7 @@ from training.quality import DEMO_BARS, QUALITY_DIR, QUALITY_JSON, assess, headl
 from training.plots import LEARNING_CURVES_FILE, plot_learning_curves
 from training.ranking import fcn_maps, rank_units
 from training.split import PARTS, split_by_case
+from training.suspicious import SuspiciousCells, write_suspicious_patches
 from training.train import fine_tune, patch_probabilities
 from training.visualise import top_activating_patches, write_unit_visualisations
 
@@ -213,8 +214,10 @@ def build_bundle(
         fcn.body, patches["holdout"], ranking.ranked_union(), n=top_patches, q=config.threshold_quantile,
         mean=mean, std=std, device=device, batch_size=config.eval_batch_size, progress=progress,
     )
+    # The embedding's pass over the hold-out mammograms also finds their most suspicious cells.
+    suspicious = SuspiciousCells(CLASSES, n=config.suspicious_patches, patch_size=config.patch_size)
     embedding = unit_embedding(
-        max_activation_matrix(fcn_maps(fcn, parts["holdout"], desc="unit embedding", **map_args)),
+        max_activation_matrix(suspicious.watch(fcn_maps(fcn, parts["holdout"], desc="unit embedding", **map_args))),
         ranking.ranked_union(),
     )
     log.info("unit embedding: explained variance ratio %s", embedding["explained_variance_ratio"])
@@ -312,6 +315,7 @@ def build_bundle(
         ),
         "embedding": {"file": EMBEDDING_FILE, "method": embedding["method"],
                       "explained_variance_ratio": embedding["explained_variance_ratio"]},
+        "suspicious_patches": write_suspicious_patches(staging, suspicious, source="holdout"),
         "data": {"manifest": str(Path(manifest).resolve()), "images": len(records)},
         "software": {
             "deepminer": __version__,
