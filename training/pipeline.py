@@ -33,6 +33,7 @@ from deepminer.bundle import (
 from deepminer.fcn import build_classifier, num_units, to_fcn
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
 from deepminer.scoring import DEFAULT_SCORE_RULE
+from deepminer.unit_patches import TOP_PATCHES_FILE
 from training.concepts import automatic_labels
 from training.config import TrainConfig
 from training.config_file import CONFIG_FILE, write_run_file
@@ -49,7 +50,7 @@ from training.ranking import fcn_maps, rank_units
 from training.split import PARTS, split_by_case
 from training.suspicious import SuspiciousCells, write_suspicious_patches
 from training.train import fine_tune, patch_probabilities
-from training.visualise import top_activating_patches, write_unit_visualisations
+from training.visualise import top_activating_patches, write_top_patch_table, write_unit_visualisations
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,16 @@ def preprocessing_meta(
     }
 
 
-def unit_visualisation_meta(*, top_patches: int, threshold_source: str, quantile: float) -> dict[str, Any]:
+def unit_visualisation_meta(
+    *, top_patches: int, threshold_source: str, quantile: float, images_root: Path | None = None
+) -> dict[str, Any]:
     """``meta.json`` ``unit_visualisation``: what ``units/index.json`` holds and how its masks were made.
 
     ``threshold_source`` and ``quantile`` are what the visualisations were
     made with (:func:`training.visualise.write_unit_visualisations`,
-    :func:`training.visualise.top_activating_patches`).
+    :func:`training.visualise.top_activating_patches`). ``images_root``: the
+    folder the table of every unit's top patches (``units/top_patches.npz``)
+    stores hold-out image paths relative to; None for a bundle without it.
     """
     thresholds = {
         "patches": f"the unit's {quantile:g} quantile of its layer4 activations over every hold-out patch "
@@ -123,6 +128,14 @@ def unit_visualisation_meta(*, top_patches: int, threshold_source: str, quantile
     }
     if threshold_source not in thresholds:
         raise ValueError(f"threshold_source must be one of {sorted(thresholds)}, got {threshold_source!r}")
+    table = {} if images_root is None else {
+        "top_patches": {
+            "file": TOP_PATCHES_FILE,
+            "units": "every layer4 unit; PNGs above are rendered for the ranked units only",
+            "images_root": str(images_root),
+            "rendering": "the service renders other units' patches on demand from the hold-out images",
+        }
+    }
     return {
         "index": UNITS_INDEX_FILE,
         "patches_per_unit": top_patches,
@@ -130,6 +143,7 @@ def unit_visualisation_meta(*, top_patches: int, threshold_source: str, quantile
         "threshold_source": threshold_source,
         "mask": "the unit's layer4 map on the patch, bilinearly upsampled (deepminer.grid) and binarised at "
         f"{thresholds[threshold_source]}; outside dimmed",
+        **table,
     }
 
 
@@ -210,8 +224,8 @@ def build_bundle(
         log.info("class %s: %d ranked units, coverage %.2f%%", name, len(ranking.ranked(c)), 100 * ranking.coverage(c))
     weight = fcn.head.weight.detach()[:, :, 0, 0].float().cpu().numpy()
     bias = fcn.head.bias.detach().float().cpu().numpy()
-    unit_patches = top_activating_patches(
-        fcn.body, patches["holdout"], ranking.ranked_union(), n=top_patches, q=config.threshold_quantile,
+    unit_patches = top_activating_patches(  # every unit: the table serves those outside the ranked set too
+        fcn.body, patches["holdout"], range(weight.shape[1]), n=top_patches, q=config.threshold_quantile,
         mean=mean, std=std, device=device, batch_size=config.eval_batch_size, progress=progress,
     )
     # The embedding's pass over the hold-out mammograms also finds their most suspicious cells.
@@ -239,8 +253,12 @@ def build_bundle(
                          best_epoch=result.best_epoch)
     write_run_file(staging / CONFIG_FILE, config,
                    build={"manifest": Path(manifest).resolve(), "auto_labels": auto_label, "top_patches": top_patches})
-    write_unit_visualisations(staging, unit_patches, patches["holdout"], parts["holdout"], ranking,
-                              threshold_source=VISUALISATION_THRESHOLD, progress=progress)
+    write_unit_visualisations(staging, unit_patches.subset(ranking.ranked_union()), patches["holdout"],
+                              parts["holdout"], ranking, threshold_source=VISUALISATION_THRESHOLD, progress=progress)
+    write_top_patch_table(staging, unit_patches, patches["holdout"], parts["holdout"],
+                          thresholds={"patches": unit_patches.patch_thresholds, "ranking": ranking.thresholds}[
+                              VISUALISATION_THRESHOLD],
+                          threshold_source=VISUALISATION_THRESHOLD, images_root=Path(manifest).resolve().parent)
     (staging / EMBEDDING_FILE).write_text(json.dumps(embedding, indent=1) + "\n")
     labels: list[dict[str, Any]] = []
     if auto_label:
@@ -311,7 +329,8 @@ def build_bundle(
             "coverage": {name: ranking.coverage(c) for c, name in enumerate(CLASSES)},
         },
         "unit_visualisation": unit_visualisation_meta(
-            top_patches=top_patches, threshold_source=VISUALISATION_THRESHOLD, quantile=config.threshold_quantile
+            top_patches=top_patches, threshold_source=VISUALISATION_THRESHOLD, quantile=config.threshold_quantile,
+            images_root=Path(manifest).resolve().parent,
         ),
         "embedding": {"file": EMBEDDING_FILE, "method": embedding["method"],
                       "explained_variance_ratio": embedding["explained_variance_ratio"]},

@@ -23,6 +23,12 @@ records both. ``units/index.json`` ties them together for the service::
 
 One context image serves every patch of its mammogram, so it is not outlined
 itself; ``context_box`` says where to draw the outline.
+
+The same pass scores every unit, not only the ranked ones: ``units/top_patches.npz``
+(:func:`write_top_patch_table`, :class:`deepminer.unit_patches.TopPatchTable`)
+keeps every unit's top patches by reference (image, box, activation), without
+pixels, so the service can render an unranked unit's patches on demand with the
+same drawing functions (:mod:`deepminer.unit_patches`).
 """
 
 from __future__ import annotations
@@ -41,18 +47,37 @@ from torch import nn
 from tqdm import tqdm
 
 from deepminer.bundle import PATCHES_PER_UNIT, UNITS_DIR, UNITS_INDEX_FILE
-from deepminer.formulas import TopQuantile, binarise
-from deepminer.grid import GridMapping, feature_grid_shape, upsample
-from deepminer.imaging import read_image, resize
+from deepminer.formulas import TopQuantile
+from deepminer.grid import feature_grid_shape
+from deepminer.imaging import read_image, read_image_shape, resize
+from deepminer.unit_patches import (
+    CONTEXT_HEIGHT,
+    DIM,
+    TOP_PATCHES_FILE,
+    TopPatchTable,
+    context_box,
+    context_shape,
+    dim_outside,
+    to_uint8,
+    unit_mask,
+)
 from training.data import PatchSet
 from training.evaluate import batch_input
 from training.manifest import ImageRecord
 from training.ranking import UnitRanking
 
-CONTEXT_HEIGHT = 256
-"""Largest height of the downscaled source mammograms."""
-DIM = 0.25
-"""Brightness kept outside a unit's mask (Lu & Perer dim the rest of the patch rather than hide it)."""
+__all__ = [
+    "CONTEXT_HEIGHT",
+    "DIM",
+    "UnitPatches",
+    "dim_outside",
+    "merge_top",
+    "to_uint8",
+    "top_activating_patches",
+    "unit_mask",
+    "write_top_patch_table",
+    "write_unit_visualisations",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,21 @@ class UnitPatches:
     indices: np.ndarray  # (U, n) index into the PatchSet
     maps: np.ndarray  # (U, n, h, w) the unit's layer4 map on the patch
     patch_thresholds: np.ndarray  # (U,)
+
+    def subset(self, units: Sequence[int]) -> UnitPatches:
+        """The rows of ``units`` (each one of :attr:`units`), in that order."""
+        row = {k: u for u, k in enumerate(self.units)}
+        missing = [int(k) for k in units if int(k) not in row]
+        if missing:
+            raise ValueError(f"units {missing[:10]} are not among the {len(self.units)} units of these patches")
+        rows = [row[int(k)] for k in units]
+        return UnitPatches(
+            units=tuple(int(k) for k in units),
+            activations=self.activations[rows],
+            indices=self.indices[rows],
+            maps=self.maps[rows],
+            patch_thresholds=self.patch_thresholds[rows],
+        )
 
 
 def merge_top(
@@ -147,22 +187,6 @@ def top_activating_patches(
     return UnitPatches(units=units, activations=acts, indices=idx, maps=maps, patch_thresholds=quantiles.thresholds())
 
 
-def unit_mask(response: np.ndarray, patch_size: int, threshold: float) -> np.ndarray:
-    """The unit's ``(h, w)`` map on a patch, upsampled to ``patch_size`` × ``patch_size`` and binarised."""
-    mapping = GridMapping.for_input(image_shape=(patch_size, patch_size), input_shape=(patch_size, patch_size))
-    return binarise(upsample(response, mapping), threshold)
-
-
-def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Grayscale in [0, 1] → 8-bit."""
-    return np.clip(np.rint(pixels.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-
-
-def dim_outside(pixels: np.ndarray, mask: np.ndarray, dim: float = DIM) -> np.ndarray:
-    """8-bit patch with everything outside ``mask`` scaled by ``dim``."""
-    return to_uint8(np.where(mask, pixels.astype(np.float32), dim * pixels.astype(np.float32)))
-
-
 def _save_png(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format="PNG", optimize=True)
@@ -215,8 +239,7 @@ def write_unit_visualisations(
                 raise ValueError(f"patch from image {image_id!r}, which is not among the {len(by_id)} records given")
             pixels = read_image(by_id[image_id].image_path)
             height, width = pixels.shape
-            out_h = min(context_height, height)
-            out_w = max(1, round(width * out_h / height))
+            out_h, out_w = context_shape(height, width, context_height)
             rel = f"{UNITS_DIR}/context/{_file_stem(image_id, stems)}.png"
             _save_png(root / rel, to_uint8(resize(pixels, (out_h, out_w))))
             contexts[image_id] = (rel, out_h / height, out_w / width)
@@ -252,12 +275,7 @@ def write_unit_visualisations(
                     "mask_fraction": float(mask.mean()),
                     "image_id": patches.image_ids[i],
                     "box": {"top": box.top, "left": box.left, "side": box.side},
-                    "context_box": {
-                        "top": round(box.top * sy, 2),
-                        "left": round(box.left * sx, 2),
-                        "height": round(box.side * sy, 2),
-                        "width": round(box.side * sx, 2),
-                    },
+                    "context_box": context_box(box.top, box.left, box.side, scale=(sy, sx)),
                     "patch": patch_rel,
                     "masked": masked_rel,
                     "context": context_rel,
@@ -273,3 +291,60 @@ def write_unit_visualisations(
     (root / UNITS_INDEX_FILE).parent.mkdir(parents=True, exist_ok=True)
     (root / UNITS_INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
     return index
+
+
+def write_top_patch_table(
+    root: Path,
+    top: UnitPatches,
+    patches: PatchSet,
+    records: Sequence[ImageRecord],
+    *,
+    thresholds: np.ndarray,
+    threshold_source: Literal["ranking", "patches"],
+    images_root: Path,
+) -> TopPatchTable:
+    """Write ``units/top_patches.npz`` under ``root``: every unit's top patches by reference; returns the table.
+
+    ``top`` must hold every unit, in order (``top.units == range(K)``), so that
+    the service can show the top patches of a unit outside the ranked set,
+    rendering them on demand from the hold-out images (:mod:`deepminer.unit_patches`).
+    ``thresholds`` ``(K,)`` are the mask thresholds from ``threshold_source``.
+    Image paths are stored relative to ``images_root`` (the manifest's folder)
+    where they lie under it.
+    """
+    if top.units != tuple(range(len(top.units))):
+        raise ValueError(
+            f"the table needs every unit in order 0..K-1, got {len(top.units)} units starting {top.units[:5]}"
+        )
+    if thresholds.shape != (len(top.units),):
+        raise ValueError(f"thresholds must be ({len(top.units)},), got {thresholds.shape}")
+    by_id = {r.image_id: r for r in records}
+    used = np.unique(top.indices[top.indices >= 0])  # patch indices any unit refers to, ascending
+    position = np.full(len(patches), -1, dtype=np.int64)
+    position[used] = np.arange(len(used))
+    image_ids = tuple(dict.fromkeys(patches.image_ids[i] for i in used))
+    image_of = {image_id: j for j, image_id in enumerate(image_ids)}
+    missing = [i for i in image_ids if i not in by_id]
+    if missing:
+        raise ValueError(f"patches from images {missing[:5]}, which are not among the {len(by_id)} records given")
+    images_root = Path(images_root).resolve()
+
+    def stored_path(path: Path) -> str:
+        resolved = Path(path).resolve()
+        return resolved.relative_to(images_root).as_posix() if resolved.is_relative_to(images_root) else str(resolved)
+
+    boxes = [patches.boxes[i] for i in used]
+    shapes = [read_image_shape(by_id[i].image_path) for i in image_ids]
+    table = TopPatchTable(
+        activation=top.activations.astype(np.float32),
+        patch=np.where(top.indices >= 0, position[np.maximum(top.indices, 0)], -1).astype(np.int32),
+        threshold=np.asarray(thresholds, dtype=np.float32),
+        threshold_source=threshold_source,
+        boxes=np.asarray([[b.top, b.left, b.side] for b in boxes], dtype=np.int32).reshape(-1, 3),
+        image=np.asarray([image_of[patches.image_ids[i]] for i in used], dtype=np.int32),
+        image_ids=image_ids,
+        image_paths=tuple(stored_path(by_id[i].image_path) for i in image_ids),
+        image_shapes=np.asarray(shapes, dtype=np.int32).reshape(-1, 2),
+    )
+    table.save(Path(root) / TOP_PATCHES_FILE)
+    return table

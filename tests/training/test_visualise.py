@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,15 @@ from training.evaluate import batch_input
 from training.patches import CLASSES, PatchRule, crop_patch
 from training.pipeline import build_bundle, unit_visualisation_meta
 from training.ranking import UnitRanking
-from training.visualise import dim_outside, merge_top, to_uint8, top_activating_patches, write_unit_visualisations
+from deepminer.unit_patches import TOP_PATCHES_FILE, TopPatchTable
+from training.visualise import (
+    dim_outside,
+    merge_top,
+    to_uint8,
+    top_activating_patches,
+    write_top_patch_table,
+    write_unit_visualisations,
+)
 
 PATCH = 64  # a 2x2 layer4 grid, so the upsampled masks are not constant
 UNITS = (3, 17, 100, 511)
@@ -233,3 +242,59 @@ def test_masks_at_the_patch_threshold(tmp_path, body, patches, phantom_records):
         assert entry["patches"][0]["mask_fraction"] > 0
     with pytest.raises(ValueError, match="threshold_source"):
         write_unit_visualisations(tmp_path, top, patches, phantom_records[:3], ranking, threshold_source="x")
+
+
+def test_the_table_lists_every_units_top_patches(tmp_path, body, patches, all_maps, phantom_records):
+    top = top_activating_patches(body, patches, range(512), n=3, **ARGS)
+    table = write_top_patch_table(tmp_path, top, patches, phantom_records[:3], thresholds=top.patch_thresholds,
+                                  threshold_source="patches", images_root=phantom_records[0].image_path.parent)
+    loaded = TopPatchTable.load(tmp_path / TOP_PATCHES_FILE)
+    assert loaded.num_units == 512 and loaded.threshold_source == "patches"
+    np.testing.assert_array_equal(loaded.patch, table.patch)
+    np.testing.assert_array_equal(loaded.threshold, top.patch_thresholds)
+    by_id = {r.image_id: r for r in phantom_records}
+    for k in (0, 3, 200, 511):  # every unit, brute force: its 3 patches of largest max activation
+        acts = all_maps[:, k].reshape(len(patches), -1).max(axis=1)
+        expected = sorted(range(len(patches)), key=lambda i: (-acts[i], i))[:3]
+        np.testing.assert_allclose(loaded.activation[k], acts[expected], rtol=1e-5)
+        for col, i in enumerate(expected):
+            j = int(loaded.patch[k, col])
+            image = int(loaded.image[j])
+            assert loaded.image_ids[image] == patches.image_ids[i]
+            box = patches.boxes[i]
+            assert tuple(loaded.boxes[j]) == (box.top, box.left, box.side)
+            # the stored path, relative to the images root, finds the image; so does its stored shape
+            path = phantom_records[0].image_path.parent / loaded.image_paths[image]
+            assert path.resolve() == by_id[patches.image_ids[i]].image_path.resolve()
+            assert tuple(loaded.image_shapes[image]) == read_image(path).shape
+    with pytest.raises(ValueError, match="every unit in order"):
+        write_top_patch_table(tmp_path, top.subset(UNITS), patches, phantom_records[:3],
+                              thresholds=top.patch_thresholds[:4], threshold_source="patches", images_root=tmp_path)
+    (tmp_path / "bad.npz").write_bytes(b"not a table")
+    with pytest.raises(ValueError, match="bad.npz is not a table of top patches"):
+        TopPatchTable.load(tmp_path / "bad.npz")
+
+
+def test_bundle_table_covers_every_unit_and_agrees_with_the_index(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    assert TOP_PATCHES_FILE in bundle.meta["files"]
+    table = TopPatchTable.load(tiny_bundle / TOP_PATCHES_FILE)
+    assert table.num_units == bundle.num_units and table.threshold_source == "patches"
+    meta = bundle.meta["unit_visualisation"]["top_patches"]
+    assert meta["file"] == TOP_PATCHES_FILE and meta["images_root"] == str(
+        Path(bundle.meta["data"]["manifest"]).parent
+    )
+    index = bundle.unit_index
+    assert index is not None and len(index) < bundle.num_units  # PNGs for the ranked units only
+    for unit, entry in index.items():
+        k = int(unit)
+        assert table.threshold[k] == pytest.approx(entry["threshold"])
+        for col, item in enumerate(entry["patches"]):
+            j = int(table.patch[k, col])
+            assert table.image_ids[table.image[j]] == item["image_id"]
+            assert dict(zip(("top", "left", "side"), map(int, table.boxes[j]))) == item["box"]
+            assert table.activation[k, col] == pytest.approx(item["activation"])
+    unranked = [k for k in range(bundle.num_units) if str(k) not in index]
+    assert unranked and all((table.patch[k] >= 0).all() for k in unranked)
+    for image, shape in zip(table.image_paths, table.image_shapes):
+        assert read_image(Path(meta["images_root"]) / image).shape == tuple(shape)
