@@ -14,7 +14,7 @@ from deepminer.bundle import BundleError, load_bundle
 from service.api.deps import AUTH_RESPONSES, read_access
 from service.api.errors import register_error_handlers
 from service.api.middleware import RequestMiddleware
-from service.api.routes import dicomweb, explain, health, methods, metrics, pages, quality, queries, units
+from service.api.routes import dicomweb, explain, health, methods, metrics, pages, quality, queries, suspicious, units
 from service.auth import load_authenticator
 from service.loading import load_explainer, software_version
 from service.logging import configure_logging
@@ -133,7 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Probes and scrapes stay open; everything else reads behind DEEPMINER_AUTH (writes check more, per route).
     # Registered explanation methods without a route of their own are served at POST /methods/{name}.
     served = methods.router_for(cls for cls in map(METHODS.get, METHODS.names()) if cls.route is None)
-    for router in (explain.router, units.router, queries.router, quality.router, dicomweb.router, served):
+    for router in (explain.router, units.router, queries.router, suspicious.router, quality.router, dicomweb.router,
+                   served):
         app.include_router(router, dependencies=[Depends(read_access)], responses=AUTH_RESPONSES)
     for module in (health, metrics, pages):
         app.include_router(module.router)

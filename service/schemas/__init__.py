@@ -34,6 +34,7 @@ from service.schemas.quality import (
     QualityResponse,
 )
 from service.schemas.queries import LabelReportOut, RegionOut, RegionQueryResponse, RegionUnit
+from service.schemas.suspicious import PixelBox, SuspiciousImage, SuspiciousPatch, SuspiciousPatchesResponse
 from service.schemas.units import (
     ClassCoverageOut,
     EmbeddedUnit,
@@ -81,6 +82,7 @@ __all__ = [
     "NamedUnitOut",
     "Overlays",
     "PatchBox",
+    "PixelBox",
     "QualityAuc",
     "QualityBackground",
     "QualityBar",
@@ -94,6 +96,9 @@ __all__ = [
     "RegionOut",
     "RegionQueryResponse",
     "RegionUnit",
+    "SuspiciousImage",
+    "SuspiciousPatch",
+    "SuspiciousPatchesResponse",
     "UnitHistory",
     "UnitIndex",
     "UnitOut",

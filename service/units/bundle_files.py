@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepminer.bundle import UNITS_DIR, UNITS_INDEX_FILE, Bundle
+from deepminer.bundle import SUSPICIOUS_DIR, UNITS_DIR, UNITS_INDEX_FILE, Bundle
 from service.errors import NotInBundleError
 from service.quality import QUALITY_DIR
 
@@ -43,15 +43,15 @@ def find_bundle_file(bundle: Bundle, name: str) -> BundleFile:
     """A PNG of the bundle that pages show; else :class:`NotInBundleError`.
 
     Served: a unit visualisation (a path listed in meta.json under
-    ``units/``) or an explanation-quality figure (listed, directly under
-    ``quality/``). Only listed names are served, so no other file, and
+    ``units/``), a suspicious patch's mammogram (listed, under ``suspicious/``)
+    or an explanation-quality figure (listed, directly under ``quality/``). Only listed names are served, so no other file, and
     nothing outside the bundle directory, can be reached; the resolved path
     is checked as well in case a link was planted after the bundle was verified.
     """
     listed = bundle.meta["files"]
     parts = name.split("/")
     allowed = (
-        (parts[0] == UNITS_DIR or (parts[0] == QUALITY_DIR and len(parts) == 2))
+        (parts[0] in (UNITS_DIR, SUSPICIOUS_DIR) or (parts[0] == QUALITY_DIR and len(parts) == 2))
         and name.endswith(VISUALISATION_SUFFIX)
         and not any(part in ("", ".", "..") or "\\" in part for part in parts)
         and name in listed

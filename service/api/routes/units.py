@@ -179,7 +179,8 @@ def unit_visualisation(unit_id: UnitId, catalog: CatalogDep, url: BundleFileUrlD
         200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
         404: {
             "model": ErrorResponse,
-            "description": f"{_NOT_IN_BUNDLE}: not a unit visualisation or quality figure of the bundle",
+            "description": f"{_NOT_IN_BUNDLE}: not a unit visualisation, suspicious patch image or quality figure of "
+            "the bundle",
         },
     },
 )
@@ -188,12 +189,12 @@ def bundle_file(
         str,
         Path(
             description="A file path from GET /units/{unit_id}/visualisation (e.g. units/7/patch_1.png) or the "
-            "figure_url of GET /quality (quality/worst_cases.png)."
+            "figure_url of GET /quality (quality/worst_cases.png), or an image URL of GET /suspicious-patches."
         ),
     ],
     bundle: BundleDep,
 ) -> FileResponse:
-    """Send a PNG of the loaded bundle; only files its meta.json lists under units/, or directly under quality/."""
+    """Send a PNG that the loaded bundle's meta.json lists under units/ or suspicious/, or directly under quality/."""
     found = find_bundle_file(bundle, path)
     return FileResponse(
         found.path,
