@@ -1,5 +1,5 @@
-"""The listener process: load the explainer, serve the Storage SCP and metrics, explain the spool and send the
-results (when a destination is set) until stopped."""
+"""The listener process: load the explainer, serve the Storage SCP, the metrics and the probes, explain the spool
+and send the results (when a destination is set) until stopped."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import signal
 import threading
 from contextlib import ExitStack
 
-from prometheus_client import start_http_server
+from pynetdicom.transport import ThreadedAssociationServer
 
 from deepminer.bundle import load_bundle
-from service.dimse.metrics import DimseMetrics
+from service.dimse.health import DestinationCheck, ListenerHealth, probe_app
+from service.dimse.metrics import DimseMetrics, serve_http
 from service.dimse.outbox import Outbox
 from service.dimse.scp import StorageScp
 from service.dimse.sender import Destination, ResultSender
@@ -24,6 +25,21 @@ from service.pacs.equipment import Equipment
 from service.settings import Settings, settings_from_environment
 
 log = logging.getLogger(__name__)
+
+
+def start_scp(scp: StorageScp) -> tuple[ThreadedAssociationServer, threading.Thread]:
+    """Serve ``scp`` and return its server and its acceptor thread, which ``/healthz`` watches.
+
+    pynetdicom starts one thread per server, named ``AcceptorServer@<time>``, and keeps no reference to it: it is
+    the one of that name that did not run before.
+    """
+    before = set(threading.enumerate())
+    server = scp.start()
+    started = [t for t in threading.enumerate() if t not in before and t.name.startswith("AcceptorServer@")]
+    if len(started) != 1:
+        server.shutdown()
+        raise RuntimeError(f"expected one acceptor thread of the Storage SCP, found {[t.name for t in started]}")
+    return server, started[0]
 
 
 def serve(settings: Settings, dimse: DimseSettings, stop: threading.Event) -> None:
@@ -44,11 +60,36 @@ def serve(settings: Settings, dimse: DimseSettings, stop: threading.Event) -> No
             metrics=metrics,
             retry_s=dimse.retry_s,
         )
-        if dimse.metrics_port:
-            http, _ = start_http_server(dimse.metrics_port, addr=dimse.host, registry=metrics.registry)
-            stack.callback(http.shutdown)
-        server = StorageScp(dimse, spool=spool, metrics=metrics).start()
+        server, acceptor = start_scp(StorageScp(dimse, spool=spool, metrics=metrics))
         stack.callback(server.shutdown)
+        threads = {"scp": acceptor, "worker": threading.current_thread()}  # the worker runs on this thread
+        check: DestinationCheck | None = None
+        if dimse.destination_ae_title is not None:
+            destination = Destination(
+                ae_title=dimse.destination_ae_title,
+                host=dimse.destination_host,
+                port=dimse.destination_port,
+                calling_ae_title=dimse.ae_title,
+                timeout_s=dimse.send_timeout_s,
+            )
+            sender = ResultSender(
+                outbox=outbox,
+                destination=destination,
+                metrics=metrics,
+                retries=dimse.send_retries,
+                backoff_s=dimse.send_backoff_s,
+            )
+            sending = threading.Thread(target=sender.run, args=(stop,), kwargs={"poll_s": dimse.poll_s}, name="sender")
+            sending.start()
+            threads["sender"] = sending
+            stack.callback(sending.join)
+            stack.callback(stop.set)  # runs first: the sender ends its try and stops, whatever ended the worker
+            check = checked = DestinationCheck(destination)
+            metrics.watch_destination(lambda: float(checked.state().up))
+        if dimse.metrics_port:
+            health = ListenerHealth(spool=spool, outbox=outbox, threads=threads, destination=check)
+            http, _ = serve_http(dimse.host, dimse.metrics_port, probe_app(health, metrics.wsgi_app()))
+            stack.callback(http.shutdown)
         log.info(
             "listening",
             extra={
@@ -56,30 +97,13 @@ def serve(settings: Settings, dimse: DimseSettings, stop: threading.Event) -> No
                     "event": "dimse_ready",
                     "ae_title": dimse.ae_title,
                     "port": server.server_address[1],
+                    "metrics_port": dimse.metrics_port,
                     "model_id": bundle.id,
                     "spooled": spool.depth(),
                     "warm_up_ms": round(loaded.warm_up_ms, 1),
                 }
             },
         )
-        if dimse.destination_ae_title is not None:
-            sender = ResultSender(
-                outbox=outbox,
-                destination=Destination(
-                    ae_title=dimse.destination_ae_title,
-                    host=dimse.destination_host,
-                    port=dimse.destination_port,
-                    calling_ae_title=dimse.ae_title,
-                    timeout_s=dimse.send_timeout_s,
-                ),
-                metrics=metrics,
-                retries=dimse.send_retries,
-                backoff_s=dimse.send_backoff_s,
-            )
-            sending = threading.Thread(target=sender.run, args=(stop,), kwargs={"poll_s": dimse.poll_s}, name="sender")
-            sending.start()
-            stack.callback(sending.join)
-            stack.callback(stop.set)  # runs first: the sender ends its try and stops, whatever ended the worker
         worker.run(stop, poll_s=dimse.poll_s)
     log.info("stopped", extra={"fields": {"event": "dimse_stopped"}})
 

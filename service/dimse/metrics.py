@@ -1,10 +1,18 @@
-"""The listener's Prometheus collectors, on its own registry, served by prometheus_client's HTTP server."""
+"""The listener's Prometheus collectors, on its own registry, and the HTTP server of ``/metrics`` and the probes."""
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, make_wsgi_app
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 
 class DimseMetrics:
@@ -55,6 +63,7 @@ class DimseMetrics:
             "Instances whose results were given up on, waiting in dead-letter/ for an operator.",
             registry=self.registry,
         )
+        self.destination_up: Gauge | None = None
 
     def watch_spool(self, depth: Callable[[], float], size: Callable[[], float]) -> None:
         """Read the spool's depth and size at every scrape."""
@@ -66,6 +75,44 @@ class DimseMetrics:
         self.outbox_depth.set_function(depth)
         self.dead_letter_depth.set_function(dead_letter)
 
+    def watch_destination(self, up: Callable[[], float]) -> None:
+        """Read whether the results' destination answers at every scrape; only a listener with one has the gauge."""
+        self.destination_up = Gauge(
+            "deepminer_dimse_destination_up",
+            "1 when the results' destination accepted the last check's association (and C-ECHO), else 0; "
+            "checked at most every 30 s.",
+            registry=self.registry,
+        )
+        self.destination_up.set_function(up)
+
+    def wsgi_app(self) -> WSGIApplication:
+        """The text exposition as a WSGI app (any path)."""
+        return make_wsgi_app(self.registry)  # type: ignore[no-any-return]
+
     def render(self) -> bytes:
         """The text exposition."""
         return generate_latest(self.registry)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """One thread per request, so a slow scrape never holds up a probe."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: probes come every few seconds and the listener's logs are JSON lines."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base class's name)
+        pass
+
+
+def serve_http(host: str, port: int, app: WSGIApplication) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``app`` on ``host:port`` from a daemon thread; ``shutdown()`` on the server stops it."""
+    server_class = _ThreadingServer
+    if ":" in host:  # an IPv6 address such as "::"
+        server_class = type("_ThreadingServer6", (_ThreadingServer,), {"address_family": socket.AF_INET6})
+    server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    return server, thread
