@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.dimse.settings import DimseSettings
 from service.settings import Settings
 from tests.conftest import require_or_skip
 
@@ -85,7 +86,7 @@ def server_container(manifests: list[Manifest]) -> dict[str, Any]:
 
 def test_the_scenarios_cover_the_issue() -> None:
     names = {p.name.removesuffix("-values.yaml") for p in SCENARIOS}
-    assert {"cpu", "gpu", "servicemonitor-on", "servicemonitor-off", "external-database"} <= names
+    assert {"cpu", "gpu", "servicemonitor-on", "servicemonitor-off", "external-database", "dimse"} <= names
 
 
 @pytest.mark.parametrize("values_file", [None, *SCENARIOS], ids=lambda p: p.stem if p else "defaults")
@@ -237,6 +238,14 @@ def test_schema_rejects_misspelt_and_out_of_range_values(chart: Any) -> None:
         {"gpu": {"count": 0}},
         {"database": {"url": "mysql://x"}},
         {"config": {"extraEnv": {"NOT A NAME": "x"}}},
+        {"dimse": {"metricsPort": 0}},
+        {"dimse": {"service": {"port": 70000}}},
+        {"dimse": {"service": {"type": "ExternalName"}}},
+        {"dimse": {"aeTitle": "A_TITLE_OF_17_CHR"}},
+        {"dimse": {"allowedCallingAeTitles": ["BACK\\SLASH"]}},
+        {"dimse": {"destination": {"port": "104"}}},
+        {"dimse": {"spool": {"size": "lots"}}},
+        {"dimse": {"replicas": 2}},
     ):
         with pytest.raises(helm.HelmValuesError):
             chart.validate_schema(bad)
@@ -356,3 +365,144 @@ def test_bundle_baked_into_the_image_is_not_hidden_by_a_volume(chart: Any) -> No
     manifests, notes = render(chart)
     assert all(m["name"] != "bundle" for m in server_container(manifests)["volumeMounts"])
     assert 'Dockerfile target "bundled"' in notes
+
+
+# -- the DICOM listener ---------------------------------------------------------
+
+DIMSE = f"{FULLNAME}-dimse"
+
+
+def dimse_values(**more: Any) -> dict[str, Any]:
+    """The dimse scenario, with ``more`` merged into its ``dimse`` block."""
+    values = scenario(CHART / "ci" / "dimse-values.yaml")
+    values["dimse"] = {**values["dimse"], **more}
+    return values
+
+
+def listener_container(manifests: list[Manifest]) -> dict[str, Any]:
+    containers = only(manifests, "StatefulSet", DIMSE)["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["dimse"]
+    return dict(containers[0])
+
+
+def test_the_listener_is_off_by_default(chart: Any) -> None:
+    manifests, notes = render(chart)
+    assert "StatefulSet" not in kinds(manifests)
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "Service"] == [FULLNAME]
+    assert "dimse" not in yaml.safe_dump(manifests) and "DICOM listener" not in notes
+
+
+def test_the_listener_runs_the_dimse_verb_with_its_spool_ports_and_probes(chart: Any) -> None:
+    manifests, notes = render(chart, scenario(CHART / "ci" / "dimse-values.yaml"))
+    statefulset = only(manifests, "StatefulSet", DIMSE)
+    spec, pod = statefulset["spec"], statefulset["spec"]["template"]["spec"]
+    assert spec["replicas"] == 1 and spec["serviceName"] == f"{DIMSE}-headless"
+    [claim] = spec["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "spool"
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "fast-ssd",
+        "resources": {"requests": {"storage": "50Gi"}},
+    }
+    listener = listener_container(manifests)
+    assert listener["args"] == ["dimse"] and listener["image"] == server_container(manifests)["image"]
+    assert {p["name"]: p["containerPort"] for p in listener["ports"]} == {"dicom": 11112, "metrics": 9104}
+    mounts = {m["mountPath"]: m["name"] for m in listener["volumeMounts"]}
+    assert mounts == {"/models/bundle": "bundle", "/spool": "spool", "/tmp": "tmp"}
+    assert listener["envFrom"] == server_container(manifests)["envFrom"], "the API's bundle and store settings"
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        assert listener[probe]["httpGet"] == {"path": path, "port": "metrics"}
+    startup = listener["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "warm-up needs minutes"
+    assert listener["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    assert listener["resources"]["requests"]["cpu"] and listener["resources"]["limits"]["memory"]
+
+    dicom = only(manifests, "Service", DIMSE)
+    assert dicom["spec"]["type"] == "LoadBalancer" and dicom["spec"]["loadBalancerSourceRanges"] == ["10.20.0.0/16"]
+    assert dicom["spec"]["ports"] == [{"name": "dicom", "port": 104, "targetPort": "dicom", "protocol": "TCP"}]
+    headless = only(manifests, "Service", f"{DIMSE}-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"dicom": 11112, "metrics": 9104}
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    server_labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    for service in (dicom, headless):
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert not service["spec"]["selector"].items() <= server_labels.items()
+    assert not only(manifests, "Service", FULLNAME)["spec"]["selector"].items() <= pod_labels.items()
+    assert "AE title DEEPMINER on service/demo-deepminer-dimse (LoadBalancer) port 104" in notes
+    assert "Results go to ORTHANC at orthanc.pacs.svc:4242" in notes
+
+
+def test_the_listener_env_is_valid_listener_settings(chart: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every DEEPMINER_DIMSE_* variable the chart sets is a listener setting, with a value it accepts."""
+    manifests, _ = render(chart, scenario(CHART / "ci" / "dimse-values.yaml"))
+    env = {e["name"]: e["value"] for e in listener_container(manifests)["env"]}
+    fields = {f"DEEPMINER_DIMSE_{name.upper()}" for name in DimseSettings.model_fields}
+    assert set(env) <= fields, f"not listener settings: {sorted(set(env) - fields)}"
+    for name in [k for k in os.environ if k.startswith("DEEPMINER_DIMSE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = DimseSettings()
+    assert (settings.host, settings.port, settings.ae_title) == ("0.0.0.0", 11112, "DEEPMINER")
+    assert settings.allowed_calling_ae_titles == ["ORTHANC"] and str(settings.spool_dir) == "/spool"
+    assert settings.max_spool_bytes == 20 * 1024**3 and settings.metrics_port == 9104
+    assert (settings.destination_ae_title, settings.destination_host, settings.destination_port) == (
+        "ORTHANC",
+        "orthanc.pacs.svc",
+        4242,
+    )
+    assert (settings.send_retries, settings.send_backoff_s, settings.send_timeout_s) == (8, 2.0, 30.0)
+
+    without, _ = render(chart, dimse_values(destination={"aeTitle": "", "host": "", "port": 104}))
+    assert not [e for e in listener_container(without)["env"] if "DESTINATION" in e["name"]]
+
+
+def test_the_service_monitor_scrapes_the_listener(chart: Any) -> None:
+    manifests, _ = render(chart, scenario(CHART / "ci" / "dimse-values.yaml"))
+    monitor = only(manifests, "ServiceMonitor", DIMSE)
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    selected = [m for m in manifests if m["kind"] == "Service" and wanted <= m["metadata"]["labels"].items()]
+    with_metrics = [s["metadata"]["name"] for s in selected if "metrics" in {p["name"] for p in s["spec"]["ports"]}]
+    assert with_metrics == [f"{DIMSE}-headless"]
+    assert only(manifests, "ServiceMonitor", FULLNAME)["spec"]["endpoints"][0]["port"] == "http"
+
+    annotated, _ = render(chart, dimse_values() | {"metrics": {"serviceMonitor": {"enabled": False}}})
+    assert "ServiceMonitor" not in kinds(annotated)
+    annotations = only(annotated, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9104"
+
+
+def test_the_listener_service_type_and_node_port_are_configurable(chart: Any) -> None:
+    cluster, _ = render(chart, dimse_values(service={"type": "ClusterIP", "port": 11104}))
+    spec = only(cluster, "Service", DIMSE)["spec"]
+    assert spec["type"] == "ClusterIP" and spec["ports"][0]["port"] == 11104 and "loadBalancerSourceRanges" not in spec
+    node, _ = render(chart, dimse_values(service={"type": "NodePort", "port": 104, "nodePort": 30104}))
+    assert only(node, "Service", DIMSE)["spec"]["ports"][0]["nodePort"] == 30104
+
+
+def test_the_listener_refuses_a_configuration_that_cannot_work(chart: Any) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"dimse.allowedCallingAeTitles is empty"):
+        render(chart, dimse_values(allowedCallingAeTitles=[]))
+    with pytest.raises(helm.HelmRenderError, match="reads the unit labels from the API's store"):
+        render(chart, {"dimse": {"enabled": True, "allowedCallingAeTitles": ["ORTHANC"]}})
+    with pytest.raises(helm.HelmRenderError, match=r"dimse.destination.host is required"):
+        render(chart, dimse_values(destination={"aeTitle": "ORTHANC", "host": "", "port": 4242}))
+
+
+def test_the_listener_runs_the_model_where_the_api_does(chart: Any) -> None:
+    """On GPU nodes with the GPU when the API has one; the bundle copied from its image as for the API."""
+    values = scenario(CHART / "ci" / "gpu-values.yaml") | {
+        "dimse": {"enabled": True, "allowedCallingAeTitles": ["MODALITY1"]}
+    }
+    manifests, _ = render(chart, values)
+    pod = only(manifests, "StatefulSet", DIMSE)["spec"]["template"]["spec"]
+    assert listener_container(manifests)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pod["runtimeClassName"] == "nvidia"
+    assert [c["name"] for c in pod["initContainers"]] == ["copy-bundle"]
+    assert next(v for v in pod["volumes"] if v["name"] == "bundle")["emptyDir"] == {"sizeLimit": "4Gi"}

@@ -127,4 +127,137 @@ Refuse value combinations that would render but not work.
 {{- if and .Values.autoscaling.enabled (not .Values.autoscaling.targetCPUUtilizationPercentage) (not .Values.autoscaling.inflight.enabled) }}
 {{- fail "autoscaling needs a metric: set autoscaling.targetCPUUtilizationPercentage or enable autoscaling.inflight" }}
 {{- end }}
+{{- if .Values.dimse.enabled }}
+{{- if not .Values.dimse.allowedCallingAeTitles }}
+{{- fail "dimse.allowedCallingAeTitles is empty: list the calling AE titles of the PACS or modalities that may send images to the DICOM listener, e.g. --set 'dimse.allowedCallingAeTitles={ORTHANC}'; it has no open default" }}
+{{- end }}
+{{- if include "deepminer.sqlite" . }}
+{{- fail "the DICOM listener (dimse.enabled) reads the unit labels from the API's store, and an SQLite store lives in the API's pod: set database.url or database.existingSecret (PostgreSQL)" }}
+{{- end }}
+{{- if and .Values.dimse.destination.aeTitle (not .Values.dimse.destination.host) }}
+{{- fail "dimse.destination.host is required with dimse.destination.aeTitle" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels of the DICOM listener's pods (dimse.enabled).
+*/}}
+{{- define "deepminer.dimseSelectorLabels" -}}
+{{ include "deepminer.selectorLabels" . }}
+app.kubernetes.io/component: dimse
+{{- end }}
+
+{{/*
+The DICOM listener's resources' name.
+*/}}
+{{- define "deepminer.dimseName" -}}
+{{- printf "%s-dimse" (include "deepminer.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The port of the listener's Storage SCP inside its pod (DEEPMINER_DIMSE_PORT): unprivileged, as the
+container runs as a non-root user without capabilities; the Service maps dimse.service.port onto it.
+*/}}
+{{- define "deepminer.dimseContainerPort" -}}
+11112
+{{- end }}
+
+{{/*
+The init container that copies the model bundle out of bundle.initImage, when it is set
+(a list item, or nothing). Both the API's and the listener's pods load the bundle.
+*/}}
+{{- define "deepminer.bundleInitContainer" -}}
+{{- $bundle := .Values.bundle }}
+{{- if $bundle.initImage.repository }}
+- name: copy-bundle
+  image: {{ printf "%s:%s" $bundle.initImage.repository (required "bundle.initImage.tag is required with bundle.initImage.repository" $bundle.initImage.tag | toString) }}
+  imagePullPolicy: {{ $bundle.initImage.pullPolicy }}
+  command: ["cp", "-R", "{{ trimSuffix "/" $bundle.initImage.path }}/.", "/bundle/"]
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  resources:
+    {{- toYaml $bundle.initImage.resources | nindent 4 }}
+  volumeMounts:
+    - name: bundle
+      mountPath: /bundle
+{{- end }}
+{{- end }}
+
+{{/*
+The bundle's volume mount in a container that loads it (a list item, or nothing when the bundle is baked
+into the image: a volume would hide it).
+*/}}
+{{- define "deepminer.bundleVolumeMount" -}}
+{{- $bundle := .Values.bundle }}
+{{- if or $bundle.persistentVolumeClaim.claimName $bundle.initImage.repository }}
+- name: bundle
+  mountPath: {{ $bundle.mountPath }}
+  readOnly: true
+  {{- with $bundle.persistentVolumeClaim.subPath }}
+  subPath: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The bundle's volume (a list item, or nothing).
+*/}}
+{{- define "deepminer.bundleVolume" -}}
+{{- $bundle := .Values.bundle }}
+{{- if $bundle.persistentVolumeClaim.claimName }}
+- name: bundle
+  persistentVolumeClaim:
+    claimName: {{ $bundle.persistentVolumeClaim.claimName }}
+    readOnly: true
+{{- else if $bundle.initImage.repository }}
+- name: bundle
+  emptyDir:
+    sizeLimit: {{ $bundle.initImage.sizeLimit }}
+{{- end }}
+{{- end }}
+
+{{/*
+A container's resources with the GPU added when gpu.enabled: (list $ resources).
+*/}}
+{{- define "deepminer.resources" -}}
+{{- $root := index . 0 }}
+{{- $resources := deepCopy (index . 1) }}
+{{- if $root.Values.gpu.enabled }}
+{{- $limits := deepCopy (default (dict) $resources.limits) }}
+{{- $_ := set $limits $root.Values.gpu.resourceName (int $root.Values.gpu.count) }}
+{{- $_ := set $resources "limits" $limits }}
+{{- end }}
+{{- toYaml $resources }}
+{{- end }}
+
+{{/*
+Where a pod that runs the model lands: the runtime class, node selector and tolerations, with the GPU's
+when gpu.enabled (pod spec fields, or nothing).
+*/}}
+{{- define "deepminer.modelPlacement" -}}
+{{- $nodeSelector := deepCopy .Values.nodeSelector }}
+{{- $tolerations := .Values.tolerations }}
+{{- if .Values.gpu.enabled }}
+{{- $nodeSelector = merge $nodeSelector .Values.gpu.nodeSelector }}
+{{- $tolerations = concat .Values.tolerations .Values.gpu.tolerations }}
+{{- if .Values.gpu.runtimeClassName }}
+runtimeClassName: {{ .Values.gpu.runtimeClassName }}
+{{- end }}
+{{- end }}
+{{- with $nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The listener's headless Service: the StatefulSet's governing Service and the metrics port's.
+*/}}
+{{- define "deepminer.dimseHeadlessName" -}}
+{{- printf "%s-dimse-headless" (include "deepminer.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
