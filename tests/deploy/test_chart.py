@@ -506,3 +506,38 @@ def test_the_listener_runs_the_model_where_the_api_does(chart: Any) -> None:
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pod["runtimeClassName"] == "nvidia"
     assert [c["name"] for c in pod["initContainers"]] == ["copy-bundle"]
     assert next(v for v in pod["volumes"] if v["name"] == "bundle")["emptyDir"] == {"sizeLimit": "4Gi"}
+
+
+def _set_values(command: str) -> dict[str, Any]:
+    """The values of a ``helm install`` command's ``--set a.b=c`` flags (``{X,Y}`` lists, integers, booleans)."""
+    values: dict[str, Any] = {}
+    for flag in re.findall(r"--set '?([^'\s]+)'?", command):
+        path, raw = flag.split("=", 1)
+        value: Any = raw
+        if raw.startswith("{"):
+            value = raw.strip("{}").split(",")
+        elif raw.isdigit():
+            value = int(raw)
+        elif raw in ("true", "false"):
+            value = raw == "true"
+        *parents, leaf = path.split(".")
+        node = values
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return values
+
+
+def test_the_listener_install_command_of_the_docs_renders(chart: Any) -> None:
+    docs = (CHART.parents[1] / "docs" / "deploy.md").read_text()
+    section = docs[docs.index("## 9. Connect a PACS by DIMSE") :]
+    command = re.search(r"helm upgrade --install (?:.*?\\\n)*.*", section)
+    assert command, "docs/deploy.md section 9 has a helm upgrade --install example"
+    values = _set_values(command.group(0).replace("\\\n", " "))
+    assert values["dimse"]["enabled"] is True
+    chart.validate_schema(values)
+    manifests, _ = render(chart, values)
+    env = {e["name"]: e["value"] for e in listener_container(manifests)["env"]}
+    assert env["DEEPMINER_DIMSE_ALLOWED_CALLING_AE_TITLES"] == '["ORTHANC"]'
+    assert env["DEEPMINER_DIMSE_DESTINATION_PORT"] == "4242"
+    assert only(manifests, "Service", DIMSE)["spec"]["ports"][0]["port"] == 104
