@@ -24,6 +24,7 @@ from service.pool import InferencePool
 from service.quality import load_quality
 from service.queries import RegionQueries
 from service.settings import Settings, settings_from_environment
+from service.units import UnitPatchRenderer
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ def _start(app: FastAPI, settings: Settings) -> None:
     app.state.catalog = catalog
     app.state.auth = authenticator
     app.state.queries = RegionQueries(explainer=explainer, catalog=catalog)
+    app.state.unit_patches = UnitPatchRenderer(
+        bundle=bundle, engine=explainer.engine, images_dir=settings.holdout_images_dir
+    )
     app.state.pool = InferencePool(
         workers=settings.inference_workers,
         timeout_s=settings.request_timeout_s,

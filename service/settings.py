@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     overlay_max_side: int = Field(default=512, ge=32, le=4096)
     """Longer side, in pixels, of the downscaled image the PNG overlays of `/explain?overlays=png` are drawn on."""
 
+    holdout_images_dir: Path | None = None
+    """Folder of the hold-out mammograms the bundle was built from (as laid out under its manifest's folder), for
+    the top patches of units outside the ranked set, rendered on demand; unset, the folder recorded in the bundle.
+    Without the images those units' patches are listed (image, box, activation) without pictures."""
+
     workers: int = Field(default=1, ge=1)
     """Server processes `python -m service` starts (uvicorn workers). With more than one, set
     `PROMETHEUS_MULTIPROC_DIR` to an empty directory so /metrics adds up every process's metrics."""

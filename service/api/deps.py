@@ -26,7 +26,7 @@ from service.quality import BundleQuality
 from service.queries import RegionQueries
 from service.schemas import ErrorResponse
 from service.settings import Settings
-from service.units import UnitCatalog
+from service.units import UnitCatalog, UnitPatchRenderer
 
 T = TypeVar("T")
 StateGetter = Callable[[Request], Coroutine[Any, Any, T]]
@@ -68,6 +68,9 @@ get_quality = _state_getter(
     BundleQuality,
     "The bundle's explanation-quality report, read at start-up (its ``report`` is None when the bundle has none).",
 )
+get_unit_patches = _state_getter(
+    "unit_patches", UnitPatchRenderer, "Top patches of units outside the ranked set, rendered on demand."
+)
 get_authenticator = _state_getter("auth", Authenticator, "Tokens and roles (DEEPMINER_AUTH).")
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -80,6 +83,7 @@ PoolDep = Annotated[InferencePool, Depends(get_pool)]
 QueriesDep = Annotated[RegionQueries, Depends(get_queries)]
 QualityDep = Annotated[BundleQuality, Depends(get_quality)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+UnitPatchesDep = Annotated[UnitPatchRenderer, Depends(get_unit_patches)]
 
 
 async def bundle_file_url(request: Request) -> Callable[[str], str]:

@@ -1,11 +1,14 @@
-"""A unit's top hold-out patches from the bundle, with the URLs that serve their PNGs."""
+"""A unit's top hold-out patches, from the bundle (ranked units) or rendered on demand (the others), with the URLs
+that serve their PNGs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from service.units.patch_rendering import RenderedUnit
 
 
 class PatchBox(BaseModel):
@@ -26,17 +29,23 @@ class ContextBox(BaseModel):
 
 
 class VisualisedPatch(BaseModel):
-    """One hold-out patch that activates the unit strongly, with the files that show it."""
+    """One hold-out patch that activates the unit strongly, with the files that show it (null without its image)."""
 
     rank: int = Field(description="1 = the unit's strongest patch.")
-    activation: float = Field(description="The unit's largest activation on the patch.")
-    mask_fraction: float = Field(description="Share of the patch inside the unit's binarised map.")
+    activation: float = Field(description="The unit's largest activation on the patch, as the build measured it.")
+    mask_fraction: float | None = Field(
+        description="Share of the patch inside the unit's binarised map; null when its image is unavailable."
+    )
     image_id: str = Field(description="The hold-out mammogram the patch was cut from, as the bundle's data named it.")
     box: PatchBox
-    context_box: ContextBox
-    patch: str = Field(description="URL of the patch PNG.")
-    masked: str = Field(description="URL of the patch PNG with everything outside the unit's mask dimmed.")
-    context: str = Field(description="URL of the downscaled source mammogram PNG; outline `context_box` on it.")
+    context_box: ContextBox | None
+    patch: str | None = Field(description="URL of the patch PNG; null when its image is unavailable.")
+    masked: str | None = Field(
+        description="URL of the patch PNG with everything outside the unit's mask dimmed; null when unavailable."
+    )
+    context: str | None = Field(
+        description="URL of the downscaled source mammogram PNG; outline `context_box` on it. Null when unavailable."
+    )
 
 
 class UnitVisualisation(BaseModel):
@@ -48,6 +57,15 @@ class UnitVisualisation(BaseModel):
     thresholds: dict[str, float] = Field(description="Both candidate thresholds, by source.")
     classes: dict[str, dict[str, int]] = Field(description="Per class that ranks the unit, its `rank` and `count`.")
     patches: list[VisualisedPatch]
+    source: Literal["bundle", "rendered"] = Field(
+        description="`bundle`: a ranked unit's PNGs, stored in the bundle. `rendered`: a unit outside the ranked "
+        "set, its patches listed by the bundle and drawn now from the hold-out images."
+    )
+    images_available: bool = Field(
+        description="False when some patches' hold-out images cannot be read by the service: those patches come "
+        "with image, box and activation only."
+    )
+    images_note: str | None = Field(description="Why images are unavailable, per image; null when all are there.")
 
     @classmethod
     def from_entry(cls, unit_id: int, entry: Mapping[str, Any], *, url: Callable[[str], str]) -> UnitVisualisation:
@@ -67,4 +85,42 @@ class UnitVisualisation(BaseModel):
                 )
                 for patch in entry["patches"]
             ],
+            source="bundle",
+            images_available=True,
+            images_note=None,
+        )
+
+    @classmethod
+    def from_rendered(cls, rendered: RenderedUnit, *, url: Callable[[int, str], str]) -> UnitVisualisation:
+        """From an on-demand render; ``url(rank, kind)`` is the URL that serves one of its PNGs."""
+        note = None
+        if rendered.unavailable:
+            reasons = "; ".join(f"{image}: {why}" for image, why in rendered.unavailable.items())
+            note = (
+                f"{len(rendered.unavailable)} hold-out image(s) unavailable to the service ({reasons}). Set "
+                "DEEPMINER_HOLDOUT_IMAGES_DIR to the folder the bundle's manifest was in to see their patches."
+            )
+        return cls(
+            unit_id=rendered.unit_id,
+            threshold=rendered.threshold,
+            threshold_source=rendered.threshold_source,
+            thresholds=dict(rendered.thresholds),
+            classes={},
+            patches=[
+                VisualisedPatch(
+                    rank=view.rank,
+                    activation=view.activation,
+                    mask_fraction=view.mask_fraction,
+                    image_id=view.image_id,
+                    box=PatchBox(**view.box),
+                    context_box=None if view.context_box is None else ContextBox(**view.context_box),
+                    patch=url(view.rank, "patch") if view.has_images else None,
+                    masked=url(view.rank, "masked") if view.has_images else None,
+                    context=url(view.rank, "context") if view.has_images else None,
+                )
+                for view in rendered.patches
+            ],
+            source="rendered",
+            images_available=rendered.images_available,
+            images_note=note,
         )

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import FileResponse
 
-from service.api.deps import AnnotatorDep, BundleDep, BundleFileUrlDep, CatalogDep, SettingsDep
+from service.api.deps import (
+    AnnotatorDep,
+    BundleDep,
+    BundleFileUrlDep,
+    CatalogDep,
+    PoolDep,
+    SettingsDep,
+    UnitPatchesDep,
+)
 from service.api.preconditions import if_match_precondition
 from service.auth import annotator_for
 from service.schemas import (
@@ -23,7 +32,15 @@ from service.schemas import (
     UnitsResponse,
     UnitVisualisation,
 )
-from service.units import LabelWrite, embedding_with_labels, find_bundle_file, label_vocabulary, visualisation_entry
+from service.units import (
+    LabelWrite,
+    PatchKind,
+    RenderedUnit,
+    embedding_with_labels,
+    find_bundle_file,
+    label_vocabulary,
+    visualisation_entry,
+)
 
 router = APIRouter(tags=["units"])
 
@@ -155,21 +172,92 @@ def unit_history(unit_id: UnitId, catalog: CatalogDep) -> UnitHistory:
     return UnitHistory(unit_id=unit_id, versions=AnnotationOut.from_records(catalog.history(unit_id)))
 
 
+_RENDER_ERRORS: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse, "description": "`busy`: every inference worker is busy and the line is full"},
+    504: {"model": ErrorResponse, "description": "`inference_timeout`: rendering took longer than request_timeout_s"},
+}
+
+
+async def _rendered(unit_id: int, renderer: UnitPatchesDep, pool: PoolDep) -> RenderedUnit:
+    """The unit's on-demand render: from the cache, else drawn in the inference pool (it runs the backend)."""
+    found = renderer.cached(unit_id)
+    if found is not None:
+        return found
+
+    def job(cancel: threading.Event) -> RenderedUnit:
+        return renderer.render(unit_id, cancel=cancel)
+
+    async with pool.admit():
+        return await pool.run(job)
+
+
 @router.get(
     "/units/{unit_id}/visualisation",
     response_model=UnitVisualisation,
     responses={
         **_UNKNOWN,
+        **_RENDER_ERRORS,
         404: {
             "model": ErrorResponse,
-            "description": f"`unknown_unit`, or {_NOT_IN_BUNDLE}: the bundle does not visualise the unit",
+            "description": f"`unknown_unit`, or {_NOT_IN_BUNDLE}: the bundle lists no top patches for the unit",
         },
     },
 )
-def unit_visualisation(unit_id: UnitId, catalog: CatalogDep, url: BundleFileUrlDep) -> UnitVisualisation:
-    """Show a unit's top hold-out patches, plain and masked by its map, with their source mammograms."""
-    entry = visualisation_entry(catalog.bundle, catalog.check(unit_id))
-    return UnitVisualisation.from_entry(unit_id, entry, url=url)
+async def unit_visualisation(
+    unit_id: UnitId,
+    request: Request,
+    catalog: CatalogDep,
+    url: BundleFileUrlDep,
+    renderer: UnitPatchesDep,
+    pool: PoolDep,
+) -> UnitVisualisation:
+    """Show any unit's top hold-out patches, plain and masked by its map, with their source mammograms.
+
+    Ranked units' PNGs are stored in the bundle; any other unit's are drawn from the hold-out images on demand.
+    """
+    unit_id = catalog.check(unit_id)
+    index = catalog.bundle.unit_index
+    if index is not None and str(unit_id) in index:
+        return UnitVisualisation.from_entry(unit_id, visualisation_entry(catalog.bundle, unit_id), url=url)
+    if renderer.table is None:  # an older bundle: the ranked units' PNGs are all it shows
+        visualisation_entry(catalog.bundle, unit_id)
+    rendered = await _rendered(unit_id, renderer, pool)
+
+    def image_url(rank: int, kind: str) -> str:
+        return str(request.url_for("unit_patch_image", unit_id=unit_id, rank=rank, kind=kind))
+
+    return UnitVisualisation.from_rendered(rendered, url=image_url)
+
+
+@router.get(
+    "/units/{unit_id}/visualisation/{rank}/{kind}",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        **_RENDER_ERRORS,
+        404: {
+            "model": ErrorResponse,
+            "description": f"`unknown_unit`, or {_NOT_IN_BUNDLE}: no such patch, or its hold-out image is unavailable",
+        },
+        422: {"model": ErrorResponse, "description": "`validation_error`"},
+    },
+)
+async def unit_patch_image(
+    unit_id: UnitId,
+    rank: Annotated[int, Path(ge=1, description="The patch's rank, 1 = the unit's strongest.")],
+    kind: Annotated[PatchKind, Path(description="`patch`, `masked` (outside the unit's mask dimmed) or `context`.")],
+    catalog: CatalogDep,
+    renderer: UnitPatchesDep,
+    pool: PoolDep,
+) -> Response:
+    """Send one PNG of a unit's top patches rendered on demand (a unit outside the ranked set)."""
+    unit_id = catalog.check(unit_id)
+    rendered = await _rendered(unit_id, renderer, pool)
+    return Response(
+        content=rendered.png(rank, kind),
+        media_type="image/png",
+        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.get(
