@@ -8,7 +8,9 @@ import pytest
 from annotations.lexicon import CANCER_ASSOCIATIONS, CATEGORIES, MAX_LABEL_LENGTH, PHENOMENA
 
 
-@pytest.mark.parametrize("path", ["/ui/", "/ui/units/0", "/ui/survey", "/ui/survey?unit=3", "/ui/explain"])
+@pytest.mark.parametrize(
+    "path", ["/ui/", "/ui/units/0", "/ui/survey", "/ui/survey?unit=3", "/ui/explain", "/ui/suspicious"]
+)
 def test_pages_are_served_without_a_token(service, path: str) -> None:
     # The pages hold no data, so even DEEPMINER_AUTH=all serves them; the API calls they make carry the token.
     response = httpx.get(service.url + path)
@@ -64,6 +66,7 @@ def test_pages_are_not_in_the_api_document(service) -> None:
         ("/ui/units/4", "/ui/survey"),
         ("/ui/survey?unit=4", "/ui/survey"),
         ("/ui/explain", "/ui/explain"),
+        ("/ui/suspicious", "/ui/suspicious"),
     ],
 )
 def test_every_page_has_the_one_site_header_with_its_own_link_current(service, path: str, current: str) -> None:

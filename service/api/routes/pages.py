@@ -1,4 +1,4 @@
-"""The experts' web pages (unit survey, overview, explanation viewer) and their static files.
+"""The experts' web pages (unit survey, overview, explanation viewer, suspicious patches) and their static files.
 
 The pages are plain HTML and ES modules under ``service/web``, each page's
 content drawn inside the one shared ``layout.html``; they hold no
@@ -52,6 +52,7 @@ class Page:
 OVERVIEW = Page("overview", "Overview", "/ui/")
 SURVEY = Page("survey", "Unit survey", "/ui/survey")
 EXPLAIN = Page("explain", "Explain", "/ui/explain")
+SUSPICIOUS = Page("suspicious", "Suspicious patches", "/ui/suspicious")
 
 
 def _web_file(name: str) -> str:
@@ -101,6 +102,12 @@ async def survey_query_page() -> HTMLResponse:
 async def explain_page() -> HTMLResponse:
     """The explanation viewer with the region query."""
     return _page(EXPLAIN)
+
+
+@router.get("/suspicious")
+async def suspicious_page() -> HTMLResponse:
+    """The hold-out set's most suspicious patches, each one click away from its region query."""
+    return _page(SUSPICIOUS)
 
 
 @router.get("/lexicon.json")

@@ -2,7 +2,9 @@
 // among the top eight, one sentence each), then see the CAM over it (opacity control), the image-level
 // class scores (the patch classifier's probabilities beside them) and probability maps, the top-k
 // units with their labels and influence; draw a
-// region to find the units whose maps match it, and label those units as a group.
+// region to find the units whose maps match it, and label those units as a group. Opened as
+// `?suspicious=<id>` (the suspicious patches page), it explains that patch's mammogram for the patch's
+// class and runs the region query on the patch.
 //
 // Showing the image: the server returns maps, not pixels, so the page decodes the upload itself.
 // PNG and JPEG are decoded by the browser; uncompressed DICOM by dicom.js. Anything else (compressed
@@ -286,6 +288,11 @@ async function explain(event) {
     showAlert(`Upload failed: “${file.name}” is empty.`);
     return;
   }
+  await explainFile(file);
+}
+
+/** Explain `file` and show it; resolves to whether it was explained (an error is shown otherwise). */
+async function explainFile(file) {
   clearAlert();
   $("explain-button").disabled = true;
   announce(`Explaining ${file.name}…`);
@@ -310,10 +317,12 @@ async function explain(event) {
     render();
     const t = result.timings_ms?.total;
     announce(`Explained ${file.name}: ${result.predicted_class} (score ${percent(result.scores[result.predicted_class])})${t ? ` in ${t.toFixed(0)} ms` : ""}.`);
+    return true;
   } catch (error) {
     const hint = error instanceof ApiError ? UPLOAD_HINTS[error.code] : null;
     showError(error, `Upload failed for “${file.name}”${hint ? ` (${hint})` : ""}`);
     announce("");
+    return false;
   } finally {
     $("explain-button").disabled = false;
   }
@@ -525,6 +534,38 @@ async function refreshLabels(ids) {
   renderUnits();
 }
 
+// -- a suspicious patch (suspicious.js links here with ?suspicious=<id>) -----------------------
+
+/** Explain the mammogram of one of the bundle's suspicious patches for its class, and query the patch's region. */
+async function openSuspicious(id) {
+  let patch;
+  let file;
+  try {
+    const { patches } = await getJSON("/suspicious-patches");
+    patch = patches.find((p) => p.id === id);
+    if (!patch) {
+      showAlert(`The model bundle lists no suspicious patch “${id}”; choose one on the suspicious patches page.`);
+      return;
+    }
+    const blob = await (await request(patch.image.url)).blob();
+    file = new File([blob], `${patch.image_id}.png`, { type: "image/png" });
+  } catch (error) {
+    showError(error, "Could not load the suspicious patch");
+    return;
+  }
+  $("class-name").value = patch.class;
+  $("suspicious-line").hidden = false;
+  $("suspicious-line").replaceChildren(
+    `Suspicious patch: ${patch.class} #${patch.rank} (probability ${percent(patch.probability)}) of hold-out image ${patch.image_id}, `,
+    "as the network saw it. ",
+    el("a", { href: "/ui/suspicious" }, "All suspicious patches"),
+  );
+  if (!(await explainFile(file))) return;
+  const b = patch.context_box;
+  state.drawer.setRectangle(b.left, b.top, b.left + b.width, b.top + b.height);
+  await runRegion(false);
+}
+
 // -- start ------------------------------------------------------------------------------
 
 async function main() {
@@ -557,6 +598,8 @@ async function main() {
     if (error instanceof ApiError) loadFailed(error, "Could not load the model's classes");
     else throw error;
   }
+  const suspicious = new URLSearchParams(location.search).get("suspicious");
+  if (suspicious) await openSuspicious(suspicious);
 }
 
 main();

@@ -39,6 +39,15 @@ export class RegionDrawer {
     this.render();
   }
 
+  /** Draw the rectangle with these edges (image pixels, pixel edges at whole numbers), as a drag would. */
+  setRectangle(left, top, right, bottom) {
+    const [h, w] = this.size;
+    this.draft = [];
+    this.points = rect([clamp(left, 0, w), clamp(top, 0, h)], [clamp(right, 0, w), clamp(bottom, 0, h)]);
+    this.render();
+    this.onChange(this.points);
+  }
+
   clear() {
     this.points = null;
     this.draft = [];
