@@ -54,6 +54,7 @@ from training.manifest import ImageRecord
 from training.ranking import ImageMaps
 from training.visualise import _save_png, to_uint8
 
+
 @dataclass(frozen=True)
 class SuspiciousCell:
     """One kept cell: its class, probability, image and grid position, and how the grid maps onto the image."""
@@ -143,7 +144,7 @@ def _inside(start: float, size: float, limit: float) -> tuple[float, float]:
 
 
 def _box(centre: tuple[float, float], size: tuple[float, float], shape: tuple[int, int]) -> dict[str, float]:
-    """A box of ``size`` (rows, columns) centred on pixel ``centre`` (pixel centres at whole numbers), inside ``shape``."""
+    """A box of ``size`` (rows, columns) centred on pixel ``centre`` (centres at whole numbers), inside ``shape``."""
     top, height = _inside(centre[0] + 0.5 - size[0] / 2, size[0], shape[0])
     left, width = _inside(centre[1] + 0.5 - size[1] / 2, size[1], shape[1])
     return {"top": round(top, 2), "left": round(left, 2), "height": round(height, 2), "width": round(width, 2)}

@@ -108,8 +108,12 @@ def test_the_bundle_records_the_top_cells_per_lesion_class(tiny_bundle, phantom_
             assert image["shape"] == list(resized_shape(*original.shape, bundle.input_short_side))
             with Image.open(bundle.path(image["file"])) as png:
                 assert (png.height, png.width) == tuple(image["shape"]) and png.mode == "L"
-            for key, shape in (("box", original.shape), ("cell_box", original.shape),
-                               ("context_box", image["shape"]), ("context_cell_box", image["shape"])):
+            for key, shape in (
+                ("box", original.shape),
+                ("cell_box", original.shape),
+                ("context_box", image["shape"]),
+                ("context_cell_box", image["shape"]),
+            ):
                 b = p[key]
                 assert 0 <= b["top"] and b["top"] + b["height"] <= shape[0] + 1e-6, (key, b, shape)
                 assert 0 <= b["left"] and b["left"] + b["width"] <= shape[1] + 1e-6, (key, b, shape)

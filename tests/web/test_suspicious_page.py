@@ -118,8 +118,12 @@ def test_one_click_on_a_patch_runs_its_region_query_with_enlarged_points_and_lab
     expect(page.locator("#class-name")).to_have_value("malignant")
     assert any("/explain?" in url and "class_name=malignant" in url for url in requests)
     b = patch["context_box"]
-    corners = [(b["left"], b["top"]), (b["left"] + b["width"], b["top"]),
-               (b["left"] + b["width"], b["top"] + b["height"]), (b["left"], b["top"] + b["height"])]
+    corners = [
+        (b["left"], b["top"]),
+        (b["left"] + b["width"], b["top"]),
+        (b["left"] + b["width"], b["top"] + b["height"]),
+        (b["left"], b["top"] + b["height"]),
+    ]
     expect(page.locator("#region-svg polygon")).to_have_attribute(
         "points", " ".join(f"{x:.2f},{y:.2f}" for x, y in corners)
     )
@@ -148,4 +152,3 @@ def test_an_unknown_patch_id_is_named(page, service, use_token) -> None:
     page.goto("/ui/explain?suspicious=malignant-9999")
     expect(page.get_by_role("alert")).to_contain_text("lists no suspicious patch “malignant-9999”")
     expect(page.locator("#result")).to_be_hidden()
-

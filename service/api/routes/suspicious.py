@@ -21,8 +21,10 @@ router = APIRouter(tags=["suspicious"])
             "model": ErrorResponse,
             "description": "`not_in_bundle`: the bundle records no suspicious patches (an older bundle)",
         },
-        422: {"model": ErrorResponse, "description": "`invalid_parameter` (a class the bundle does not list) or "
-              "`validation_error`"},
+        422: {
+            "model": ErrorResponse,
+            "description": "`invalid_parameter` (a class the bundle does not list) or `validation_error`",
+        },
     },
 )
 def list_suspicious_patches(
