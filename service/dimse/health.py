@@ -238,7 +238,9 @@ def probe_app(health: ListenerHealth, metrics: WSGIApplication) -> WSGIApplicati
         if probe is None:
             return metrics(environ, start_response)
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            refused = {"problems": [{"code": "method_not_allowed", "message": "the probes answer GET only"}]}
+            refused: dict[str, object] = {
+                "problems": [{"code": "method_not_allowed", "message": "the probes answer GET only"}]
+            }
             return _json(start_response, "405 Method Not Allowed", refused)
         answer = probe()
         return _json(start_response, "200 OK" if answer.ok else "503 Service Unavailable", answer.body)

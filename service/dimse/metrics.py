@@ -100,18 +100,22 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
+class _ThreadingServer6(_ThreadingServer):
+    """The same on an IPv6 address such as ``::``."""
+
+    address_family = socket.AF_INET6
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log on stderr: probes come every few seconds and the listener's logs are JSON lines."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 def serve_http(host: str, port: int, app: WSGIApplication) -> tuple[WSGIServer, threading.Thread]:
     """Serve ``app`` on ``host:port`` from a daemon thread; ``shutdown()`` on the server stops it."""
-    server_class = _ThreadingServer
-    if ":" in host:  # an IPv6 address such as "::"
-        server_class = type("_ThreadingServer6", (_ThreadingServer,), {"address_family": socket.AF_INET6})
+    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
     server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
