@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,13 @@ def web_bundle(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def service(web_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """``python -m service`` on a copy of the bundle, a fresh SQLite file and bearer tokens for every read."""
-    root = tmp_path_factory.mktemp("web-service")
+    with run_service(web_bundle, tmp_path_factory.mktemp("web-service")) as started:
+        yield started
+
+
+@contextmanager
+def run_service(web_bundle: Path, root: Path, **settings: str) -> Iterator[Service]:
+    """The service of :func:`service` in ``root``; ``settings`` add ``DEEPMINER_<NAME>`` variables."""
     bundle = root / "bundle"
     shutil.copytree(web_bundle, bundle)
     tokens = {name: secrets.token_urlsafe(24) for name in ROLES}
@@ -118,6 +125,7 @@ def service(web_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         DEEPMINER_LOG_LEVEL="warning",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
     )
+    env.update({f"DEEPMINER_{name.upper()}": value for name, value in settings.items()})
     log = root / "service.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=out, stderr=out)
@@ -166,6 +174,13 @@ class PageProblems:
 @pytest.fixture
 def page(browser: Any, service: Service, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh tab (own storage) at 1280×720; screenshot saved after the test; no uncaught errors, nothing off-host."""
+    with open_page(browser, service, request) as tab:
+        yield tab
+
+
+@contextmanager
+def open_page(browser: Any, service: Service, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The tab of :func:`page` on ``service``."""
     context = browser.new_context(viewport=VIEWPORT, base_url=service.url)
     context.set_default_timeout(20_000)
     tab = context.new_page()

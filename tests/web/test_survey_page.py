@@ -173,18 +173,19 @@ def test_invalid_and_too_weak_tokens_are_explained(page, service, use_token, sig
         assert not [a for a in client.get(f"/units/{unit}").json()["annotations"] if a["label"] == "Not allowed"]
 
 
-def test_a_unit_outside_the_ranked_set_says_why_it_has_no_patches_and_can_be_labelled(page, service, use_token) -> None:
+def test_a_unit_outside_the_ranked_set_shows_its_drawn_patches_and_can_be_labelled(page, service, use_token) -> None:
     ranked = set(ranked_units(service))
     with service.client("viewer") as client:
         num_units = len(client.get("/units/embedding").json()["units"])
         unit = next(k for k in range(num_units) if k not in ranked)
-        assert client.get(f"/units/{unit}/visualisation").status_code == 404
+        patches = client.get(f"/units/{unit}/visualisation").json()["patches"]
     use_token(page, service.tokens["dr_a"])
     page.goto(f"/ui/units/{unit}")
     expect(page.locator("#unit-line")).to_have_text("Not among the ranked units of any class.")
-    expect(page.locator("#patch-grid .no-patches")).to_have_text(
-        re.compile(rf"^Unit {unit} is not among the {len(ranked)} ranked units, .* stores top patches for those only\.")
+    expect(page.locator("#patch-source")).to_contain_text(
+        f"Unit {unit} is not among the {len(ranked)} ranked units: the model bundle lists its top hold-out patches"
     )
+    expect(page.locator("#patch-grid button")).to_have_count(len(patches))
     expect(page.get_by_role("alert")).to_have_count(0)
     label = "Unranked unit label (web test)"
     answer_survey(page, label=label, category="Other", description="Seen through a region query.")

@@ -182,10 +182,43 @@ async function showContext(patch, button) {
   $("context-caption").textContent = `Patch ${patch.rank} comes from mammogram ${patch.image_id} (outlined). Unit activation ${patch.activation.toFixed(3)}; ${(100 * patch.mask_fraction).toFixed(0)}% of the patch inside the unit's mask.`;
 }
 
+/** Where the patches come from, for a unit outside the ranked set; and why some have no pictures. */
+function renderPatchSource(vis) {
+  const note = $("patch-source");
+  const parts = [];
+  if (vis.source === "rendered") {
+    parts.push(
+      `Unit ${state.unitId} is not among the ${state.units.length} ranked units: the model bundle lists its top hold-out patches, ` +
+        "and the service drew them now from the hold-out mammograms.",
+    );
+  }
+  if (!vis.images_available) {
+    const missing = vis.patches.filter((p) => !p.patch).length;
+    parts.push(
+      `The hold-out images of ${missing} of its ${vis.patches.length} patches are not available to the service, so those are listed ` +
+        `by mammogram, place and activation only. ${vis.images_note ?? ""}`,
+    );
+  }
+  note.textContent = parts.join(" ");
+  note.hidden = !parts.length;
+}
+
+/** A patch whose hold-out image the service cannot read: its mammogram, box and activation, in words. */
+function patchWithoutImage(patch) {
+  const b = patch.box;
+  return el(
+    "li",
+    { class: "muted no-image", dataset: { rank: patch.rank } },
+    el("span", { class: "caption" }, `#${patch.rank} · ${patch.activation.toFixed(2)}`),
+    ` Image not available: mammogram ${patch.image_id}, row ${b.top}, column ${b.left}, side ${b.side} px.`,
+  );
+}
+
 async function renderPatches() {
   const grid = $("patch-grid");
   const vis = state.visualisation;
   if (!vis) {
+    $("patch-source").hidden = true;
     const ranked = state.units.some((u) => u.unit_id === state.unitId);
     grid.replaceChildren(
       el(
@@ -193,13 +226,15 @@ async function renderPatches() {
         { class: "muted no-patches" },
         ranked
           ? "The model bundle has no top patches for this unit."
-          : `Unit ${state.unitId} is not among the ${state.units.length} ranked units, and the model bundle stores top patches for those only. ` +
+          : `Unit ${state.unitId} is not among the ${state.units.length} ranked units, and this model bundle stores top patches for those only. ` +
               "It can still be labelled here; its map on a mammogram shows in the explanation viewer (a region query that matches it links here).",
       ),
     );
     return;
   }
+  renderPatchSource(vis);
   const items = vis.patches.map((patch) => {
+    if (!patch.patch) return patchWithoutImage(patch);
     const img = el("img", { alt: `Patch ${patch.rank}${state.plain ? "" : ", masked"}, from ${patch.image_id}` });
     const button = el(
       "button",
