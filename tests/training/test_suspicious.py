@@ -137,3 +137,16 @@ def test_the_bundle_records_the_top_cells_per_lesion_class(tiny_bundle, phantom_
             for b in rows:
                 if a is not b and a["image_id"] == b["image_id"]:
                     assert max(abs(a["cell"][0] - b["cell"][0]), abs(a["cell"][1] - b["cell"][1])) > 1
+
+
+def test_the_count_per_class_is_a_build_option_recorded_in_the_run_file() -> None:
+    from training.cli import _config_from, build_parser
+
+    args = build_parser().parse_args(["build", "--manifest", "m.csv", "--out", "b", "--suspicious-patches", "5"])
+    config = _config_from(args, TrainConfig())
+    assert config.suspicious_patches == 5
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    args = build_parser().parse_args(["build", "--manifest", "m.csv", "--out", "b"])
+    assert _config_from(args, TrainConfig()).suspicious_patches == TrainConfig().suspicious_patches == 24
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["build", "--manifest", "m.csv", "--out", "b", "--suspicious-patches", "0"])
