@@ -3,7 +3,9 @@ spool, outbox, result sender and a destination SCP on loopback (in-process), the
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -11,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -34,6 +37,16 @@ from tests.dimse.conftest import (
     encoded,
     free_port,
 )
+
+
+def load_healthcheck() -> ModuleType:
+    """The image's health-check script (docker/healthcheck.py, standard library only) as a module."""
+    path = Path(__file__).resolve().parents[2] / "docker" / "healthcheck.py"
+    spec = importlib.util.spec_from_file_location("deepminer_image_healthcheck", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def get(port: int, path: str, *, method: str = "GET") -> tuple[int, Any]:
@@ -225,6 +238,17 @@ def test_the_listener_process_serves_its_probes(
     listener.start()
     status, body = get(listener.metrics_port, "/healthz")
     assert status == 200 and body["threads"] == {"scp": True, "worker": True, "sender": True}
+
+    # The image's HEALTHCHECK, run without a URL, asks the listener when PID 1 is the listener (here: its process).
+    assert listener.process is not None
+    healthcheck = load_healthcheck()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DEEPMINER_DIMSE_METRICS_PORT", str(listener.metrics_port))
+        env.setenv("DEEPMINER_PORT", "1")  # nothing there: the API's URL would fail
+        url = healthcheck.default_url(Path(f"/proc/{listener.process.pid}/cmdline"))
+        assert url == f"http://127.0.0.1:{listener.metrics_port}/healthz"
+        assert healthcheck.main(["healthcheck.py", url]) == 0
+        assert healthcheck.default_url(Path(f"/proc/{os.getpid()}/cmdline")) == "http://127.0.0.1:1/healthz"
 
     with associate(listener.port) as assoc:
         assert assoc.send_c_store(new_instance()).Status == SUCCESS
