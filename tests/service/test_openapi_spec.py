@@ -47,6 +47,7 @@ def test_document_needs_no_bundle_and_has_stable_operation_ids(tmp_path: Path) -
         "units-bundle_file",
         "quality-quality_report",
         "queries-query_region",
+        "suspicious-list_suspicious_patches",
         "dicomweb-explain_instance",
         "health-healthz",
         "health-readyz",
