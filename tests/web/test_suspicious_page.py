@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
+
+from deepminer.bundle import META_FILE, SUSPICIOUS_DIR, finalise_bundle
+from tests.web.conftest import open_page, run_service
 
 try:
     from playwright.sync_api import expect
@@ -152,3 +156,22 @@ def test_an_unknown_patch_id_is_named(page, service, use_token) -> None:
     page.goto("/ui/explain?suspicious=malignant-9999")
     expect(page.get_by_role("alert")).to_contain_text("lists no suspicious patch “malignant-9999”")
     expect(page.locator("#result")).to_be_hidden()
+
+
+def test_a_bundle_without_suspicious_patches_says_so(browser, tiny_bundle, tmp_path, request, use_token) -> None:
+    older = tmp_path / "older"
+    shutil.copytree(tiny_bundle, older)
+    shutil.rmtree(older / SUSPICIOUS_DIR)
+    meta = json.loads((older / META_FILE).read_text())
+    meta.pop("files")
+    meta.pop("suspicious_patches")
+    finalise_bundle(older, meta)
+    with run_service(older, tmp_path / "service") as service, open_page(browser, service, request) as page:
+        use_token(page, service.tokens["viewer"])
+        page.goto("/ui/suspicious")
+        expect(page.locator("#intro")).to_have_text(
+            "This model bundle records no suspicious patches: it was built before they were added. "
+            "Rebuild it to list them."
+        )
+        expect(page.locator("#patches a")).to_have_count(0)
+        assert not page.locator("#alert").is_visible()

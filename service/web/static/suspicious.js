@@ -24,7 +24,7 @@ function picture(url) {
 }
 
 /** Where the viewer opens a patch: it explains the mammogram and queries the patch's region. */
-export const queryLink = (patch) => `/ui/explain?${new URLSearchParams({ suspicious: patch.id })}`;
+const queryLink = (patch) => `/ui/explain?${new URLSearchParams({ suspicious: patch.id })}`;
 
 function describe(patch) {
   return `${patch.class} #${patch.rank}, probability ${percent(patch.probability)}, image ${patch.image_id}`;
