@@ -49,7 +49,7 @@ class VisualisedPatch(BaseModel):
 
 
 class UnitVisualisation(BaseModel):
-    """A unit's top hold-out patches (Lu & Perer), masked by its binarised map, from the bundle."""
+    """A unit's top hold-out patches (Lu & Perer), masked by its binarised map, from the bundle or drawn on demand."""
 
     unit_id: int
     threshold: float = Field(description="The threshold the masks were binarised at.")

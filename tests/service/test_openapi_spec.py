@@ -44,6 +44,7 @@ def test_document_needs_no_bundle_and_has_stable_operation_ids(tmp_path: Path) -
         "units-list_labels",
         "units-annotate_units",
         "units-unit_visualisation",
+        "units-unit_patch_image",
         "units-bundle_file",
         "quality-quality_report",
         "queries-query_region",

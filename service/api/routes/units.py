@@ -211,10 +211,7 @@ async def unit_visualisation(
     renderer: UnitPatchesDep,
     pool: PoolDep,
 ) -> UnitVisualisation:
-    """Show any unit's top hold-out patches, plain and masked by its map, with their source mammograms.
-
-    Ranked units' PNGs are stored in the bundle; any other unit's are drawn from the hold-out images on demand.
-    """
+    """Show any unit's top hold-out patches, plain and masked, with their mammograms (unranked: drawn on demand)."""
     unit_id = catalog.check(unit_id)
     index = catalog.bundle.unit_index
     if index is not None and str(unit_id) in index:
