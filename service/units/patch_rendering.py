@@ -183,50 +183,45 @@ class UnitPatchRenderer:
         table = self._table()
         threshold = float(table.threshold[unit_id])
         columns = [(col, int(j)) for col, j in enumerate(table.patch[unit_id]) if j >= 0]
-        images: dict[int, np.ndarray] = {}
+        # One mammogram in memory at a time (a DICOM can be ~100 MB as float32): its crops and context, then the next.
+        crops: dict[int, np.ndarray] = {}  # column -> patch pixels
+        contexts: dict[int, tuple[bytes, tuple[float, float]]] = {}  # image -> context PNG, (row, column) scale
         unavailable: dict[str, str] = {}
         for image in dict.fromkeys(int(table.image[j]) for _, j in columns):
             if cancel is not None and cancel.is_set():
                 raise InferenceCancelledError(f"rendering unit {unit_id}'s top patches was abandoned")
-            read = self._read(image)
-            if isinstance(read, str):
-                unavailable[table.image_ids[image]] = read
-            else:
-                images[image] = read
-        drawable = [(col, j) for col, j in columns if int(table.image[j]) in images]
-        crops = [
-            crop_patch(images[int(table.image[j])], *map(int, table.boxes[j]), self.patch_size)
-            .astype(PATCH_STORAGE)  # as the build held the patch it scored
-            .astype(np.float32)
-            for _, j in drawable
-        ]
-        maps = self._unit_maps(crops, unit_id) if crops else []
+            pixels = self._read(image)
+            if isinstance(pixels, str):
+                unavailable[table.image_ids[image]] = pixels
+                continue
+            for col, j in columns:
+                if int(table.image[j]) == image:
+                    top, left, side = (int(v) for v in table.boxes[j])
+                    patch = crop_patch(pixels, top, left, side, self.patch_size)
+                    crops[col] = patch.astype(PATCH_STORAGE).astype(np.float32)  # as the build held it when scoring
+            height, width = pixels.shape
+            shape = context_shape(height, width)
+            contexts[image] = (_png(to_uint8(resize(pixels, shape))), (shape[0] / height, shape[1] / width))
+        maps = dict(zip(crops, self._unit_maps(list(crops.values()), unit_id))) if crops else {}
         pngs: dict[tuple[int, str], bytes] = {}
-        contexts: dict[int, tuple[bytes, tuple[float, float]]] = {}
         views = []
-        drawn = dict(zip((col for col, _ in drawable), zip(crops, maps)))
         for col, j in columns:
             rank, image = col + 1, int(table.image[j])
             top, left, side = (int(v) for v in table.boxes[j])
             box = {"top": top, "left": left, "side": side}
-            if col not in drawn:
-                activation = float(table.activation[unit_id, col])
+            activation = float(table.activation[unit_id, col])
+            if col not in crops:
                 views.append(PatchView(rank, activation, table.image_ids[image], box, None, None))
                 continue
-            pixels, response = drawn[col]
-            mask = unit_mask(response, self.patch_size, threshold)
-            if image not in contexts:
-                height, width = images[image].shape
-                shape = context_shape(height, width)
-                contexts[image] = (_png(to_uint8(resize(images[image], shape))), (shape[0] / height, shape[1] / width))
+            mask = unit_mask(maps[col], self.patch_size, threshold)
             context_png, scale = contexts[image]
-            pngs[(rank, "patch")] = _png(to_uint8(pixels))
-            pngs[(rank, "masked")] = _png(dim_outside(pixels, mask))
+            pngs[(rank, "patch")] = _png(to_uint8(crops[col]))
+            pngs[(rank, "masked")] = _png(dim_outside(crops[col], mask))
             pngs[(rank, "context")] = context_png
             views.append(
                 PatchView(
                     rank=rank,
-                    activation=float(table.activation[unit_id, col]),
+                    activation=activation,
                     image_id=table.image_ids[image],
                     box=box,
                     mask_fraction=float(mask.mean()),
