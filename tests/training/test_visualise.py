@@ -12,6 +12,7 @@ from PIL import Image
 from deepminer.bundle import PATCHES_PER_UNIT, UNITS_INDEX_FILE, finalise_bundle, load_bundle
 from deepminer.fcn import build_classifier, to_fcn
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD, read_image
+from deepminer.unit_patches import TOP_PATCHES_FILE, TopPatchTable
 from training.cli import build_parser
 from training.config import TrainConfig
 from training.config_file import read_run_file
@@ -20,7 +21,6 @@ from training.evaluate import batch_input
 from training.patches import CLASSES, PatchRule, crop_patch
 from training.pipeline import build_bundle, unit_visualisation_meta
 from training.ranking import UnitRanking
-from deepminer.unit_patches import TOP_PATCHES_FILE, TopPatchTable
 from training.visualise import (
     dim_outside,
     merge_top,
