@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from deepminer.imaging import resize
+from deepminer import unit_patches
 
 CLASSES = ("normal", "benign", "malignant")
 """Class order of every model this project trains: index 0, 1, 2."""
@@ -140,5 +140,6 @@ def label_boxes(
 
 
 def crop_patch(pixels: np.ndarray, box: Box, size: int) -> np.ndarray:
-    """The window's pixels resized to ``size`` × ``size`` (same resampling as whole images)."""
-    return resize(pixels[box.slices()], (size, size))
+    """The window's pixels resized to ``size`` × ``size`` (same resampling as whole images); the service crops
+    a unit's top patches again with the same function (:func:`deepminer.unit_patches.crop_patch`)."""
+    return unit_patches.crop_patch(pixels, box.top, box.left, box.side, size)
