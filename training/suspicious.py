@@ -50,9 +50,10 @@ from deepminer.formulas import softmax
 from deepminer.grid import NETWORK_STRIDE, GridMapping
 from deepminer.imaging import read_image, resize
 from deepminer.scoring import BACKGROUND_CLASS, breast_cells
+from deepminer.unit_patches import to_uint8
 from training.manifest import ImageRecord
 from training.ranking import ImageMaps
-from training.visualise import _save_png, to_uint8
+from training.visualise import save_png
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def write_suspicious_patches(root: Path, found: SuspiciousCells, *, source: str 
             image_id = cell.record.image_id
             if image_id not in images:
                 rel = f"{SUSPICIOUS_DIR}/images/{len(images):04d}.png"
-                _save_png(root / rel, to_uint8(resize(read_image(cell.record.image_path), cell.input_shape)))
+                save_png(root / rel, to_uint8(resize(read_image(cell.record.image_path), cell.input_shape)))
                 images[image_id] = {
                     "file": rel,
                     "shape": list(cell.input_shape),

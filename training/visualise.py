@@ -187,7 +187,8 @@ def top_activating_patches(
     return UnitPatches(units=units, activations=acts, indices=idx, maps=maps, patch_thresholds=quantiles.thresholds())
 
 
-def _save_png(path: Path, pixels: np.ndarray) -> None:
+def save_png(path: Path, pixels: np.ndarray) -> None:
+    """Write 8-bit ``pixels`` as an optimised PNG, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format="PNG", optimize=True)
 
@@ -241,7 +242,7 @@ def write_unit_visualisations(
             height, width = pixels.shape
             out_h, out_w = context_shape(height, width, context_height)
             rel = f"{UNITS_DIR}/context/{_file_stem(image_id, stems)}.png"
-            _save_png(root / rel, to_uint8(resize(pixels, (out_h, out_w))))
+            save_png(root / rel, to_uint8(resize(pixels, (out_h, out_w))))
             contexts[image_id] = (rel, out_h / height, out_w / width)
         return contexts[image_id]
 
@@ -264,8 +265,8 @@ def write_unit_visualisations(
             mask = unit_mask(top.maps[u, col], patch_size, threshold)
             patch_rel = f"{UNITS_DIR}/{unit}/patch_{rank}.png"
             masked_rel = f"{UNITS_DIR}/{unit}/masked_{rank}.png"
-            _save_png(root / patch_rel, to_uint8(pixels))
-            _save_png(root / masked_rel, dim_outside(pixels, mask, dim))
+            save_png(root / patch_rel, to_uint8(pixels))
+            save_png(root / masked_rel, dim_outside(pixels, mask, dim))
             box = patches.boxes[i]
             context_rel, sy, sx = context(patches.image_ids[i])
             entries.append(
