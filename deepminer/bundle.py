@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from deepminer.auxiliary import AuxFeature
+from deepminer.grid import patch_cells
 from deepminer.scoring import DEFAULT_SCORE_RULE, SCORE_RULES
 
 SCHEMA_VERSION = 1
@@ -137,6 +138,11 @@ class Bundle:
     def score_rule(self) -> str:
         """The image-level score rule (:mod:`deepminer.scoring`): ``meta.json`` ``image_score.rule``, else default."""
         return _score_rule(self.root, self.meta)
+
+    @property
+    def patch_cells(self) -> int:
+        """The classifier's patch side in layer4 cells (``patch_size / 32``, at least 1): ``patch_peak``'s block."""
+        return patch_cells(int(self.meta["preprocessing"]["patch_size"]))
 
     def path(self, name: str) -> Path:
         """Absolute path of a file listed in the bundle."""

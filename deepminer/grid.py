@@ -30,6 +30,13 @@ def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
     return max(1, round(height * short_side / width)), short_side
 
 
+def patch_cells(patch_size: int) -> int:
+    """The classifier's patch side in layer4 cells: ``patch_size // 32``, at least 1 (4 for the demo's 128 px)."""
+    if patch_size < 1:
+        raise ValueError(f"patch_size must be at least 1 px, got {patch_size}")
+    return max(1, patch_size // NETWORK_STRIDE)
+
+
 def feature_grid_shape(input_height: int, input_width: int) -> tuple[int, int]:
     """Shape of the layer4 grid for a network input of the given size: ``ceil(n / 32)`` per axis."""
     return math.ceil(input_height / NETWORK_STRIDE), math.ceil(input_width / NETWORK_STRIDE)

@@ -15,6 +15,16 @@ Rules, by name (the bundle records which one it was built for):
 - ``breast_peak``: lesion class c: ``max_{(x,y) on breast} P_c(x, y)``;
   background class: ``min_{(x,y) on breast} P_bg(x, y)``.
 - ``classifier``: ``softmax(mean_xy logits)``, the patch classifier's probabilities.
+- ``patch_peak``: the patch classifier at the image's most suspicious patch.
+  Every ``k × k`` block of cells (``k`` = the classifier's patch side in cells,
+  ``patch_size / 32``) is classified as training classified a patch in its
+  image, ``softmax(mean over the block of logits)`` (:mod:`training.context`);
+  among the blocks mostly on the breast, the one least likely normal is the
+  most suspicious, and its probabilities are the scores of every class. Not
+  the paper's: its benchmark took each class's peak cell; the demo recipe
+  trains patches in their image, and this reads the image the same way
+  (a benign lesion whose single cells lean malignant is still read benign when
+  its patch is).
 
 The predicted class is the argmax of the scores. Scores rank images; under
 ``breast_peak`` they are not a distribution and need not sum to 1.
@@ -30,8 +40,18 @@ from deepminer.formulas import softmax
 from deepminer.grid import NETWORK_STRIDE
 from deepminer.tissue import tissue_mask
 
-SCORE_RULES = ("breast_peak", "classifier")
+SCORE_RULES = ("breast_peak", "classifier", "patch_peak")
 DEFAULT_SCORE_RULE = "breast_peak"
+SCORE_RULE_DEFINITIONS = {
+    "breast_peak": "lesion classes: peak of the probability map over breast cells; normal: the smallest normal "
+    "probability over breast cells; predicted class = argmax (deepminer/scoring.py)",
+    "classifier": "softmax of the mean logit map: the patch classifier on the whole image; predicted class = argmax "
+    "(deepminer/scoring.py)",
+    "patch_peak": "every class: softmax of the mean logits of the least normal patch-sized block of cells (half or "
+    "more on the breast), the patch classifier at the most suspicious patch; predicted class = argmax "
+    "(deepminer/scoring.py)",
+}
+"""What ``meta.json`` ``image_score.definition`` says of each rule."""
 BACKGROUND_CLASS = "normal"
 
 
@@ -71,12 +91,14 @@ def image_scores(
     *,
     classes: Sequence[str],
     rule: str = DEFAULT_SCORE_RULE,
+    patch_cells: int = 1,
 ) -> np.ndarray:
     """Image-level score of every class, ``(C,)``, under ``rule`` (module docstring).
 
     ``probability_maps`` and ``logits`` are ``(C, h, w)``; ``cells`` the
     ``(h, w)`` breast cells. An image with no breast cell is scored over all
-    of its cells.
+    of its cells. ``patch_cells``: the classifier's patch side in layer4 cells
+    (``patch_peak`` only; :attr:`deepminer.bundle.Bundle.patch_cells`).
     """
     if rule not in SCORE_RULES:
         raise ValueError(f"image score rule must be one of {SCORE_RULES}, got {rule!r}")
@@ -84,6 +106,8 @@ def image_scores(
         return classifier_probabilities(logits)
     if cells.shape != probability_maps.shape[1:]:
         raise ValueError(f"cells must be the grid {probability_maps.shape[1:]}, got {cells.shape}")
+    if rule == "patch_peak":
+        return most_suspicious_patch(logits, cells, classes=classes, patch_cells=patch_cells)
     flat = probability_maps.reshape(probability_maps.shape[0], -1)
     chosen = flat[:, cells.reshape(-1)] if cells.any() else flat
     scores = chosen.max(axis=1)
@@ -91,3 +115,38 @@ def image_scores(
         b = list(classes).index(BACKGROUND_CLASS)
         scores[b] = chosen[b].min()
     return scores
+
+
+def block_means(values: np.ndarray, k: int) -> np.ndarray:
+    """Means of every ``k × k`` block of the last two axes that lies inside them: ``(..., h - k + 1, w - k + 1)``."""
+    h, w = values.shape[-2:]
+    if not 1 <= k <= min(h, w):
+        raise ValueError(f"block side must be in 1..{min(h, w)} for a {h} x {w} grid, got {k}")
+    windows = np.lib.stride_tricks.sliding_window_view(values, (k, k), axis=(-2, -1))
+    return windows.mean(axis=(-2, -1))
+
+
+def most_suspicious_patch(
+    logits: np.ndarray, cells: np.ndarray, *, classes: Sequence[str], patch_cells: int
+) -> np.ndarray:
+    """``patch_peak``: the class probabilities of the least normal patch-sized block mostly on the breast, ``(C,)``.
+
+    A block is ``k × k`` cells, ``k = min(patch_cells, h, w)``; its probabilities
+    are ``softmax`` of its mean logits (the patch classifier in context). Blocks
+    with at least half of their cells on the breast compete; with none, all do.
+    Without a background class, the block with the largest lesion probability wins.
+    """
+    if patch_cells < 1:
+        raise ValueError(f"patch_cells must be at least 1, got {patch_cells}")
+    k = min(patch_cells, *logits.shape[1:])
+    probabilities = softmax(block_means(logits, k), axis=0)
+    on_breast = block_means(cells.astype(np.float64), k) >= 0.5
+    if not on_breast.any():
+        on_breast = np.ones_like(on_breast)
+    if BACKGROUND_CLASS in classes:
+        suspicion = 1.0 - probabilities[list(classes).index(BACKGROUND_CLASS)]
+    else:
+        suspicion = probabilities.max(axis=0)
+    suspicion = np.where(on_breast, suspicion, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(suspicion)), suspicion.shape)
+    return probabilities[:, i, j].astype(np.float32)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from deepminer.bundle import PATCHES_PER_UNIT
+from deepminer.scoring import SCORE_RULES
 from training.config import DEMO_CONFIG, RECIPES, TrainConfig
 from training.config_file import RunFile, read_run_file
 
@@ -39,6 +40,8 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> Non
                    "(default: %(default)s = none)")
     g.add_argument("--suspicious-patches", type=_positive_int, default=defaults.suspicious_patches, metavar="N",
                    help="hold-out cells kept per lesion class for the suspicious-patches list (default: %(default)s)")
+    g.add_argument("--score-rule", choices=SCORE_RULES, default=defaults.score_rule,
+                   help="image-level score rule the bundle records (deepminer/scoring.py) (default: %(default)s)")
 
 
 def _add_top_patches(p: argparse.ArgumentParser, default: int) -> None:
@@ -100,6 +103,7 @@ def _config_from(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig
         device=args.device,
         aux_features=args.aux_features,
         suspicious_patches=args.suspicious_patches,
+        score_rule=args.score_rule,
     )
 
 
@@ -194,6 +198,8 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
                    "automatic labels")
     p.add_argument("--bars", action="store_true", help="also check the demo's quality bars (exit 1 if one fails)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
+    p.add_argument("--score-rule", choices=SCORE_RULES, default=None,
+                   help="score images under this rule instead of the bundle's (deepminer/scoring.py), to compare rules")
 
     p = sub.add_parser("quantize", help="add an int8 FCN (fcn.int8.onnx) to a bundle, gated against fp32",
                        description="Quantize the bundle's FCN with ONNX Runtime (QDQ, per-channel weights), calibrated "
@@ -336,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
             report, paths = bundle_quality(args.bundle, args.manifest, args.out, part=args.part,
                                            labels_file=args.labels, device=args.device, bars=args.bars,
-                                           progress=progress)
+                                           progress=progress, score_rule=args.score_rule)
             print(paths[1].read_text())
             print("wrote " + ", ".join(str(p) for p in paths))
             if args.bars and not all(b["pass"] for b in report.figures["bars"].values()):

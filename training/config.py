@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from deepminer.scoring import SCORE_RULES
 from training.patches import PatchRule
 
 
@@ -71,6 +72,10 @@ class TrainConfig:
     top_per_class: int = 20
     # The hold-out cells most likely malignant, and most likely benign, kept per class (training/suspicious.py).
     suspicious_patches: int = 24
+    # The image-level score rule the bundle records (deepminer/scoring.py): "breast_peak" each class's peak cell
+    # over the breast (the reference benchmark's peak of the probability map), "patch_peak" the patch classifier at
+    # the most suspicious patch-sized block, "classifier" the classifier on the whole image.
+    score_rule: str = "breast_peak"
     threshold_quantile: float = 0.99
     eval_batch_size: int = 64
     # Names of the manifest's ``aux:<name>`` columns the classifier also takes
@@ -136,6 +141,7 @@ class TrainConfig:
             "patch_context": (self.patch_context, ("bare", "image")),
             "train_precision": (self.train_precision, ("fp32", "bf16", "auto")),
             "lesion_pooling": (self.lesion_pooling, ("mean", "max")),
+            "score_rule": (self.score_rule, SCORE_RULES),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -231,6 +237,10 @@ DEMO_CONFIG = TrainConfig(
     images_per_batch=2,
     # bfloat16 where the CPU or GPU computes it natively (about twice as fast), else float32.
     train_precision="auto",
+    # Images are read as training read patches: the patch classifier at the most suspicious 4 x 4-cell block. Against
+    # each class's peak cell ("breast_peak"), benign AUC on unseen phantoms 0.856 -> 0.917, lesion images right 59%
+    # -> 59% (README, "How good are these explanations?").
+    score_rule="patch_peak",
     # Automatic labels may name a BI-RADS category when a unit answers to all of its types.
     label_categories=True,
     top_per_image=8,

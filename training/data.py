@@ -13,10 +13,10 @@ from tqdm import tqdm
 from deepminer.auxiliary import aux_vector
 from deepminer.grid import resized_shape
 from deepminer.imaging import read_image, resize
+from deepminer.tissue import tissue_mask
 from training.context import PATCH_CONTEXTS, ImageContext
 from training.manifest import ImageRecord
 from training.patches import CLASSES, Box, PatchRule, crop_patch, label_boxes, sliding_boxes
-from deepminer.tissue import tissue_mask
 
 log = logging.getLogger(__name__)
 MASK_ASPECT_TOLERANCE = 0.02

@@ -31,8 +31,9 @@ from deepminer.bundle import (
     load_bundle,
 )
 from deepminer.fcn import build_classifier, num_units, to_fcn
+from deepminer.grid import patch_cells
 from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
-from deepminer.scoring import DEFAULT_SCORE_RULE
+from deepminer.scoring import SCORE_RULE_DEFINITIONS
 from deepminer.unit_patches import TOP_PATCHES_FILE
 from training.concepts import automatic_labels
 from training.config import TrainConfig
@@ -44,8 +45,8 @@ from training.evaluate import one_vs_rest_metrics, plot_roc
 from training.export import AUX_INPUT_NAME, export_onnx
 from training.manifest import ImageRecord, read_manifest
 from training.patches import CLASSES
-from training.quality import DEMO_BARS, QUALITY_DIR, QUALITY_JSON, assess, headline, labels_by_unit, write_report
 from training.plots import LEARNING_CURVES_FILE, plot_learning_curves
+from training.quality import DEMO_BARS, QUALITY_DIR, QUALITY_JSON, assess, headline, labels_by_unit, write_report
 from training.ranking import fcn_maps, rank_units
 from training.split import PARTS, split_by_case
 from training.suspicious import SuspiciousCells, write_suspicious_patches
@@ -276,7 +277,7 @@ def build_bundle(
         quality = assess(
             fcn_maps(fcn, parts["test"], desc="explanation quality", **{**map_args, "device": torch.device("cpu")}),
             weight=weight, classes=CLASSES, labels=labels_by_unit(labels), rankings=ranking.to_json(),
-            score_rule=DEFAULT_SCORE_RULE,
+            score_rule=config.score_rule, patch_cells=patch_cells(config.patch_size),
             dataset={"manifest": str(Path(manifest).resolve()), "part": "test",
                      "labels": f"{CONCEPT_LABELS_FILE} (automatic)" if auto_label else "none"},
             bars=DEMO_BARS if auto_label else None,
@@ -317,11 +318,7 @@ def build_bundle(
             "explanation_quality": None if quality is None else {
                 "report": QUALITY_JSON, "part": "test", **headline(quality.figures)},
         },
-        "image_score": {
-            "rule": DEFAULT_SCORE_RULE,
-            "definition": "lesion classes: peak of the probability map over breast cells; normal: the smallest "
-            "normal probability over breast cells; predicted class = argmax (deepminer/scoring.py)",
-        },
+        "image_score": {"rule": config.score_rule, "definition": SCORE_RULE_DEFINITIONS[config.score_rule]},
         "ranking": {
             "file": RANKINGS_FILE,
             "top_per_image": config.top_per_image,

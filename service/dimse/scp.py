@@ -16,13 +16,13 @@ import logging
 from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
-from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     DigitalMammographyXRayImageStorageForPresentation,
     DigitalMammographyXRayImageStorageForProcessing,
     SecondaryCaptureImageStorage,
     Verification,
 )
+from pynetdicom.transport import ThreadedAssociationServer
 
 from deepminer.dicom import decodable_transfer_syntaxes
 from service.dimse.metrics import DimseMetrics

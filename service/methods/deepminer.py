@@ -141,7 +141,8 @@ class DeepMiner:
         """The image-level scores ``(C,)`` under the bundle's rule, over the breast cells of the network input ``x``."""
         bundle = self.context.bundle
         cells = breast_cells(input_gray(x, bundle.mean, bundle.std), (logits.shape[1], logits.shape[2]))
-        return image_scores(probability_maps, logits, cells, classes=self.classes, rule=bundle.score_rule)
+        return image_scores(probability_maps, logits, cells, classes=self.classes, rule=bundle.score_rule,
+                            patch_cells=bundle.patch_cells)
 
     def run(self, inference: Inference, params: DeepMinerParams, clock: Stopwatch) -> ExplanationResult:
         """Explain ``inference`` for ``params.class_name`` (default: the predicted class) with ``params.top_k`` units.

@@ -138,10 +138,64 @@ def test_input_gray_undoes_the_normalisation_of_the_network_input() -> None:
 
 def test_bad_arguments_are_refused_with_what_was_received() -> None:
     logits, maps, cells = _hand_made()
-    assert SCORE_RULES == ("breast_peak", "classifier")
+    assert SCORE_RULES == ("breast_peak", "classifier", "patch_peak")
     with pytest.raises(ValueError, match="got 'mean'"):
         image_scores(maps, logits, cells, classes=CLASSES, rule="mean")
     with pytest.raises(ValueError, match=r"cells must be the grid \(5, 7\), got \(7, 5\)"):
         image_scores(maps, logits, cells.T, classes=CLASSES)
     with pytest.raises(ValueError, match=r"got shape \(3, 35\)"):
         classifier_probabilities(logits.reshape(3, -1))
+    with pytest.raises(ValueError, match="patch_cells must be at least 1, got 0"):
+        image_scores(maps, logits, cells, classes=CLASSES, rule="patch_peak", patch_cells=0)
+
+
+def _patch_peak_loop(logits: np.ndarray, cells: np.ndarray, classes: tuple[str, ...], k: int) -> list[float]:
+    """Every k x k block inside the grid by loops: softmax of its mean logits; of the blocks with half or more of
+    their cells on the breast (all blocks when none has), the one least normal (most lesion-like without normal)."""
+    c_n, h, w = logits.shape
+    k = min(k, h, w)
+    blocks = []
+    for i in range(h - k + 1):
+        for j in range(w - k + 1):
+            mean = [sum(float(logits[c, i + a, j + b]) for a in range(k) for b in range(k)) / (k * k) for c in range(c_n)]
+            breast = sum(bool(cells[i + a, j + b]) for a in range(k) for b in range(k)) / (k * k)
+            blocks.append((_softmax_loop(mean), breast >= 0.5))
+    candidates = [p for p, on in blocks if on] or [p for p, _ in blocks]
+    if "normal" in classes:
+        return min(candidates, key=lambda p: p[classes.index("normal")])
+    return max(candidates, key=max)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 9])
+def test_patch_peak_is_the_classifier_at_the_least_normal_block_on_the_breast(k: int) -> None:
+    for seed in range(5):
+        logits, maps, cells = _hand_made(seed=seed)
+        scores = image_scores(maps, logits, cells, classes=CLASSES, rule="patch_peak", patch_cells=k)
+        np.testing.assert_allclose(scores, _patch_peak_loop(logits, cells, CLASSES, k), rtol=1e-5)
+        no_breast = np.zeros_like(cells)
+        scores = image_scores(maps, logits, no_breast, classes=CLASSES, rule="patch_peak", patch_cells=k)
+        np.testing.assert_allclose(scores, _patch_peak_loop(logits, no_breast, CLASSES, k), rtol=1e-5)
+        two = ("benign", "malignant")
+        scores = image_scores(maps[1:], logits[1:], cells, classes=two, rule="patch_peak", patch_cells=k)
+        np.testing.assert_allclose(scores, _patch_peak_loop(logits[1:], cells, two, k), rtol=1e-5)
+
+
+def test_patch_peak_on_a_patch_sized_image_is_the_patch_classifier() -> None:
+    """A grid of exactly one block: the patch classifier's probabilities (training/context.py's patch in its image)."""
+    logits, maps, cells = _hand_made(seed=6, shape=(4, 4))
+    scores = image_scores(maps, logits, cells, classes=CLASSES, rule="patch_peak", patch_cells=4)
+    np.testing.assert_allclose(scores, classifier_probabilities(logits), rtol=1e-6)
+
+
+def test_patch_peak_reads_a_lesion_by_its_patch_not_by_its_loudest_cell() -> None:
+    """A benign lesion of four cells, one of which leans malignant: each class's peak cell calls it malignant,
+    the patch around it benign."""
+    logits = np.zeros((3, 6, 6), dtype=np.float32)
+    logits[1, 2:4, 2:4] = 3.0  # benign over the lesion's four cells
+    logits[2, 2, 2] = 6.0  # one of them louder for malignant
+    cells = np.ones((6, 6), dtype=bool)
+    maps = np.exp(logits) / np.exp(logits).sum(axis=0)
+    peak = image_scores(maps, logits, cells, classes=CLASSES, rule="breast_peak")
+    patch = image_scores(maps, logits, cells, classes=CLASSES, rule="patch_peak", patch_cells=2)
+    assert CLASSES[int(np.argmax(peak))] == "malignant"
+    assert CLASSES[int(np.argmax(patch))] == "benign"

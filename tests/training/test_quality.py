@@ -148,6 +148,21 @@ def test_quality_cli_on_a_bundle(tiny_bundle: Path, phantom_manifest: Path, tmp_
     assert "# Explanation quality" in capsys.readouterr().out
     assert (out / "quality.md").is_file()
 
+    # The same model under another image-score rule: pointing and naming (CAM, units) do not move; the scores do,
+    # and each image's patch_peak scores are the patch classifier at its least normal 4 x 4 block (the tiny bundle's
+    # 32 px patches are one cell: the peak cell's own probabilities).
+    assert figures["image_score_rule"] == "breast_peak"
+    other = tmp_path / "q-patch"
+    assert main(["-q", "quality", "--bundle", str(tiny_bundle), "--manifest", str(phantom_manifest),
+                 "--out", str(other), "--part", "all", "--score-rule", "patch_peak"]) == 0
+    patch = json.loads((other / "quality.json").read_text())
+    assert patch["image_score_rule"] == "patch_peak"
+    assert patch["pointing_game"] == figures["pointing_game"] and patch["concept_naming"] == figures["concept_naming"]
+    for before, after in zip(figures["per_image"], patch["per_image"], strict=True):
+        assert before["image_id"] == after["image_id"]
+        assert after["scores"]["normal"] == pytest.approx(before["scores"]["normal"], abs=1e-4)  # same least-normal cell
+        assert abs(sum(after["scores"].values()) - 1.0) < 1e-3  # one block's probabilities: a distribution
+
 
 def test_quality_cli_refuses_a_manifest_without_lesions(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
     from training.cli import main

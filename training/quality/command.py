@@ -20,6 +20,7 @@ def bundle_quality(
     device: str = "auto",
     bars: bool = False,
     progress: bool = True,
+    score_rule: str | None = None,
 ) -> tuple[QualityReport, list[Path]]:
     """``python -m training quality``: the report of a built bundle on ``manifest``.
 
@@ -27,7 +28,9 @@ def bundle_quality(
     the one the bundle was built from), or ``all`` (every image; the default for
     any other manifest). ``labels_file``: unit labels as written by ``python -m
     annotations export`` (CSV or JSON), only those made under this bundle;
-    default: the bundle's automatic labels. Writes to ``out_dir`` (default: a
+    default: the bundle's automatic labels. ``score_rule``: score images under
+    this rule (:data:`deepminer.scoring.SCORE_RULES`) instead of the bundle's, to
+    compare rules on one model. Writes to ``out_dir`` (default: a
     ``quality`` folder next to the manifest; the bundle itself is never written to).
     """
     from annotations.io import load_annotation_rows
@@ -62,7 +65,7 @@ def bundle_quality(
                     device=select_device(device), desc="explanation quality", progress=progress)
     report = assess(
         maps, weight=weight, classes=bundle.classes, labels=labels_by_unit(rows), rankings=bundle.rankings,
-        score_rule=bundle.score_rule,
+        score_rule=score_rule or bundle.score_rule, patch_cells=bundle.patch_cells,
         dataset={"manifest": str(manifest), "part": part, "labels": label_source, "bundle": bundle.id},
         bars=DEMO_BARS if bars else None,
     )

@@ -162,6 +162,7 @@ def assess(
     rankings: Mapping[str, Any],
     score_rule: str,
     dataset: Mapping[str, Any],
+    patch_cells: int = 1,
     bars: Mapping[str, tuple[str, float]] | None = None,
     worst_cases: int = 8,
 ) -> QualityReport:
@@ -186,7 +187,7 @@ def assess(
         mapping = GridMapping.for_input(image_shape=item.pixels.shape, input_shape=item.input_shape)
         cells = breast_cells(item.gray, mapping.grid_shape)
         prob_maps = softmax(item.logits, axis=0)
-        score = image_scores(prob_maps, item.logits, cells, classes=classes, rule=score_rule)
+        score = image_scores(prob_maps, item.logits, cells, classes=classes, rule=score_rule, patch_cells=patch_cells)
         label = record.pathology
         truth.append(label)
         scores.append(score)

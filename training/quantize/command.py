@@ -42,8 +42,8 @@ from training.quality import labels_by_unit
 from training.quantize.cpu import cpu_info
 from training.quantize.gates import compare
 from training.quantize.int8 import float_nodes, quantize_fcn
-from training.quantize.names import CALIBRATION_METHODS, FLOAT_REGIONS
 from training.quantize.maps import calibration_reader, feeds, onnx_maps, session
+from training.quantize.names import CALIBRATION_METHODS, FLOAT_REGIONS
 from training.split import split_by_case
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ def quantize_bundle(
                          method=candidate.method, keep_float=keep, cache=cache)
             maps = onnx_maps(path, test, bundle=bundle, threads=threads, desc=candidate.name, progress=progress)
             gates = compare(maps, reference, weight=weight, classes=bundle.classes, labels=labels,
-                            rankings=bundle.rankings, score_rule=bundle.score_rule, dataset=dataset)
+                            rankings=bundle.rankings, score_rule=bundle.score_rule, patch_cells=bundle.patch_cells,
+                            dataset=dataset)
             trials.append(Trial(candidate, path, keep, gates))
             log.info("int8 %s: gates %s (%s) in %.0f s", candidate.name, "held" if gates["pass"] else "failed",
                      {k: c["value"] for k, c in gates["checks"].items()}, time.perf_counter() - started)

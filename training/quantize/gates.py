@@ -106,6 +106,7 @@ def compare(
     rankings: Mapping[str, Any],
     score_rule: str,
     dataset: Mapping[str, Any],
+    patch_cells: int = 1,
     bounds: Mapping[str, tuple[str, float]] = GATE_BOUNDS,
 ) -> dict[str, Any]:
     """The gates of ``candidate`` (the int8 model's maps) against ``reference`` (fp32's) on the same images.
@@ -116,7 +117,7 @@ def compare(
     """
     report = {
         name: assess(maps, weight=weight, classes=classes, labels=labels, rankings=rankings, score_rule=score_rule,
-                     dataset=dataset).figures
+                     patch_cells=patch_cells, dataset=dataset).figures
         for name, maps in (("candidate", candidate), ("reference", reference))
     }
     auc, auc_ref = report["candidate"]["auc"]["score"], report["reference"]["auc"]["score"]

@@ -14,7 +14,7 @@ from deepminer.bundle import Bundle
 from deepminer.fcn import AuxiliaryHead
 from deepminer.imaging import network_input, read_image
 from training.manifest import ImageRecord
-from training.quantize.int8 import AUX_INPUT, FEATURES_OUTPUT, Feeds, FeedReader
+from training.quantize.int8 import AUX_INPUT, FEATURES_OUTPUT, FeedReader, Feeds
 from training.ranking import ImageMaps, fcn_maps
 
 INPUT = "image"

@@ -25,6 +25,9 @@ const SCORE_RULES = {
   breast_peak:
     "each lesion class scores the peak of its probability map over the breast, normal the lowest value of its map there",
   classifier: "the patch classifier's probabilities on the whole image (softmax of the mean of the logit map)",
+  patch_peak:
+    "every class scores the patch classifier's probability at the most suspicious patch of the breast " +
+    "(the patch-sized block of the logit map least likely normal)",
 };
 
 const percent = (v) => `${(100 * v).toFixed(1)}%`;
