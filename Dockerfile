@@ -91,7 +91,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     NUMBA_CACHE_DIR=/tmp/numba-cache
 WORKDIR /data
 USER 10001:10001
-EXPOSE 8000
+# The API (serve); the DICOM listener's DICOM port and its metrics and probes (dimse; DEEPMINER_DIMSE_HOST=0.0.0.0).
+EXPOSE 8000 11112 9104
 # Loading and warming the model takes a while before the server listens: hence the start period.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
     CMD ["python", "/usr/local/lib/deepminer/healthcheck.py"]

@@ -128,6 +128,13 @@ def test_runtime_is_non_root_with_healthcheck_entrypoint_and_bundle_path() -> No
     assert "docker/entrypoint.sh /usr/local/bin/deepminer-entrypoint" in copies
     assert "docker/healthcheck.py /usr/local/lib/deepminer/healthcheck.py" in copies
     assert "--from=build /opt/venv /opt/venv" in copies
+    # It exposes the ports its two servers listen on by default: the API, the listener's DICOM and metrics ports.
+    from service.dimse.settings import DimseSettings
+    from service.settings import Settings
+
+    dimse = DimseSettings.model_fields
+    defaults = {Settings.model_fields["port"].default, dimse["port"].default, dimse["metrics_port"].default}
+    assert {int(port) for line in app.all("EXPOSE") for port in line.split()} == defaults
 
 
 def test_bundle_stages_copy_from_a_named_context() -> None:
