@@ -130,6 +130,13 @@ def test_config_map_is_valid_service_settings(
 ) -> None:
     """Every DEEPMINER_* key the chart sets is a setting of the service, with a value it accepts."""
     manifests, _ = render(chart, scenario(values_file) if values_file else {})
+    settings = config_map_settings(manifests, monkeypatch)
+    assert settings.host == "0.0.0.0" and settings.port == 8000
+    assert str(settings.bundle) == "/models/bundle"
+
+
+def config_map_settings(manifests: list[Manifest], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The service's settings from the ConfigMap alone, after checking that each of its keys is one of them."""
     data = only(manifests, "ConfigMap")["data"]
     fields = {f"DEEPMINER_{name.upper()}" for name in Settings.model_fields}
     assert set(data) <= fields, f"not service settings: {sorted(set(data) - fields)}"
@@ -137,9 +144,7 @@ def test_config_map_is_valid_service_settings(
         monkeypatch.delenv(name)
     for name, value in data.items():
         monkeypatch.setenv(name, value)
-    settings = Settings()
-    assert settings.host == "0.0.0.0" and settings.port == 8000
-    assert str(settings.bundle) == "/models/bundle"
+    return Settings()
 
 
 def _schema_paths(schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
@@ -246,6 +251,9 @@ def test_schema_rejects_misspelt_and_out_of_range_values(chart: Any) -> None:
         {"dimse": {"destination": {"port": "104"}}},
         {"dimse": {"spool": {"size": "lots"}}},
         {"dimse": {"replicas": 2}},
+        {"holdoutImages": {"claimName": "holdout"}},
+        {"holdoutImages": {"subPath": "/cbis-ddsm"}},
+        {"holdoutImages": {"mountPath": "holdout-images"}},
     ):
         with pytest.raises(helm.HelmValuesError):
             chart.validate_schema(bad)
@@ -365,6 +373,73 @@ def test_bundle_baked_into_the_image_is_not_hidden_by_a_volume(chart: Any) -> No
     manifests, notes = render(chart)
     assert all(m["name"] != "bundle" for m in server_container(manifests)["volumeMounts"])
     assert 'Dockerfile target "bundled"' in notes
+
+
+HOLDOUT_MOUNT = "holdout-images"
+
+
+def holdout_mounts(manifests: list[Manifest]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(object, container, mount) of every container of every pod template that mounts the hold-out images."""
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    for manifest in manifests:
+        spec = manifest.get("spec", {})
+        pod = spec.get("template", {}).get("spec", spec)  # Deployment / StatefulSet / Job, or a bare Pod
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            found += [
+                (f"{manifest['kind']}/{manifest['metadata']['name']}", container["name"], mount)
+                for mount in container.get("volumeMounts", [])
+                if mount["name"] == HOLDOUT_MOUNT
+            ]
+    return found
+
+
+def test_holdout_images_unset_change_nothing(chart: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a claim the block is inert: the same objects whatever its other keys say, and no setting."""
+    for values in ({}, scenario(CHART / "ci" / "dimse-values.yaml")):
+        manifests, notes = render(chart, values)
+        ignored = values | {"holdoutImages": {"existingClaim": "", "subPath": "unused", "mountPath": "/elsewhere"}}
+        assert render(chart, ignored) == (manifests, notes)
+        assert holdout_mounts(manifests) == []
+        pods = [only(manifests, "Deployment")["spec"]["template"]["spec"]]
+        assert all(v["name"] != HOLDOUT_MOUNT for pod in pods for v in pod["volumes"])
+        assert config_map_settings(manifests, monkeypatch).holdout_images_dir is None
+        assert "HOLDOUT" not in yaml.safe_dump(manifests) and "Hold-out" not in notes
+
+
+def test_holdout_images_from_a_pvc_reach_the_api_read_only(chart: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = scenario(CHART / "ci" / "external-database-values.yaml")
+    manifests, notes = render(chart, values)
+    assert holdout_mounts(manifests) == [
+        (
+            f"Deployment/{FULLNAME}",
+            "server",
+            {"name": HOLDOUT_MOUNT, "mountPath": "/holdout-images", "readOnly": True, "subPath": "cbis-ddsm"},
+        )
+    ], "the API server alone mounts them: not the migration Job, the test pod or the listener"
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == HOLDOUT_MOUNT)
+    assert volume == {
+        "name": HOLDOUT_MOUNT,
+        "persistentVolumeClaim": {"claimName": "deepminer-holdout", "readOnly": True},
+    }
+    settings = config_map_settings(manifests, monkeypatch)
+    assert settings.holdout_images_dir == Path("/holdout-images")
+    assert "Hold-out mammograms from PVC deepminer-holdout, sub-path cbis-ddsm, at /holdout-images" in notes
+
+    values["holdoutImages"] = {"existingClaim": "holdout", "mountPath": "/srv/holdout"}
+    manifests, _ = render(chart, values)
+    assert [mount for _, _, mount in holdout_mounts(manifests)] == [
+        {"name": HOLDOUT_MOUNT, "mountPath": "/srv/holdout", "readOnly": True}
+    ]
+    assert config_map_settings(manifests, monkeypatch).holdout_images_dir == Path("/srv/holdout")
+    manifests, _ = render(
+        chart, scenario(CHART / "ci" / "dimse-values.yaml") | {"holdoutImages": values["holdoutImages"]}
+    )
+    assert [where for where, _, _ in holdout_mounts(manifests)] == [f"Deployment/{FULLNAME}"]
+    for taken in ("/data", "/tmp/", "/models/bundle"):
+        values["holdoutImages"]["mountPath"] = taken
+        with pytest.raises(helm.HelmRenderError, match="holdoutImages.mountPath"):
+            render(chart, values)
 
 
 # -- the DICOM listener ---------------------------------------------------------

@@ -127,6 +127,11 @@ Refuse value combinations that would render but not work.
 {{- if and .Values.autoscaling.enabled (not .Values.autoscaling.targetCPUUtilizationPercentage) (not .Values.autoscaling.inflight.enabled) }}
 {{- fail "autoscaling needs a metric: set autoscaling.targetCPUUtilizationPercentage or enable autoscaling.inflight" }}
 {{- end }}
+{{- with .Values.holdoutImages }}
+{{- if and .existingClaim (has (trimSuffix "/" .mountPath) (list "/data" "/tmp" (trimSuffix "/" $.Values.bundle.mountPath))) }}
+{{- fail (printf "holdoutImages.mountPath %s is where the server container already mounts /data, /tmp or the bundle: choose another folder" .mountPath) }}
+{{- end }}
+{{- end }}
 {{- if .Values.dimse.enabled }}
 {{- if not .Values.dimse.allowedCallingAeTitles }}
 {{- fail "dimse.allowedCallingAeTitles is empty: list the calling AE titles of the PACS or modalities that may send images to the DICOM listener, e.g. --set 'dimse.allowedCallingAeTitles={ORTHANC}'; it has no open default" }}
