@@ -8,7 +8,7 @@ from the hold-out images the table :class:`TopPatchTable` points at.
 The table (``units/top_patches.npz``) lists, for *every* layer4 unit, its top
 ``n`` hold-out patches (image, box in image pixels, the unit's largest
 activation on the patch) and the threshold its masks are binarised at. It
-holds no pixels: 2048 units × 24 patches are about 0.6 MB, where rendered
+holds no pixels: 2048 units × 24 patches are about 0.3 MiB (benchmarks/unit_patches.py), where rendered
 PNGs for every unit would be hundreds of megabytes.
 """
 
