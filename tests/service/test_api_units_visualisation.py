@@ -110,14 +110,24 @@ def test_an_unranked_unit_gets_its_top_patches_rendered_on_demand(client: TestCl
 def test_on_demand_rendering_draws_a_ranked_unit_as_the_build_did(client: TestClient, tiny_bundle: Path) -> None:
     """The service's render of a ranked unit (same functions, ONNX instead of torch) matches the bundle's PNGs."""
     unit, entry = next(iter(index(tiny_bundle).items()))
-    mismatched = []
+    table = TopPatchTable.load(tiny_bundle / TOP_PATCHES_FILE)
+    threshold = float(table.threshold[int(unit)])
+    mismatched, compared_masks = [], 0
     for stored in entry["patches"]:
+        # A patch whose largest activation is the threshold itself (the quantile is one of the patches' values) can
+        # fall either way between torch and ONNX Runtime, and the tiny bundle's 1 x 1 maps mask it all or nothing.
+        activation = float(table.activation[int(unit), stored["rank"] - 1])
+        at_threshold = abs(activation - threshold) <= 1e-4 * max(1.0, abs(threshold))
         for kind in ("patch", "masked", "context"):
             response = client.get(f"/units/{unit}/visualisation/{stored['rank']}/{kind}")
             assert response.status_code == 200, response.text
+            if kind == "masked" and at_threshold:
+                continue
+            compared_masks += kind == "masked"
             rendered, built = png_pixels(response.content), png_pixels((tiny_bundle / stored[kind]).read_bytes())
             assert rendered.shape == built.shape
             mismatched.append((rendered != built).mean())
+    assert compared_masks >= len(entry["patches"]) - 1
     # a mask pixel at the threshold may fall the other way between torch and ONNX Runtime, no more
     assert max(mismatched) < 0.02 and np.mean(mismatched) < 0.005
 
