@@ -24,6 +24,12 @@ class QualityAuc(BaseModel):
     classifier_probability: dict[str, float | None] = Field(
         description="From the classifier's probability (softmax of the mean of the logit map), per class."
     )
+    score_among_lesion_images: dict[str, float | None] | None = Field(
+        default=None,
+        description="From the image-level score, on the lesion images only, per lesion class: how well the score "
+        "tells benign from malignant, which the AUCs over every image mix with lesion against normal. Absent from "
+        "reports written before it was added.",
+    )
 
 
 class QualityPredicted(BaseModel):
@@ -49,6 +55,12 @@ class QualityPointingGame(BaseModel):
     chance_rate: float | None = Field(description="Mean share of an image's cells whose centre would hit.")
     tolerance_input_px: float | None = Field(default=None, description="Tolerance in network-input pixels.")
     tolerance_image_px: float | None = Field(default=None, description="The same, in image pixels (mean).")
+    peak_offset_input_px: dict[str, Any] | None = Field(
+        default=None,
+        description="Median over lesion images of the CAM peak cell's centre minus the centre of the nearest lesion "
+        "of the true class, in network-input pixels: `down`, `right` (and `definition`). A systematic lean of the "
+        "CAM shows here. Absent from reports written before it was added.",
+    )
 
 
 class QualityConceptNaming(BaseModel):
@@ -78,13 +90,19 @@ class QualityBackground(BaseModel):
 
 
 class QualityBreakdown(BaseModel):
-    """The pointing game and concept naming on the lesion images of one concept or BI-RADS category."""
+    """The pointing game, concept naming and predicted class on the lesion images of one concept or BI-RADS
+    category."""
 
     model_config = _OPEN
 
     images: int
     pointing_game: float | None = Field(description="Hit rate of the pointing game on these images.")
     concept_named: float | None = Field(description="Share of these images named by a correct concept.")
+    predicted_as_pathology: float | None = Field(
+        default=None,
+        description="Share of these images whose predicted class is their pathology; absent from reports written "
+        "before it was added.",
+    )
 
 
 class QualityBar(BaseModel):

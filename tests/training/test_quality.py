@@ -117,6 +117,10 @@ def test_assess_on_hand_made_images(tmp_path: Path) -> None:
     assert (f["images"], f["lesion_images"], f["normal_images"]) == (3, 2, 1)
     assert f["pointing_game"]["hit_rate"] == 0.5
     assert f["pointing_game"]["chance_rate"] == pytest.approx(1 / 16)  # tolerance 15 px: only cell (2, 2)
+    # Peaks at cell centres (64, 64) and (0, 96) against the lesion's centre (64.5, 64.5): medians of
+    # (-0.5, -0.5) and (-64.5, 31.5), in input pixels (here the image's own).
+    offset = f["pointing_game"]["peak_offset_input_px"]
+    assert (offset["down"], offset["right"]) == (-32.5, 15.5)
     # Both lesion images name their concept: unit 2 is their top unit and carries it.
     assert f["concept_naming"]["named_rate"] == 1.0
     assert f["concept_naming"]["ranked_units_named"] == 0.5  # units 1 and 2, one named
@@ -129,9 +133,31 @@ def test_assess_on_hand_made_images(tmp_path: Path) -> None:
     assert f["auc"]["score"]["malignant"] == 1.0
     assert f["predicted"]["lesion_images_correct"] == 1.0
     assert f["predicted"]["normal_images_correct"] == 1.0
+    assert f["per_concept"]["round mass with circumscribed margins"]["predicted_as_pathology"] == 1.0
+    assert f["auc"]["score_among_lesion_images"] == {"benign": None, "malignant": None}  # one lesion class only
     assert f["bars"]["pointing_game"] == {"value": 0.5, "bar": ">= 0.9", "pass": False}
     assert [c.image_id for c in report.worst] == ["miss"]
     assert report.per_image[0]["named_units"] == [{"unit_id": 2, "labels": ["round mass with circumscribed margins"]}]
+
+
+def test_benign_told_from_malignant_among_lesion_images(tmp_path: Path) -> None:
+    """A benign lesion whose malignant peak (0.6) tops its other classes is predicted malignant: wrong, and
+    counted so per concept; among the lesion images the malignant score still ranks the malignant image first."""
+    lesion = (slice(60, 70), slice(60, 70))
+    malignant = _maps(_record(tmp_path, "m", lesion), peak=(2, 2), lesion_prob=0.9, breast=slice(0, 128))
+    benign = _maps(_record(tmp_path, "b", lesion, pathology="benign"), peak=(2, 2), lesion_prob=0.6,
+                   breast=slice(0, 128))
+    normal = _maps(_record(tmp_path, "n", None), peak=(1, 1), lesion_prob=0.95, breast=slice(0, 128))
+    report = assess([malignant, benign, normal], weight=WEIGHT, classes=CLASSES, labels={}, rankings={},
+                    score_rule="breast_peak", dataset={"manifest": "hand-made"})
+    f = report.figures
+    assert [row["predicted"] for row in report.per_image] == ["malignant", "malignant", "malignant"]
+    assert f["predicted"]["lesion_images_correct"] == 0.5
+    assert f["per_concept"]["round mass with circumscribed margins"]["predicted_as_pathology"] == 0.5
+    # Over every image the normal image's 0.95 outranks both lesions (malignant AUC 0.5); among lesion images
+    # malignant 0.9 > 0.6 orders the one pair, and benign's equal scores (4.5e-5 each) tie.
+    assert f["auc"]["score"]["malignant"] == 0.5
+    assert f["auc"]["score_among_lesion_images"] == {"benign": 0.5, "malignant": 1.0}
 
 
 def test_quality_cli_on_a_bundle(tiny_bundle: Path, phantom_manifest: Path, tmp_path: Path, capsys) -> None:

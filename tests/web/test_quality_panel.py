@@ -30,13 +30,22 @@ def test_the_overview_opens_with_the_bundles_quality_figures(page, service, use_
     expect(pointing).to_contain_text(f"{100 * game['hit_rate']:.0f}% of {game['images']} lesion images")
     expect(pointing).to_contain_text(f"chance {100 * game['chance_rate']:.0f}%")
     expect(pointing).to_contain_text(f"tolerance {game['tolerance_image_px']:.1f} image px")
+    lean = game["peak_offset_input_px"]
+    expect(pointing).to_contain_text(f"peak off the lesion centre by {lean['down']:+.1f} down, {lean['right']:+.1f} right")
     background = panel.locator('[data-figure="background"]')
     for name, value in report["background"]["max_probability"].items():
         expect(background).to_contain_text(f"{name} {value:.3f}")
 
     auc = panel.locator('table[data-table="auc"] tbody tr')
     expect(auc).to_have_count(len(classes))
-    expect(panel.locator('table[data-table="per_category"] tbody tr')).to_have_count(len(report["per_category"]))
+    among = report["auc"]["score_among_lesion_images"]  # lesion classes only: normal's cell shows a dash
+    for row, name in enumerate(report["auc"]["score"]):
+        value = among.get(name)
+        expect(auc.nth(row).locator("td").nth(2)).to_have_text("—" if value is None else f"{value:.3f}")
+    categories = panel.locator('table[data-table="per_category"] tbody tr')
+    expect(categories).to_have_count(len(report["per_category"]))
+    for row, tally in enumerate(report["per_category"].values()):
+        expect(categories.nth(row).locator("td").nth(3)).to_have_text(f"{100 * tally['predicted_as_pathology']:.0f}%")
 
     bars = panel.locator('table[data-table="bars"] tbody tr')
     expect(bars).to_have_count(len(report["bars"]))

@@ -7,7 +7,8 @@ and grid mapping (:mod:`deepminer.grid`). Figures:
 
 - **Image-level AUC** per class, one-vs-rest, from the score the service
   returns (``scores``) and, beside it, from the classifier's probabilities
-  (softmax of the mean of the logit map).
+  (softmax of the mean of the logit map); and from the score on the lesion
+  images alone, which tells how well it separates benign from malignant.
 - **Predicted class**: the share of lesion images predicted as their pathology,
   and of normal images predicted normal.
 - **Pointing game** (Zhang et al. 2016), on every image with a lesion,
@@ -22,7 +23,8 @@ and grid mapping (:mod:`deepminer.grid`). Figures:
   are named by a lesion concept.
 - **Background**: on normal images, the largest benign and malignant
   probability on cells outside the breast.
-- A breakdown per concept and per BI-RADS category.
+- A breakdown per concept and per BI-RADS category: pointing game, concept
+  naming and the predicted class.
 
 The figures are computed in :mod:`training.quality.figures`, written as files
 by :mod:`training.quality.report`; :mod:`training.quality.command` runs the

@@ -79,6 +79,16 @@ def pointing_hit(cam: np.ndarray, mapping: GridMapping, distance: np.ndarray, to
     return bool(near[peak]), float(near.mean())
 
 
+def peak_offset(peak: tuple[float, float], masks: Sequence[np.ndarray], mapping: GridMapping) -> tuple[float, float]:
+    """``peak`` (image pixels) minus the centre of mass of the nearest of ``masks``, in network-input pixels
+    (down, right)."""
+    centres = [np.argwhere(m).mean(axis=0) for m in masks if m.any()]
+    if not centres:
+        return float("nan"), float("nan")
+    cy, cx = min(centres, key=lambda c: float(np.hypot(peak[0] - c[0], peak[1] - c[1])))
+    return (peak[0] - cy) * NETWORK_STRIDE / mapping.scale[0], (peak[1] - cx) * NETWORK_STRIDE / mapping.scale[1]
+
+
 def tolerance_image_px(mapping: GridMapping, tolerance_input_px: float = POINTING_TOLERANCE_INPUT_PX) -> float:
     """The pointing tolerance in image pixels: network-input pixels times image pixels per input pixel."""
     return tolerance_input_px * float(np.mean(mapping.scale)) / NETWORK_STRIDE
@@ -113,11 +123,13 @@ class _Tally:
     images: int = 0
     pointing_hits: int = 0
     named: int = 0
+    right: int = 0
 
-    def add(self, *, hit: bool, named: bool) -> None:
+    def add(self, *, hit: bool, named: bool, right: bool) -> None:
         self.images += 1
         self.pointing_hits += hit
         self.named += named
+        self.right += right
 
     def to_json(self) -> dict[str, Any]:
         n = self.images
@@ -125,6 +137,7 @@ class _Tally:
             "images": n,
             "pointing_game": self.pointing_hits / n if n else None,
             "concept_named": self.named / n if n else None,
+            "predicted_as_pathology": self.right / n if n else None,
         }
 
 
@@ -174,6 +187,7 @@ def assess(
     probs: list[np.ndarray] = []
     predicted: list[str] = []
     pointing: list[tuple[bool, float]] = []
+    offsets: list[tuple[float, float]] = []
     named: list[bool] = []
     outside: dict[str, float] = {c: 0.0 for i, c in enumerate(classes) if i != background}
     normal_images = 0
@@ -215,16 +229,20 @@ def assess(
             cam = class_activation_map(item.features, weight, c)
             hit, chance = pointing_hit(cam, mapping, distance, tolerance)
             pointing.append((hit, chance))
+            peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+            offset = peak_offset(mapping.centre(*peak), masks, mapping)
+            if not np.isnan(offset[0]):
+                offsets.append(offset)
             units = named_units(influence(item.features, weight)[c], labels)
             concepts = {f.concept for f in findings}
             categories = {f.lexicon for f in findings}
             is_named = any(names_finding(labels[k], concepts, categories) for k in units)
             named.append(is_named)
+            right = predicted[-1] == label
             for f in findings:
-                per_concept.setdefault(f.concept, _Tally()).add(hit=hit, named=is_named)
+                per_concept.setdefault(f.concept, _Tally()).add(hit=hit, named=is_named, right=right)
             for cat in categories:
-                per_category.setdefault(cat, _Tally()).add(hit=hit, named=is_named)
-            peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+                per_category.setdefault(cat, _Tally()).add(hit=hit, named=is_named, right=right)
             row.update(
                 pointing_hit=hit,
                 pointing_chance=round(chance, 4),
@@ -256,6 +274,12 @@ def assess(
         "auc": {
             "score": one_vs_rest_auc(truth, score_arr, classes),
             "classifier_probability": one_vs_rest_auc(truth, prob_arr, classes),
+            # Lesion images only: how well the score tells one lesion class from the others (benign from
+            # malignant), which the AUCs over every image mix with lesion against normal.
+            "score_among_lesion_images": {
+                c: v for c, v in one_vs_rest_auc([truth[i] for i in lesion_idx], score_arr[lesion_idx], classes).items()
+                if c != BACKGROUND_CLASS
+            },
         },
         "predicted": {
             "lesion_images_correct": _share(predicted[i] == truth[i] for i in lesion_idx),
@@ -272,6 +296,13 @@ def assess(
             "chance_rate": float(np.mean([c for _, c in pointing])) if pointing else None,
             "tolerance_input_px": POINTING_TOLERANCE_INPUT_PX,
             "tolerance_image_px": round(float(np.mean(tolerance_px)), 2) if tolerance_px else None,
+            # A systematic offset (the CAM leaning one way) shows here before it shows as misses.
+            "peak_offset_input_px": {
+                "definition": "median over lesion images of the CAM peak cell's centre minus the centre of the "
+                "nearest lesion of the true class, in network-input pixels (down, right)",
+                "down": round(float(np.median([o[0] for o in offsets])), 1) + 0.0 if offsets else None,  # no -0.0
+                "right": round(float(np.median([o[1] for o in offsets])), 1) + 0.0 if offsets else None,
+            },
         },
         "concept_naming": {
             "definition": f"one of the first {NAMED_UNITS} named units among the top {TOP_UNITS} (influence, true "

@@ -31,6 +31,12 @@ def _num(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def _offset(v: Mapping[str, Any] | None) -> str:
+    if not v or v.get("down") is None:
+        return "–"
+    return f"({v['down']:+.1f}, {v['right']:+.1f})"
+
+
 def markdown(figures: Mapping[str, Any], *, title: str, figure: str | None = None) -> str:
     """The report as a short Markdown page."""
     pg = figures["pointing_game"]
@@ -49,12 +55,16 @@ def markdown(figures: Mapping[str, Any], *, title: str, figure: str | None = Non
     for c, v in auc["score"].items():
         lines.append(f"| image AUC {c}, from the score / classifier probability | {_num(v)} / "
                      f"{_num(auc['classifier_probability'].get(c))} |")
+    for c, v in auc.get("score_among_lesion_images", {}).items():
+        lines.append(f"| image AUC {c} among lesion images, from the score | {_num(v)} |")
     pred = figures["predicted"]
     lines += [
         f"| lesion images predicted as their pathology | {_pct(pred['lesion_images_correct'])} |",
         f"| normal images predicted normal | {_pct(pred['normal_images_correct'])} |",
         f"| pointing game (chance), tolerance {pg['tolerance_image_px']} image px | {_pct(pg['hit_rate'])} "
         f"({_pct(pg['chance_rate'])}) |",
+        f"| CAM peak minus the nearest lesion's centre, median (down, right), input px | "
+        f"{_offset(pg.get('peak_offset_input_px'))} |",
         f"| lesion images named by a correct concept among the first {NAMED_UNITS} named units | "
         f"{_pct(cn['named_rate'])} |",
         f"| ranked units with a name | {_pct(cn['ranked_units_named'])} |",
@@ -63,10 +73,12 @@ def markdown(figures: Mapping[str, Any], *, title: str, figure: str | None = Non
     ]
     for c, v in figures["background"]["max_probability"].items():
         lines.append(f"| largest {c} probability outside the breast, normal images | {_num(v)} |")
-    lines += ["", "| concept | images | pointing game | named |", "| --- | ---: | ---: | ---: |"]
+    lines += ["", "| concept | images | pointing game | named | predicted as its pathology |",
+              "| --- | ---: | ---: | ---: | ---: |"]
     for group in ("per_category", "per_concept"):
         for name, t in figures[group].items():
-            lines.append(f"| {name} | {t['images']} | {_pct(t['pointing_game'])} | {_pct(t['concept_named'])} |")
+            lines.append(f"| {name} | {t['images']} | {_pct(t['pointing_game'])} | {_pct(t['concept_named'])} | "
+                         f"{_pct(t.get('predicted_as_pathology'))} |")
     if "bars" in figures:
         lines += ["", "| bar | value | required | |", "| --- | ---: | ---: | --- |"]
         for name, b in figures["bars"].items():

@@ -21,6 +21,7 @@ const NUMBER_FIGURES = new Set(["auc_malignant", "auc_benign", "background_max_l
 
 const missing = "—";
 const share = (x) => (x === null || x === undefined ? missing : `${(100 * x).toFixed(0)}%`);
+const signed = (x) => `${x >= 0 ? "+" : ""}${x.toFixed(1)}`;
 const number = (x) => (x === null || x === undefined ? missing : x.toFixed(3));
 const of = (n, what) => el("span", { class: "muted" }, ` of ${n} ${what}`);
 
@@ -53,10 +54,12 @@ function figures(q) {
   const cn = q.concept_naming;
   const bg = q.background.max_probability || {};
   const tolerance = pg.tolerance_image_px === null || pg.tolerance_image_px === undefined ? "" : `, tolerance ${pg.tolerance_image_px.toFixed(1)} image px`;
+  const lean = pg.peak_offset_input_px;
+  const offset = !lean || lean.down === null || lean.down === undefined ? "" : ` · peak off the lesion centre by ${signed(lean.down)} down, ${signed(lean.right)} right (median, input px)`;
   return el(
     "dl",
     { class: "quality-figures" },
-    figure("pointing_game", "Pointing game (CAM peak on the lesion)", el("strong", {}, share(pg.hit_rate)), of(pg.images, "lesion images"), el("span", { class: "muted" }, ` · chance ${share(pg.chance_rate)}${tolerance}`)),
+    figure("pointing_game", "Pointing game (CAM peak on the lesion)", el("strong", {}, share(pg.hit_rate)), of(pg.images, "lesion images"), el("span", { class: "muted" }, ` · chance ${share(pg.chance_rate)}${tolerance}${offset}`)),
     figure("lesion_images_correct", "Lesion images predicted as their pathology", el("strong", {}, share(q.predicted.lesion_images_correct)), of(q.lesion_images, "lesion images")),
     figure("normal_images_correct", "Normal images predicted normal", el("strong", {}, share(q.predicted.normal_images_correct)), of(q.normal_images, "normal images")),
     figure("concept_named", "Lesion images named by a correct concept", el("strong", {}, share(cn.named_rate)), of(cn.images, "lesion images")),
@@ -81,8 +84,11 @@ function aucTable(q) {
   return table(
     "auc",
     "Image-level AUC, one-vs-rest",
-    [["Class"], ["Image score", true], ["Classifier probability", true]],
-    classes.map((c) => [c, number(q.auc.score[c]), number(q.auc.classifier_probability[c])]),
+    [["Class"], ["Image score", true], ["Classifier probability", true], ["Image score, lesion images only", true]],
+    classes.map((c) => [
+      c, number(q.auc.score[c]), number(q.auc.classifier_probability[c]),
+      number((q.auc.score_among_lesion_images || {})[c]),
+    ]),
   );
 }
 
@@ -90,8 +96,10 @@ function breakdown(name, caption, first, rows) {
   return table(
     name,
     caption,
-    [[first], ["Images", true], ["Pointing game", true], ["Concept named", true]],
-    Object.entries(rows).map(([key, r]) => [key, r.images, share(r.pointing_game), share(r.concept_named)]),
+    [[first], ["Images", true], ["Pointing game", true], ["Concept named", true], ["Predicted as its pathology", true]],
+    Object.entries(rows).map(([key, r]) => [
+      key, r.images, share(r.pointing_game), share(r.concept_named), share(r.predicted_as_pathology),
+    ]),
   );
 }
 
