@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepminer.grid import NETWORK_STRIDE
 from training.config import TrainConfig
 from training.data import PatchSet
 from training.distributed import DistContext
@@ -102,9 +103,15 @@ def image_batches(
             continue
         # Drawn for the whole global batch on every rank, as for bare patches.
         flips = rng.random((len(images), 2)) < 0.5 if config.augment_flips else np.zeros((len(images), 2), bool)
+        # Drawn only when asked for, so that runs without it keep their random stream.
+        transposes = rng.random(len(images)) < 0.5 if config.augment_transpose else np.zeros(len(images), bool)
+        shifts = (rng.integers(0, NETWORK_STRIDE, size=(len(images), 2)) if config.augment_shift
+                  else np.zeros((len(images), 2), np.int64))
         mine = ctx.shard(np.arange(len(images)))
         pixels, cells, labels, _ = context.batch([int(i) for i in images[mine]], train.labels,
                                                  flips=[(bool(a), bool(b)) for a, b in flips[mine]],
+                                                 transposes=[bool(t) for t in transposes[mine]],
+                                                 shifts=[(int(a), int(b)) for a, b in shifts[mine]],
                                                  normal_cells=config.normal_cells)
         mine_weight = float(weights[labels[labels >= 0]].sum())
         (global_weight,) = ctx.all_sum([mine_weight])

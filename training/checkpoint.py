@@ -29,7 +29,7 @@ CHECKPOINT_FILE = "last.pt"
 TRAJECTORY_FIELDS = (
     "depth", "patch_size", "batch_size", "lr", "momentum", "weight_decay", "lr_decay_epoch", "lr_decay_factor",
     "seed", "split_fractions", "imagenet_weights", "balance_classes", "samples_per_epoch", "augment_flips",
-    "augment_transpose",
+    "augment_transpose", "augment_shift",
     "patch_rule", "aux_features",
 )
 

@@ -44,6 +44,10 @@ class TrainConfig:
     select_epoch: str = "last"
     # Swap rows and columns at random; with the flips, every rotation by 90°.
     augment_transpose: bool = False
+    # With patch_context "image": pad each image by a random 0-31 px above and left at every step. A patch's cells
+    # are those whose centre (pixel 32 i) lies in it, so at a fixed phase the cells of a patch aligned to the grid
+    # sit half a cell above and left of its centre, and the CAM learns that offset; over every phase they are centred.
+    augment_shift: bool = False
     # "bare": the paper's patches; "image": each patch classified inside its whole image as the FCN sees it
     # (training/context.py), every patch of a batch's images at once.
     patch_context: str = "bare"
@@ -146,6 +150,8 @@ class TrainConfig:
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.augment_shift and self.patch_context != "image":
+            raise ValueError("augment_shift moves whole images under their patches: it needs patch_context 'image'")
         if isinstance(self.suspicious_patches, bool) or not isinstance(self.suspicious_patches, int) or (
             self.suspicious_patches < 1
         ):

@@ -83,11 +83,8 @@ def patch_cells(
     """
     height, width = input_shape
     h, w = feature_grid_shape(height, width)
+    boxes = moved_boxes(boxes, input_shape, flip_h=flip_h, flip_v=flip_v)
     top, left, side = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64), boxes[:, 2].astype(np.float64)
-    if flip_v:
-        top = height - top - side
-    if flip_h:
-        left = width - left - side
     ys = np.arange(h) * NETWORK_STRIDE
     xs = np.arange(w) * NETWORK_STRIDE
     rows = (ys[None, :] >= top[:, None]) & (ys[None, :] < (top + side)[:, None])
@@ -98,6 +95,28 @@ def patch_cells(
         j = min(w - 1, int(round((left[p] + side[p] / 2) / NETWORK_STRIDE)))
         cells[p, i, j] = 1.0
     return cells
+
+
+def moved_boxes(
+    boxes: np.ndarray,
+    input_shape: tuple[int, int],
+    *,
+    flip_h: bool = False,
+    flip_v: bool = False,
+    transpose: bool = False,
+    shift: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Where ``(P, 3)`` boxes ``(top, left, side)`` of an input of ``input_shape`` lie once it is mirrored
+    left-right and / or top-bottom, then transposed, then shifted ``shift`` = ``(down, right)`` pixels."""
+    height, width = input_shape
+    top, left, side = boxes[:, 0], boxes[:, 1], boxes[:, 2]
+    if flip_v:
+        top = height - top - side
+    if flip_h:
+        left = width - left - side
+    if transpose:
+        top, left = left, top
+    return np.stack([top + shift[0], left + shift[1], side], axis=1)
 
 
 @dataclass(frozen=True)
@@ -118,17 +137,28 @@ class ImageContext:
         labels: np.ndarray,
         *,
         flips: Sequence[tuple[bool, bool]] | None = None,
+        transposes: Sequence[bool] | None = None,
+        shifts: Sequence[tuple[int, int]] | None = None,
         normal_cells: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
         """Images ``images`` as one batch: pixels ``(B, H, W)`` (zero-padded to the largest), cells
         ``(B, P, h, w)``, patch labels ``(B, P)`` (-100 on padding) and each image's patch indices.
 
         ``flips``: per image, (left-right, top-bottom) mirroring of pixels and cells alike.
+        ``transposes``: per image, rows and columns swapped after the flips (pixels and cells alike); with the
+        flips, every rotation by 90° and every reflection.
+        ``shifts``: per image, ``(down, right)`` pixels of zero padding above and left of it, after the flips and
+        the transpose: its patches then meet the layer4 grid at another phase (see ``TrainConfig.augment_shift``).
         ``normal_cells``: the normal patches are replaced by their cells, one by
         one (each cell that no lesion patch covers, labelled normal); see
         :func:`cellwise_normal`. The patch indices then list the lesion patches only.
         """
-        shapes = [self.images[i].shape for i in images]
+        swapped = [bool(transposes[b]) if transposes is not None else False for b in range(len(images))]
+        moved = [(int(shifts[b][0]), int(shifts[b][1])) if shifts is not None else (0, 0) for b in range(len(images))]
+        shapes = []
+        for i, t, (dy, dx) in zip(images, swapped, moved):
+            h0, w0 = self.images[i].shape[::-1] if t else self.images[i].shape
+            shapes.append((h0 + dy, w0 + dx))
         height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
         grid = feature_grid_shape(height, width)
         members = [np.nonzero(self.image_index == i)[0] for i in images]
@@ -143,9 +173,14 @@ class ImageContext:
                 img = img[:, ::-1]
             if fv:
                 img = img[::-1, :]
-            pixels[b, : img.shape[0], : img.shape[1]] = img
+            if swapped[b]:
+                img = img.T
+            dy, dx = moved[b]
+            pixels[b, dy : dy + img.shape[0], dx : dx + img.shape[1]] = img
             if len(rows):
-                own = patch_cells(self.boxes[rows], img.shape, flip_h=fh, flip_v=fv)
+                boxes = moved_boxes(self.boxes[rows], self.images[i].shape, flip_h=fh, flip_v=fv,
+                                    transpose=swapped[b], shift=moved[b])
+                own = patch_cells(boxes, shapes[b])
                 own_labels = labels[rows]
                 if normal_cells:
                     own, own_labels = cellwise_normal(own, own_labels)

@@ -9,7 +9,7 @@ import torch
 from deepminer.fcn import build_classifier, to_fcn
 from deepminer.grid import NETWORK_STRIDE, feature_grid_shape
 from training.config import TrainConfig
-from training.context import PatchesInImage, cellwise_normal, patch_cells
+from training.context import ImageContext, PatchesInImage, cellwise_normal, patch_cells
 from training.data import cut_patches
 from training.manifest import ImageRecord
 from training.patches import CLASSES, PatchRule
@@ -46,6 +46,63 @@ def test_flipped_cells_are_the_mirrored_cells() -> None:
     plain = patch_cells(boxes, shape)
     np.testing.assert_array_equal(patch_cells(boxes, shape, flip_h=True), plain[:, :, ::-1])
     np.testing.assert_array_equal(patch_cells(boxes, shape, flip_v=True), plain[:, ::-1, :])
+
+
+def test_transposed_images_carry_their_cells_along() -> None:
+    """augment_transpose in whole-image training: pixels and patch cells swap rows and columns together, after
+    the flips, so a patch's cells still cover its pixels (sizes 32 (n - 1) + 1 map cell centres onto each other)."""
+    rng = np.random.default_rng(2)
+    shapes = [(32 * 6 + 1, 32 * 4 + 1), (32 * 5 + 1, 32 * 7 + 1)]
+    images = tuple(rng.random(s).astype(np.float16) for s in shapes)
+    boxes = np.array([[0, 0, 64], [64, 32, 96], [32, 96, 64], [96, 128, 64]])
+    context = ImageContext(images=images, image_index=np.array([0, 0, 1, 1]), boxes=boxes)
+    labels = np.array([0, 1, 2, 0])
+    for flips in [(False, False), (True, False), (False, True), (True, True)]:
+        pixels, cells, out_labels, members = context.batch([0, 1], labels, flips=[flips, flips], transposes=[True, False])
+        assert pixels.shape == (2, 32 * 5 + 1, 32 * 7 + 1)  # image 0 transposed is (129, 193)
+        first = images[0].astype(np.float32)[:, ::-1] if flips[0] else images[0].astype(np.float32)
+        first = first[::-1, :] if flips[1] else first
+        np.testing.assert_array_equal(pixels[0, : shapes[0][1], : shapes[0][0]], first.T)
+        assert not pixels[0, shapes[0][1] :].any() and not pixels[0, :, shapes[0][0] :].any()
+        own = patch_cells(boxes[:2], shapes[0], flip_h=flips[0], flip_v=flips[1]).transpose(0, 2, 1)
+        np.testing.assert_array_equal(cells[0, :2, : own.shape[1], : own.shape[2]], own)
+        np.testing.assert_array_equal(cells[1, :2], patch_cells(boxes[2:], shapes[1], flip_h=flips[0], flip_v=flips[1]))
+        assert out_labels.tolist() == [[0, 1], [2, 0]]
+        assert [m.tolist() for m in members] == [[0, 1], [2, 3]]
+    # Unflipped, the transpose is the transposed boxes' cells in the transposed image.
+    _, cells, _, _ = context.batch([0], labels, transposes=[True])
+    np.testing.assert_array_equal(cells[0], patch_cells(boxes[:2][:, [1, 0, 2]], shapes[0][::-1]))
+
+
+def test_shifted_images_carry_their_cells_along_and_centre_them_over_every_phase() -> None:
+    """augment_shift: the image moves down and right under the layer4 grid and its patches' cells follow. At the
+    phase of the data (boxes on multiples of 64 px) a 128 px patch's four cells are centred 15.5 px above its
+    centre; over the 32 phases the shift draws, 0.5 px: the supervision no longer leans up and left."""
+    rng = np.random.default_rng(3)
+    shape = (32 * 6 + 1, 32 * 5 + 1)
+    image = rng.random(shape).astype(np.float16)
+    box = np.array([[64, 0, 128]])
+    context = ImageContext(images=(image,), image_index=np.array([0]), boxes=box)
+    pixels, cells, _, _ = context.batch([0], np.array([1]), shifts=[(5, 9)])
+    assert pixels.shape == (1, shape[0] + 5, shape[1] + 9)
+    np.testing.assert_array_equal(pixels[0, 5:, 9:], image.astype(np.float32))
+    assert not pixels[0, :5].any() and not pixels[0, :, :9].any()
+    np.testing.assert_array_equal(cells[0], patch_cells(np.array([[69, 9, 128]]), (shape[0] + 5, shape[1] + 9)))
+    # Flipped, transposed and shifted at once: the box goes where its pixels go.
+    pixels, cells, _, _ = context.batch([0], np.array([1]), flips=[(True, True)], transposes=[True], shifts=[(3, 7)])
+    moved = image.astype(np.float32)[::-1, ::-1].T
+    np.testing.assert_array_equal(pixels[0, 3:, 7:], moved)
+    flipped_top, flipped_left = shape[0] - 64 - 128, shape[1] - 0 - 128
+    expected = patch_cells(np.array([[flipped_left + 3, flipped_top + 7, 128]]), (shape[1] + 3, shape[0] + 7))
+    np.testing.assert_array_equal(cells[0], expected)
+
+    def offset(shift: int) -> float:
+        _, c, _, _ = context.batch([0], np.array([1]), shifts=[(shift, 0)])
+        rows = np.nonzero(c[0, 0].any(axis=1))[0]
+        return float(NETWORK_STRIDE * rows.mean() - (64 + shift + 63.5))
+
+    assert offset(0) == -15.5
+    assert abs(np.mean([offset(s) for s in range(NETWORK_STRIDE)])) <= 0.5
 
 
 def test_patch_logits_are_the_mean_of_the_fcn_map_over_their_cells() -> None:
@@ -100,6 +157,31 @@ def test_image_context_training_holds_the_reference_row_at_zero(phantom_records:
     probs = patch_probabilities(result.model, holdout, batch_size=8, device=torch.device("cpu"))
     assert probs.shape == (len(holdout), 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_image_batches_shift_and_transpose_only_when_asked(phantom_records: list[ImageRecord]) -> None:
+    from training.batches import image_batches
+    from training.distributed import DistContext
+
+    config = TrainConfig(patch_size=32, patch_context="image", images_per_batch=2, augment_flips=True,
+                         patch_rule=PatchRule(min_tissue=0.0))
+    train = cut_patches(phantom_records[:4], rule=config.patch_rule, patch_size=32, progress=False,
+                        patch_context="image")
+    ctx = DistContext.single(torch.device("cpu"))
+    plain = list(image_batches(train, config, np.random.default_rng(0), ctx, None))
+    moved = list(image_batches(train, config.replace(augment_shift=True, augment_transpose=True),
+                               np.random.default_rng(0), ctx, None))
+    assert len(plain) == len(moved) == 2
+    largest = max(image.shape for image in train.context.images)
+    assert all(b.pixels.shape[1:] == largest for b in plain)  # plain: the images' own size
+    # Shifted (and perhaps transposed): some batch is taller or wider than any image, and its patches still
+    # have their labels, in the same order as without (the image order is drawn first, from the same stream).
+    assert any(b.pixels.shape[1] > largest[0] or b.pixels.shape[2] > largest[1] for b in moved)
+    for a, b in zip(plain, moved):
+        np.testing.assert_array_equal(np.sort(a.labels[a.labels >= 0]), np.sort(b.labels[b.labels >= 0]))
+        assert (b.extra.sum(axis=(2, 3)) > 0).sum() == (b.labels >= 0).sum()
+    with pytest.raises(ValueError, match="augment_shift"):
+        TrainConfig(augment_shift=True)  # bare patches have nothing to shift under
 
 
 def test_max_pooling_takes_each_class_peak_over_the_patch_cells() -> None:
