@@ -44,9 +44,10 @@ class TrainConfig:
     select_epoch: str = "last"
     # Swap rows and columns at random; with the flips, every rotation by 90°.
     augment_transpose: bool = False
-    # With patch_context "image": pad each image by a random 0-31 px above and left at every step. A patch's cells
-    # are those whose centre (pixel 32 i) lies in it, so at a fixed phase the cells of a patch aligned to the grid
-    # sit half a cell above and left of its centre, and the CAM learns that offset; over every phase they are centred.
+    # With patch_context "image": cut a random 0-31 rows and columns off each image's top and left at every step. A
+    # patch's cells are those whose centre (pixel 32 i) lies in it, so at a fixed phase the cells of a patch aligned
+    # to the grid sit half a cell above and left of its centre, and the CAM learns that lean; over every phase they
+    # are centred. Cutting, not padding: the image still meets the network's zero padding as at test time.
     augment_shift: bool = False
     # "bare": the paper's patches; "image": each patch classified inside its whole image as the FCN sees it
     # (training/context.py), every patch of a batch's images at once.

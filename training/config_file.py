@@ -27,7 +27,7 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     samples_per_epoch = "none"     # patches drawn per epoch; "none": as many as there are training patches
     augment_flips = true           # random horizontal and vertical flips
     augment_transpose = false      # random row/column swaps (with the flips: all 90° rotations)
-    augment_shift = false          # patch_context "image": whole images shifted 0-31 px against the layer4 grid
+    augment_shift = false          # patch_context "image": 0-31 px cut off each image's top and left (grid phase)
     top_per_image = 8              # units counted per hold-out image and class
     top_per_class = 20             # units ranked per class for the experts
     threshold_quantile = 0.99      # unit activation threshold (Lu & Perer)

@@ -147,8 +147,9 @@ class ImageContext:
         ``flips``: per image, (left-right, top-bottom) mirroring of pixels and cells alike.
         ``transposes``: per image, rows and columns swapped after the flips (pixels and cells alike); with the
         flips, every rotation by 90° and every reflection.
-        ``shifts``: per image, ``(down, right)`` pixels of zero padding above and left of it, after the flips and
-        the transpose: its patches then meet the layer4 grid at another phase (see ``TrainConfig.augment_shift``).
+        ``shifts``: per image, ``(rows, columns)`` cut off its top and left, after the flips and the transpose:
+        its patches move up and left with it and meet the layer4 grid at another phase, while the image still
+        begins at the network's own zero padding, as at test time (see ``TrainConfig.augment_shift``).
         ``normal_cells``: the normal patches are replaced by their cells, one by
         one (each cell that no lesion patch covers, labelled normal); see
         :func:`cellwise_normal`. The patch indices then list the lesion patches only.
@@ -158,7 +159,9 @@ class ImageContext:
         shapes = []
         for i, t, (dy, dx) in zip(images, swapped, moved):
             h0, w0 = self.images[i].shape[::-1] if t else self.images[i].shape
-            shapes.append((h0 + dy, w0 + dx))
+            if not (0 <= dy < h0 and 0 <= dx < w0):
+                raise ValueError(f"shift {(dy, dx)} must leave some of a {h0} x {w0} image")
+            shapes.append((h0 - dy, w0 - dx))
         height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
         grid = feature_grid_shape(height, width)
         members = [np.nonzero(self.image_index == i)[0] for i in images]
@@ -176,10 +179,11 @@ class ImageContext:
             if swapped[b]:
                 img = img.T
             dy, dx = moved[b]
-            pixels[b, dy : dy + img.shape[0], dx : dx + img.shape[1]] = img
+            img = img[dy:, dx:]
+            pixels[b, : img.shape[0], : img.shape[1]] = img
             if len(rows):
                 boxes = moved_boxes(self.boxes[rows], self.images[i].shape, flip_h=fh, flip_v=fv,
-                                    transpose=swapped[b], shift=moved[b])
+                                    transpose=swapped[b], shift=(-dy, -dx))
                 own = patch_cells(boxes, shapes[b])
                 own_labels = labels[rows]
                 if normal_cells:

@@ -75,31 +75,32 @@ def test_transposed_images_carry_their_cells_along() -> None:
 
 
 def test_shifted_images_carry_their_cells_along_and_centre_them_over_every_phase() -> None:
-    """augment_shift: the image moves down and right under the layer4 grid and its patches' cells follow. At the
-    phase of the data (boxes on multiples of 64 px) a 128 px patch's four cells are centred 15.5 px above its
-    centre; over the 32 phases the shift draws, 0.5 px: the supervision no longer leans up and left."""
+    """augment_shift: rows and columns are cut off the image's top and left, so it moves up and left under the
+    layer4 grid, and its patches' cells follow. At the phase of the data (boxes on multiples of 64 px) a 128 px
+    patch's four cells are centred 15.5 px above its centre; over the 32 phases the shift draws, 0.5 px: the
+    supervision no longer leans up and left."""
     rng = np.random.default_rng(3)
     shape = (32 * 6 + 1, 32 * 5 + 1)
     image = rng.random(shape).astype(np.float16)
     box = np.array([[64, 0, 128]])
     context = ImageContext(images=(image,), image_index=np.array([0]), boxes=box)
     pixels, cells, _, _ = context.batch([0], np.array([1]), shifts=[(5, 9)])
-    assert pixels.shape == (1, shape[0] + 5, shape[1] + 9)
-    np.testing.assert_array_equal(pixels[0, 5:, 9:], image.astype(np.float32))
-    assert not pixels[0, :5].any() and not pixels[0, :, :9].any()
-    np.testing.assert_array_equal(cells[0], patch_cells(np.array([[69, 9, 128]]), (shape[0] + 5, shape[1] + 9)))
+    assert pixels.shape == (1, shape[0] - 5, shape[1] - 9)
+    np.testing.assert_array_equal(pixels[0], image.astype(np.float32)[5:, 9:])
+    np.testing.assert_array_equal(cells[0], patch_cells(np.array([[59, -9, 128]]), (shape[0] - 5, shape[1] - 9)))
     # Flipped, transposed and shifted at once: the box goes where its pixels go.
     pixels, cells, _, _ = context.batch([0], np.array([1]), flips=[(True, True)], transposes=[True], shifts=[(3, 7)])
-    moved = image.astype(np.float32)[::-1, ::-1].T
-    np.testing.assert_array_equal(pixels[0, 3:, 7:], moved)
+    np.testing.assert_array_equal(pixels[0], image.astype(np.float32)[::-1, ::-1].T[3:, 7:])
     flipped_top, flipped_left = shape[0] - 64 - 128, shape[1] - 0 - 128
-    expected = patch_cells(np.array([[flipped_left + 3, flipped_top + 7, 128]]), (shape[1] + 3, shape[0] + 7))
+    expected = patch_cells(np.array([[flipped_left - 3, flipped_top - 7, 128]]), (shape[1] - 3, shape[0] - 7))
     np.testing.assert_array_equal(cells[0], expected)
+    with pytest.raises(ValueError, match="must leave some"):
+        context.batch([0], np.array([1]), shifts=[(shape[0], 0)])
 
     def offset(shift: int) -> float:
         _, c, _, _ = context.batch([0], np.array([1]), shifts=[(shift, 0)])
         rows = np.nonzero(c[0, 0].any(axis=1))[0]
-        return float(NETWORK_STRIDE * rows.mean() - (64 + shift + 63.5))
+        return float(NETWORK_STRIDE * rows.mean() - (64 - shift + 63.5))
 
     assert offset(0) == -15.5
     assert abs(np.mean([offset(s) for s in range(NETWORK_STRIDE)])) <= 0.5
@@ -169,15 +170,17 @@ def test_image_batches_shift_and_transpose_only_when_asked(phantom_records: list
                         patch_context="image")
     ctx = DistContext.single(torch.device("cpu"))
     plain = list(image_batches(train, config, np.random.default_rng(0), ctx, None))
-    moved = list(image_batches(train, config.replace(augment_shift=True, augment_transpose=True),
-                               np.random.default_rng(0), ctx, None))
-    assert len(plain) == len(moved) == 2
+    moved = list(image_batches(train, config.replace(augment_shift=True), np.random.default_rng(0), ctx, None))
+    turned = list(image_batches(train, config.replace(augment_shift=True, augment_transpose=True),
+                                np.random.default_rng(0), ctx, None))
+    assert len(plain) == len(moved) == len(turned) == 2
     largest = max(image.shape for image in train.context.images)
     assert all(b.pixels.shape[1:] == largest for b in plain)  # plain: the images' own size
-    # Shifted (and perhaps transposed): some batch is taller or wider than any image, and its patches still
-    # have their labels, in the same order as without (the image order is drawn first, from the same stream).
-    assert any(b.pixels.shape[1] > largest[0] or b.pixels.shape[2] > largest[1] for b in moved)
-    for a, b in zip(plain, moved):
+    # Shifted: no batch is larger than the images and some is smaller; with the transposes too, the patches
+    # still carry their labels, the same as without (the image order is drawn first, from the same stream).
+    assert all(b.pixels.shape[1] <= largest[0] and b.pixels.shape[2] <= largest[1] for b in moved)
+    assert any(b.pixels.shape[1:] != largest for b in moved)
+    for a, b in zip(plain, turned):
         np.testing.assert_array_equal(np.sort(a.labels[a.labels >= 0]), np.sort(b.labels[b.labels >= 0]))
         assert (b.extra.sum(axis=(2, 3)) > 0).sum() == (b.labels >= 0).sum()
     with pytest.raises(ValueError, match="augment_shift"):
