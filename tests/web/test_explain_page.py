@@ -196,9 +196,24 @@ def best_region(service, png: bytes) -> tuple[list[float], dict[str, float], set
     return best[1], {"height": height, "width": width}, best[2]
 
 
+def settled_box(page, selector: str) -> dict[str, float]:
+    """The element's box once it is in view and has stopped moving: the page lays out the units, maps and
+    embedding after the explanation, and a drag aimed at where the surface was a moment ago misses it."""
+    element = page.locator(selector)
+    element.scroll_into_view_if_needed()
+    box = None
+    for _ in range(50):
+        current = element.bounding_box()
+        if current is not None and current == box:
+            return current
+        box = current
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{selector} kept moving for 5 s: last box {box}")
+
+
 def drag_rectangle(page, edges: list[float], size: dict[str, float]) -> None:
     """Drag a rectangle with these image-pixel edges on the drawing surface, which spans the image."""
-    box = page.locator("#region-svg").bounding_box()
+    box = settled_box(page, "#region-svg")
     sx, sy = box["width"] / size["width"], box["height"] / size["height"]
     page.mouse.move(box["x"] + edges[0] * sx, box["y"] + edges[1] * sy)
     page.mouse.down()
@@ -251,7 +266,7 @@ def test_a_polygon_can_be_drawn_and_cleared_with_the_keyboard(page, service, use
     expect(page.locator("#region-svg polygon")).to_have_count(0)
 
     page.get_by_label("polygon").check()
-    box = surface.bounding_box()
+    box = settled_box(page, "#region-svg")
     for fx, fy in [(0.3, 0.3), (0.7, 0.35), (0.5, 0.7)]:
         page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
     surface.press("Enter")
