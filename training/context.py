@@ -71,19 +71,15 @@ class PatchesInImage(nn.Module):
         return torch.where(use_max[..., None], peak.to(logits.dtype), logits)
 
 
-def patch_cells(
-    boxes: np.ndarray, input_shape: tuple[int, int], *, flip_h: bool = False, flip_v: bool = False
-) -> np.ndarray:
+def patch_cells(boxes: np.ndarray, input_shape: tuple[int, int]) -> np.ndarray:
     """``(P, h, w)`` float32: 1 on each layer4 cell whose centre (pixel 32 i, 32 j) lies inside patch p.
 
-    ``boxes`` is ``(P, 3)`` ``(top, left, side)`` in network-input pixels;
-    ``flip_h`` / ``flip_v`` give the cells of the boxes in the image mirrored
-    left-right / top-bottom. A patch narrower than a cell gets the cell
-    nearest its centre.
+    ``boxes`` is ``(P, 3)`` ``(top, left, side)`` in network-input pixels (of a
+    mirrored, transposed or shifted input: :func:`moved_boxes`). A patch
+    narrower than a cell gets the cell nearest its centre.
     """
     height, width = input_shape
     h, w = feature_grid_shape(height, width)
-    boxes = moved_boxes(boxes, input_shape, flip_h=flip_h, flip_v=flip_v)
     top, left, side = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64), boxes[:, 2].astype(np.float64)
     ys = np.arange(h) * NETWORK_STRIDE
     xs = np.arange(w) * NETWORK_STRIDE

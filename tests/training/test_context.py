@@ -9,7 +9,7 @@ import torch
 from deepminer.fcn import build_classifier, to_fcn
 from deepminer.grid import NETWORK_STRIDE, feature_grid_shape
 from training.config import TrainConfig
-from training.context import ImageContext, PatchesInImage, cellwise_normal, patch_cells
+from training.context import ImageContext, PatchesInImage, cellwise_normal, moved_boxes, patch_cells
 from training.data import cut_patches
 from training.manifest import ImageRecord
 from training.patches import CLASSES, PatchRule
@@ -44,8 +44,8 @@ def test_flipped_cells_are_the_mirrored_cells() -> None:
     rng = np.random.default_rng(1)
     boxes = np.stack([rng.integers(0, 120, 30), rng.integers(0, 180, 30), rng.integers(33, 70, 30)], axis=1)
     plain = patch_cells(boxes, shape)
-    np.testing.assert_array_equal(patch_cells(boxes, shape, flip_h=True), plain[:, :, ::-1])
-    np.testing.assert_array_equal(patch_cells(boxes, shape, flip_v=True), plain[:, ::-1, :])
+    np.testing.assert_array_equal(patch_cells(moved_boxes(boxes, shape, flip_h=True), shape), plain[:, :, ::-1])
+    np.testing.assert_array_equal(patch_cells(moved_boxes(boxes, shape, flip_v=True), shape), plain[:, ::-1, :])
 
 
 def test_transposed_images_carry_their_cells_along() -> None:
@@ -58,15 +58,17 @@ def test_transposed_images_carry_their_cells_along() -> None:
     context = ImageContext(images=images, image_index=np.array([0, 0, 1, 1]), boxes=boxes)
     labels = np.array([0, 1, 2, 0])
     for flips in [(False, False), (True, False), (False, True), (True, True)]:
-        pixels, cells, out_labels, members = context.batch([0, 1], labels, flips=[flips, flips], transposes=[True, False])
+        pixels, cells, out_labels, members = context.batch([0, 1], labels, flips=[flips, flips],
+                                                           transposes=[True, False])
         assert pixels.shape == (2, 32 * 5 + 1, 32 * 7 + 1)  # image 0 transposed is (129, 193)
         first = images[0].astype(np.float32)[:, ::-1] if flips[0] else images[0].astype(np.float32)
         first = first[::-1, :] if flips[1] else first
         np.testing.assert_array_equal(pixels[0, : shapes[0][1], : shapes[0][0]], first.T)
         assert not pixels[0, shapes[0][1] :].any() and not pixels[0, :, shapes[0][0] :].any()
-        own = patch_cells(boxes[:2], shapes[0], flip_h=flips[0], flip_v=flips[1]).transpose(0, 2, 1)
+        flipped = [moved_boxes(boxes[2 * n : 2 * n + 2], shapes[n], flip_h=flips[0], flip_v=flips[1]) for n in (0, 1)]
+        own = patch_cells(flipped[0], shapes[0]).transpose(0, 2, 1)
         np.testing.assert_array_equal(cells[0, :2, : own.shape[1], : own.shape[2]], own)
-        np.testing.assert_array_equal(cells[1, :2], patch_cells(boxes[2:], shapes[1], flip_h=flips[0], flip_v=flips[1]))
+        np.testing.assert_array_equal(cells[1, :2], patch_cells(flipped[1], shapes[1]))
         assert out_labels.tolist() == [[0, 1], [2, 0]]
         assert [m.tolist() for m in members] == [[0, 1], [2, 3]]
     # Unflipped, the transpose is the transposed boxes' cells in the transposed image.
