@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -13,6 +14,7 @@ from deepminer.bundle import PATCHES_PER_UNIT
 from deepminer.scoring import SCORE_RULES
 from training.config import DEMO_CONFIG, RECIPES, TrainConfig
 from training.config_file import RunFile, read_run_file
+from training.phantoms.config import DEMO_PHANTOMS, PhantomConfig
 
 log = logging.getLogger("training")
 
@@ -121,6 +123,10 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
     p.add_argument("--cases", type=int, default=25, help="number of cases, 4 views each (default: %(default)s)")
     p.add_argument("--height", type=int, default=1000, help="image height in pixels (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--normal-fraction", type=float, default=PhantomConfig.normal_fraction,
+                   help="share of cases without a finding (default: %(default)s)")
+    p.add_argument("--max-findings", type=int, default=PhantomConfig.max_findings,
+                   help="most findings per abnormal case (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
     p = sub.add_parser("build", help="train on a manifest CSV and write a model bundle",
@@ -151,8 +157,10 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
     p = sub.add_parser("demo", help="phantoms + a small ResNet-18 bundle with automatic labels (a few minutes on CPU)")
     p.add_argument("--out", type=Path, default=Path("bundles/demo"), help="bundle directory (default: %(default)s)")
     p.add_argument("--data", type=Path, default=Path("data/phantoms"), help="phantom folder (default: %(default)s)")
-    p.add_argument("--cases", type=int, default=60, help="phantom cases, 4 views each (default: %(default)s)")
-    p.add_argument("--height", type=int, default=640, help="phantom height in pixels (default: %(default)s)")
+    p.add_argument("--cases", type=int, default=DEMO_PHANTOMS.n_cases,
+                   help="phantom cases, 4 views each (default: %(default)s)")
+    p.add_argument("--height", type=int, default=DEMO_PHANTOMS.height,
+                   help="phantom height in pixels (default: %(default)s)")
     _add_top_patches(p, PATCHES_PER_UNIT)
     _add_int8_flag(p, False)
     _add_train_options(p, DEMO_CONFIG)
@@ -275,10 +283,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "phantoms":
-            from training.phantoms import PhantomConfig, generate_phantoms
+            from training.phantoms import generate_phantoms
 
             manifest = generate_phantoms(
-                args.out, config=PhantomConfig(n_cases=args.cases, height=args.height, seed=args.seed),
+                args.out, config=PhantomConfig(n_cases=args.cases, height=args.height, seed=args.seed,
+                                               normal_fraction=args.normal_fraction, max_findings=args.max_findings),
                 workers=args.workers, progress=progress,
             )
             print(f"wrote {manifest}")
@@ -302,17 +311,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote bundle {out}")
         elif args.command == "demo":
             from training.distributed import launched_by_torchrun
-            from training.phantoms import PhantomConfig, generate_phantoms
+            from training.phantoms import generate_phantoms, written_config
             from training.pipeline import build_bundle
 
             if launched_by_torchrun():
                 raise ValueError("demo runs in one process; under torchrun use `-m training build`")
+            wanted = dataclasses.replace(DEMO_PHANTOMS, n_cases=args.cases, height=args.height, seed=args.seed)
             manifest = args.data / "manifest.csv"
             if not manifest.is_file():
-                manifest = generate_phantoms(
-                    args.data, config=PhantomConfig(n_cases=args.cases, height=args.height, seed=args.seed),
-                    progress=progress,
-                )
+                manifest = generate_phantoms(args.data, config=wanted, progress=progress)
+            elif (found := written_config(args.data)) != wanted:
+                held = "phantoms of unknown settings (no phantoms.json)" if found is None else f"{found}"
+                raise ValueError(f"{args.data} holds {held}, not the demo's {wanted}: delete {args.data} to "
+                                 "generate the demo's phantoms there, or pass --data with another folder")
             out = build_bundle(manifest, args.out, _config_from(args, DEMO_CONFIG), auto_label=True, progress=progress,
                                top_patches=args.top_patches, int8=args.int8)
             print(f"wrote demo bundle {out} in {time.perf_counter() - started:.0f} s")

@@ -336,3 +336,25 @@ def test_config_rejects_bad_values(overrides: dict[str, float], message: str) ->
 def test_generate_rejects_bad_worker_count(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="workers must be at least 1 or None, got 0"):
         generate_phantoms(tmp_path, config=CONFIG, workers=0, progress=False)
+
+
+def test_data_set_records_its_config_and_the_demo_refuses_other_phantoms(dataset: Path, tmp_path: Path) -> None:
+    """phantoms.json holds the config a data set was made with; `demo` reuses a folder only when it holds the
+    demo's own phantoms, and otherwise says so instead of training on them."""
+    from training.cli import main
+    from training.phantoms import DEMO_PHANTOMS, written_config
+
+    assert written_config(dataset.parent) == PhantomConfig(n_cases=3, height=160, seed=4)
+    assert written_config(tmp_path) is None
+    (tmp_path / "phantoms.json").write_text('{"n_cases": 0}')
+    with pytest.raises(ValueError, match="phantoms.json is not a phantom config"):
+        written_config(tmp_path)
+    assert (DEMO_PHANTOMS.n_cases, DEMO_PHANTOMS.height) == (60, 640)
+    out = tmp_path / "bundle"
+    assert main(["-q", "demo", "--data", str(dataset.parent), "--out", str(out)]) == 2
+    assert not out.exists()
+    # The phantoms command sets how many cases are normal and how many findings the others have.
+    made = tmp_path / "made"
+    assert main(["-q", "phantoms", str(made), "--cases", "2", "--height", "96", "--normal-fraction", "0",
+                 "--max-findings", "3"]) == 0
+    assert written_config(made) == PhantomConfig(n_cases=2, height=96, normal_fraction=0.0, max_findings=3)

@@ -14,13 +14,14 @@ ground truth. Module map:
 - ``generate``: the data set on disk (:func:`generate_phantoms`).
 """
 
-from training.phantoms.config import PhantomConfig
+from training.phantoms.config import DEMO_PHANTOMS, PhantomConfig
 from training.phantoms.findings import FindingSpec, mass_pathology, sample_finding
-from training.phantoms.generate import generate_phantoms
+from training.phantoms.generate import generate_phantoms, written_config
 from training.phantoms.plan import ImageSpec, plan_images
 from training.phantoms.render import PhantomImage, RenderedFinding, render_phantom
 
 __all__ = [
+    "DEMO_PHANTOMS",
     "FindingSpec",
     "ImageSpec",
     "PhantomConfig",
@@ -31,4 +32,5 @@ __all__ = [
     "plan_images",
     "render_phantom",
     "sample_finding",
+    "written_config",
 ]

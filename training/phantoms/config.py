@@ -51,3 +51,8 @@ class PhantomConfig:
     def width(self) -> int:
         """Image width in pixels."""
         return round(self.aspect * self.height)
+
+
+DEMO_PHANTOMS = PhantomConfig(n_cases=60, height=640)
+"""The demo's training phantoms (``python -m training demo``, whose ``--cases``, ``--height`` and ``--seed`` override
+these). The demo reuses its phantom folder only when the folder's ``phantoms.json`` records exactly this config."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,19 @@ from training.phantoms.plan import ImageSpec, plan_images
 from training.phantoms.render import render_phantom
 
 MANIFEST_NAME = "manifest.csv"
+CONFIG_NAME = "phantoms.json"
+"""The :class:`PhantomConfig` a data set was generated with, beside its manifest."""
+
+
+def written_config(out_dir: Path) -> PhantomConfig | None:
+    """The config the phantoms in ``out_dir`` were generated with (its ``phantoms.json``), None without one."""
+    path = Path(out_dir) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        return PhantomConfig(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not a phantom config: {exc}") from None
 
 
 def generate_phantoms(
@@ -29,7 +44,8 @@ def generate_phantoms(
 
     Layout: ``images/<image_id>.png`` (uint16, mode "I;16"),
     ``masks/<image_id>_<finding_id>.png`` (uint8, 255 inside) and
-    ``manifest.csv`` (see :mod:`training.manifest`). Every image is seeded by
+    ``manifest.csv`` (see :mod:`training.manifest`), and ``config`` as
+    ``phantoms.json`` (:func:`written_config`). Every image is seeded by
     (seed, image index), so the files are byte-identical for equal configs
     whatever ``workers`` is (default: ``os.cpu_count()``; 1 runs in-process).
     Existing files of the same names are overwritten; others are left alone.
@@ -59,6 +75,7 @@ def generate_phantoms(
         bar.close()
     manifest = out_dir / MANIFEST_NAME
     write_manifest(manifest, records)
+    (out_dir / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=1) + "\n")
     return manifest
 
 
