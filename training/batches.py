@@ -13,6 +13,7 @@ import numpy as np
 
 from deepminer.grid import NETWORK_STRIDE
 from training.config import TrainConfig
+from training.context import moved_boxes
 from training.data import PatchSet
 from training.distributed import DistContext
 from training.patches import CLASSES
@@ -46,6 +47,9 @@ class Batch:
     extra: np.ndarray | None
     global_patches: int
     global_weight: float
+    # With lesion_crops: this rank's lesion crops of the same SGD step, classified with the images in one
+    # BatchNorm batch. ``global_patches`` and ``global_weight`` above count both parts; the crops' own are unused.
+    crops: Batch | None = None
 
 
 def patch_batches(train: PatchSet, config: TrainConfig, rng: np.random.Generator, ctx: DistContext) -> Iterator[Batch]:
@@ -113,12 +117,48 @@ def image_batches(
                                                  transposes=[bool(t) for t in transposes[mine]],
                                                  shifts=[(int(a), int(b)) for a, b in shifts[mine]],
                                                  normal_cells=config.normal_cells)
-        mine_weight = float(weights[labels[labels >= 0]].sum())
-        (global_weight,) = ctx.all_sum([mine_weight])
+        crops = lesion_crops(train, config, rng, ctx) if config.lesion_crops else None
+        parts = [labels] if crops is None else [labels, crops.labels]
+        mine_weight = sum(float(weights[part[part >= 0]].sum()) for part in parts)
+        mine_patches = sum(int((part >= 0).sum()) for part in parts)
+        global_weight, global_patches = ctx.all_sum([mine_weight, float(mine_patches)])
         yield Batch(
             pixels=pixels,
             labels=labels,
             extra=cells,
-            global_patches=int((labels >= 0).sum()) * ctx.world_size,
+            global_patches=int(global_patches),
             global_weight=global_weight,
+            crops=crops,
         )
+
+
+def lesion_crops(train: PatchSet, config: TrainConfig, rng: np.random.Generator, ctx: DistContext) -> Batch:
+    """This rank's share of ``config.lesion_crops`` windows of ``config.lesion_crop_size`` pixels, each around a
+    lesion patch drawn with every lesion class equally likely, at a random place in the window (so at every phase
+    of the layer4 grid) and mirrored like the images; each window keeps the patches wholly inside it."""
+    context = train.context
+    assert context is not None
+    normal = CLASSES.index("normal")
+    lesion = np.nonzero(train.labels != normal)[0]
+    if len(lesion) == 0:
+        raise ValueError("lesion_crops needs lesion patches in the training set; it has none")
+    picks = lesion[epoch_order(train.labels[lesion], balance=True, rng=rng, samples=config.lesion_crops)]
+    flips = rng.random((len(picks), 2)) < 0.5 if config.augment_flips else np.zeros((len(picks), 2), bool)
+    transposes = rng.random(len(picks)) < 0.5 if config.augment_transpose else np.zeros(len(picks), bool)
+    side = config.lesion_crop_size
+    corners = np.zeros((len(picks), 2), dtype=np.int64)
+    for n, row in enumerate(picks):
+        shape = context.images[context.image_index[row]].shape
+        (top, left, size), = moved_boxes(context.boxes[row : row + 1], shape, flip_h=bool(flips[n, 0]),
+                                         flip_v=bool(flips[n, 1]), transpose=bool(transposes[n]))
+        height, width = shape[::-1] if transposes[n] else shape
+        for axis, (start, extent) in enumerate(((top, height), (left, width))):
+            low, high = max(0, start + size - side), min(start, extent - side)
+            corners[n, axis] = rng.integers(low, high + 1) if low <= high else max(0, min(start, extent - side))
+    mine = ctx.shard(np.arange(len(picks)))
+    pixels, cells, labels, _ = context.batch([int(context.image_index[r]) for r in picks[mine]], train.labels,
+                                             flips=[(bool(a), bool(b)) for a, b in flips[mine]],
+                                             transposes=[bool(t) for t in transposes[mine]],
+                                             shifts=[(int(a), int(b)) for a, b in corners[mine]], crop=side,
+                                             normal_cells=config.normal_cells)
+    return Batch(pixels=pixels, labels=labels, extra=cells, global_patches=0, global_weight=0.0)

@@ -66,6 +66,17 @@ class TrainConfig:
     # exactly; "max" takes each class's largest cell logit (multiple-instance learning: the lesion is in some cell,
     # and no cell of a malignant patch may look benign).
     lesion_pooling: str = "mean"
+    # With patch_context "image": lesion crops per SGD step besides its images (training/batches.py lesion_crops).
+    # Each is a lesion_crop_size-pixel window of a training image around one lesion patch (every lesion class
+    # equally likely), classified with the step's images, in one BatchNorm batch, as their patches are. Lesion
+    # patches are a few percent of an image's: the crops show the classifier many more lesions for little compute.
+    lesion_crops: int = 0
+    lesion_crop_size: int = 256
+    # 0-based epoch from which BatchNorm normalises with its running statistics and stops updating them, while
+    # every weight trains on: the last epochs then fit the classifier as evaluation and the FCN run it. With
+    # batches of two images, batch statistics swing from step to step and eval mode is another network (None:
+    # never, the paper's).
+    freeze_batchnorm_epoch: int | None = None
     # With patch_context "image": normal patches are supervised cell by cell (training/context.py cellwise_normal).
     normal_cells: bool = False
     # A class whose fc row and bias stay at zero, so that every other class's logit, and so its CAM, is its
@@ -153,6 +164,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if self.augment_shift and self.patch_context != "image":
             raise ValueError("augment_shift moves whole images under their patches: it needs patch_context 'image'")
+        if self.freeze_batchnorm_epoch is not None and self.freeze_batchnorm_epoch < 0:
+            raise ValueError(f"freeze_batchnorm_epoch must be a 0-based epoch or None, got {self.freeze_batchnorm_epoch}")
+        if self.lesion_crops < 0:
+            raise ValueError(f"lesion_crops must be 0 (off) or more, got {self.lesion_crops}")
+        if self.lesion_crops and self.patch_context != "image":
+            raise ValueError("lesion_crops are windows of whole images around their patches: they need "
+                             "patch_context 'image'")
+        if self.lesion_crops and self.lesion_crop_size < self.patch_size:
+            raise ValueError(f"lesion_crop_size ({self.lesion_crop_size}) must hold a whole patch "
+                             f"(patch_size {self.patch_size})")
         if isinstance(self.suspicious_patches, bool) or not isinstance(self.suspicious_patches, int) or (
             self.suspicious_patches < 1
         ):
@@ -167,7 +188,9 @@ class TrainConfig:
 
 
 # Fields where None means "off" or "all" (no lr decay, no ImageNet weights, every training patch per epoch).
-NULLABLE_FIELDS = frozenset({"lr_decay_epoch", "imagenet_weights", "samples_per_epoch", "reference_class"})
+NULLABLE_FIELDS = frozenset(
+    {"lr_decay_epoch", "imagenet_weights", "samples_per_epoch", "reference_class", "freeze_batchnorm_epoch"}
+)
 
 
 def _typed(name: str, value: Any, kind: type) -> Any:

@@ -5,7 +5,7 @@ defaults (the paper's settings). The effective config is written into every
 bundle as ``config.toml`` in the same format, so ``--config <bundle>/config.toml``
 repeats a run. Relative paths in a file are relative to the file's folder.
 TOML has no null: write ``"none"`` to switch off ``lr_decay_epoch``,
-``samples_per_epoch`` or ``imagenet_weights``.
+``samples_per_epoch``, ``imagenet_weights`` or ``freeze_batchnorm_epoch``.
 
 Top-level keys (:class:`~training.config.TrainConfig`)::
 
@@ -28,6 +28,9 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     augment_flips = true           # random horizontal and vertical flips
     augment_transpose = false      # random row/column swaps (with the flips: all 90° rotations)
     augment_shift = false          # patch_context "image": 0-31 px cut off each image's top and left (grid phase)
+    lesion_crops = 0               # patch_context "image": windows around lesion patches per step, besides the images
+    lesion_crop_size = 256         # their side in network-input pixels
+    freeze_batchnorm_epoch = "none"   # 0-based epoch from which BatchNorm keeps its running statistics; "none": never
     top_per_image = 8              # units counted per hold-out image and class
     top_per_class = 20             # units ranked per class for the experts
     threshold_quantile = 0.99      # unit activation threshold (Lu & Perer)

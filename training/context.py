@@ -28,6 +28,7 @@ from torch import nn
 from torchvision.models.resnet import ResNet
 
 from deepminer.grid import NETWORK_STRIDE, feature_grid_shape
+from training.batchnorm import forward_together
 from training.patches import CLASSES
 
 PATCH_CONTEXTS = ("bare", "image")
@@ -50,10 +51,28 @@ class PatchesInImage(nn.Module):
         self.body = nn.Sequential(c.conv1, c.bn1, c.relu, c.maxpool, c.layer1, c.layer2, c.layer3, c.layer4)
         self.fc = c.fc
 
-    def forward(self, x: torch.Tensor, cells: torch.Tensor, use_max: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor | list[torch.Tensor],
+        cells: torch.Tensor | list[torch.Tensor],
+        use_max: torch.Tensor | list[torch.Tensor | None] | None = None,
+    ) -> torch.Tensor | list[torch.Tensor]:
         """``use_max`` ``(N, P)`` bool: those patches take each class's largest logit over their cells
-        instead of the mean (multiple-instance pooling for lesion patches; see ``TrainConfig.lesion_pooling``)."""
-        features = self.body(x)
+        instead of the mean (multiple-instance pooling for lesion patches; see ``TrainConfig.lesion_pooling``).
+
+        Lists: inputs of different sizes classified as one batch (whole images and lesion crops), with one
+        BatchNorm batch over all of them (:func:`training.batchnorm.forward_together`); returns their logits.
+        """
+        if isinstance(x, list):
+            if not isinstance(cells, list) or len(cells) != len(x):
+                raise ValueError("inputs given as a list need a list of cells, one per input")
+            maxes = use_max if isinstance(use_max, list) else [use_max] * len(x)
+            features = forward_together(self.body, x)
+            return [self._pooled(f, c, m) for f, c, m in zip(features, cells, maxes)]
+        assert isinstance(cells, torch.Tensor) and not isinstance(use_max, list)
+        return self._pooled(self.body(x), cells, use_max)
+
+    def _pooled(self, features: torch.Tensor, cells: torch.Tensor, use_max: torch.Tensor | None) -> torch.Tensor:
         if cells.dim() != 4 or cells.shape[0] != features.shape[0] or cells.shape[2:] != features.shape[2:]:
             raise ValueError(
                 f"cells must be (N, P, h, w) with N, h, w = {features.shape[0]}, {tuple(features.shape[2:])}, "
@@ -135,6 +154,7 @@ class ImageContext:
         flips: Sequence[tuple[bool, bool]] | None = None,
         transposes: Sequence[bool] | None = None,
         shifts: Sequence[tuple[int, int]] | None = None,
+        crop: int | None = None,
         normal_cells: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
         """Images ``images`` as one batch: pixels ``(B, H, W)`` (zero-padded to the largest), cells
@@ -146,21 +166,37 @@ class ImageContext:
         ``shifts``: per image, ``(rows, columns)`` cut off its top and left, after the flips and the transpose:
         its patches move up and left with it and meet the layer4 grid at another phase, while the image still
         begins at the network's own zero padding, as at test time (see ``TrainConfig.augment_shift``).
+        ``crop``: each image is cut to a window of at most ``crop`` × ``crop`` pixels whose top-left corner is its
+        shift, and keeps only the patches that lie wholly inside the window (see ``TrainConfig.lesion_crops``).
         ``normal_cells``: the normal patches are replaced by their cells, one by
         one (each cell that no lesion patch covers, labelled normal); see
         :func:`cellwise_normal`. The patch indices then list the lesion patches only.
         """
         swapped = [bool(transposes[b]) if transposes is not None else False for b in range(len(images))]
         moved = [(int(shifts[b][0]), int(shifts[b][1])) if shifts is not None else (0, 0) for b in range(len(images))]
+        if crop is not None and crop < 1:
+            raise ValueError(f"crop must be a side of at least 1 pixel, got {crop}")
         shapes = []
         for i, t, (dy, dx) in zip(images, swapped, moved):
             h0, w0 = self.images[i].shape[::-1] if t else self.images[i].shape
             if not (0 <= dy < h0 and 0 <= dx < w0):
                 raise ValueError(f"shift {(dy, dx)} must leave some of a {h0} x {w0} image")
-            shapes.append((h0 - dy, w0 - dx))
+            shapes.append((h0 - dy, w0 - dx) if crop is None else (min(crop, h0 - dy), min(crop, w0 - dx)))
         height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
         grid = feature_grid_shape(height, width)
         members = [np.nonzero(self.image_index == i)[0] for i in images]
+        placed: list[np.ndarray] = []
+        for b, (i, rows) in enumerate(zip(images, members)):
+            fh, fv = flips[b] if flips is not None else (False, False)
+            dy, dx = moved[b]
+            boxes = moved_boxes(self.boxes[rows], self.images[i].shape, flip_h=fh, flip_v=fv,
+                                transpose=swapped[b], shift=(-dy, -dx))
+            if crop is not None:
+                inside = ((boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & (boxes[:, 0] + boxes[:, 2] <= shapes[b][0])
+                          & (boxes[:, 1] + boxes[:, 2] <= shapes[b][1]))
+                rows, boxes = rows[inside], boxes[inside]
+                members[b] = rows
+            placed.append(boxes)
         most = max(1, max(len(m) for m in members))
         pixels = np.zeros((len(images), height, width), dtype=np.float32)
         cells = np.zeros((len(images), most, *grid), dtype=np.float32)
@@ -175,12 +211,10 @@ class ImageContext:
             if swapped[b]:
                 img = img.T
             dy, dx = moved[b]
-            img = img[dy:, dx:]
+            img = img[dy : dy + shapes[b][0], dx : dx + shapes[b][1]]
             pixels[b, : img.shape[0], : img.shape[1]] = img
             if len(rows):
-                boxes = moved_boxes(self.boxes[rows], self.images[i].shape, flip_h=fh, flip_v=fv,
-                                    transpose=swapped[b], shift=(-dy, -dx))
-                own = patch_cells(boxes, shapes[b])
+                own = patch_cells(placed[b], shapes[b])
                 own_labels = labels[rows]
                 if normal_cells:
                     own, own_labels = cellwise_normal(own, own_labels)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from deepminer.fcn import build_classifier, to_fcn
 from deepminer.grid import NETWORK_STRIDE, feature_grid_shape
@@ -202,3 +205,156 @@ def test_max_pooling_takes_each_class_peak_over_the_patch_cells() -> None:
     mask = cells[0, 0].bool()
     np.testing.assert_allclose(got[0, 0].numpy(), logits[0][:, mask].amax(dim=1).numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(got[0, 1].numpy(), mean_only[0, 1].numpy(), rtol=1e-6)
+
+
+def test_a_crop_is_a_window_of_the_moved_image_with_the_patches_wholly_inside_it() -> None:
+    """``crop``: the window starts at the shift; patches reaching outside it are left out, with their labels."""
+    rng = np.random.default_rng(4)
+    shape = (32 * 7 + 1, 32 * 6 + 1)
+    image = rng.random(shape).astype(np.float16)
+    boxes = np.array([[64, 0, 64], [64, 64, 64], [0, 0, 64], [160, 128, 64]])
+    context = ImageContext(images=(image,), image_index=np.array([0, 0, 0, 0]), boxes=boxes)
+    labels = np.array([1, 2, 0, 1])
+    pixels, cells, out_labels, (members,) = context.batch([0], labels, shifts=[(40, 0)], crop=128)
+    assert pixels.shape == (1, 128, 128)
+    np.testing.assert_array_equal(pixels[0], image.astype(np.float32)[40:168, :128])
+    # Rows 40-167, columns 0-127: the first two patches lie inside; the third starts above, the fourth beyond.
+    assert members.tolist() == [0, 1] and out_labels[0].tolist() == [1, 2]
+    np.testing.assert_array_equal(cells[0], patch_cells(np.array([[24, 0, 64], [24, 64, 64]]), (128, 128)))
+    # Mirrored left-right and cut at the image's edge: the window is what is left of the image.
+    pixels, cells, out_labels, (members,) = context.batch([0], labels, flips=[(True, False)], shifts=[(120, 100)],
+                                                          crop=128)
+    assert pixels.shape == (1, 105, 93)
+    np.testing.assert_array_equal(pixels[0], image.astype(np.float32)[:, ::-1][120:, 100:])
+    assert members.tolist() == []  # the fourth patch, mirrored to columns 1-64, lies left of the window
+    with pytest.raises(ValueError, match="crop"):
+        context.batch([0], labels, crop=0)
+
+
+def test_lesion_crops_hold_their_lesion_patch_and_draw_every_lesion_class_alike(
+    phantom_records: list[ImageRecord],
+) -> None:
+    from training.batches import image_batches, lesion_crops
+    from training.distributed import DistContext
+
+    config = TrainConfig(patch_size=32, patch_context="image", images_per_batch=2, augment_flips=True,
+                         augment_transpose=True, normal_cells=True, lesion_crops=64, lesion_crop_size=64,
+                         patch_rule=PatchRule(min_tissue=0.0))
+    train = cut_patches(phantom_records[:8], rule=config.patch_rule, patch_size=32, progress=False,
+                        patch_context="image")
+    ctx = DistContext.single(torch.device("cpu"))
+    crops = lesion_crops(train, config, np.random.default_rng(0), ctx)
+    assert crops.pixels.shape[0] == 64 and crops.pixels.shape[1:] == (64, 64)
+    lesion_rows = crops.labels > 0
+    # Every crop keeps at least its own lesion patch, with its cells; benign and malignant are drawn alike.
+    assert lesion_rows.any(axis=1).all()
+    assert np.all(crops.extra[lesion_rows].sum(axis=(1, 2)) > 0)
+    first = crops.labels[:, 0]
+    assert 20 <= int((first == CLASSES.index("benign")).sum()) <= 44
+    # Every crop's pixels are a window of one of the training images (some mirror or transpose of it).
+    assert all(np.isclose(crop, 0).mean() < 1 for crop in crops.pixels)
+    # In the epoch's batches, the crops ride along with the images and count in the loss normaliser.
+    plain = list(image_batches(train, config.replace(lesion_crops=0), np.random.default_rng(0), ctx, None))
+    batches = list(image_batches(train, config.replace(lesion_crops=3), np.random.default_rng(0), ctx, None))
+    assert all(b.crops is None for b in plain) and all(b.crops.pixels.shape[0] == 3 for b in batches)
+    # The images of the first batch are drawn before any crop, from the same stream.
+    np.testing.assert_array_equal(plain[0].pixels, batches[0].pixels)
+    b = batches[0]
+    assert b.global_patches == int((b.labels >= 0).sum() + (b.crops.labels >= 0).sum())
+    with pytest.raises(ValueError, match="lesion_crops"):
+        TrainConfig(lesion_crops=2)  # bare patches have no image to cut a window from
+    with pytest.raises(ValueError, match="lesion_crop_size"):
+        TrainConfig(patch_context="image", patch_size=64, lesion_crops=2, lesion_crop_size=32)
+
+
+def test_a_step_with_crops_is_the_step_on_one_batch_of_images_and_crops() -> None:
+    """Images and crops classified together: the same update, loss and BatchNorm running statistics as one stacked
+    batch (crops of the images' size here, so that they can be stacked), and not the update without the crops."""
+    from training.train import train_step
+
+    torch.manual_seed(2)
+    base = build_classifier(depth=18, num_classes=3).double()  # float64: no rounding to tell the paths apart
+    images, crops = torch.randn(2, 3, 96, 128, dtype=torch.float64), torch.randn(3, 3, 96, 128, dtype=torch.float64)
+    boxes = np.array([[0, 0, 64], [32, 64, 64]])
+    image_cells = torch.from_numpy(np.stack([patch_cells(boxes, (96, 128))] * 2)).double()
+    crop_cells = torch.from_numpy(np.stack([patch_cells(boxes, (96, 128))] * 3)).double()
+    image_labels, crop_labels = torch.tensor([[0, 2], [1, -100]]), torch.tensor([[1, 0], [2, 0], [1, 1]])
+    weight = torch.tensor([0.5, 2.0, 3.0])
+    total = float(weight[image_labels[image_labels >= 0]].sum() + weight[crop_labels.reshape(-1)].sum())
+
+    def step(x: torch.Tensor, y: torch.Tensor, cells: torch.Tensor, **more: object) -> tuple[float, nn.Module]:
+        model = copy.deepcopy(base)
+        loss = train_step(PatchesInImage(model).train(), torch.optim.SGD(model.parameters(), lr=0.1), x, y,
+                          global_batch=total, extra=cells, class_weight=weight, **more)
+        return loss, model
+
+    together, joint = step(images, image_labels, image_cells, more=[(crops, crop_labels, crop_cells)])
+    stacked, one = step(torch.cat([images, crops]), torch.cat([image_labels, crop_labels]),
+                        torch.cat([image_cells, crop_cells]))
+    assert together == pytest.approx(stacked, rel=1e-5)
+    for (name, got), want in zip(joint.state_dict().items(), one.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)
+    _, alone = step(images, image_labels, image_cells)
+    assert not torch.allclose(alone.fc.weight, joint.fc.weight)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_inputs_of_several_sizes_share_one_batchnorm_batch(depth: int) -> None:
+    """forward_together: each input's features are those of a batch holding all of them, residual blocks and
+    Bottlenecks included; the running statistics are the union's; eval mode is the plain forward."""
+    from training.batchnorm import forward_together
+
+    torch.manual_seed(3)
+    # float64: a ResNet-50's BatchNorm over a few cells turns float32 rounding into differences of 1e-3.
+    base = build_classifier(depth=depth, num_classes=3).double()
+    a, b = torch.randn(2, 3, 64, 96, dtype=torch.float64), torch.randn(3, 3, 64, 96, dtype=torch.float64)
+    joint, stacked = copy.deepcopy(base).train(), copy.deepcopy(base).train()
+    def body(m: nn.Module) -> nn.Sequential:
+        return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4)
+
+    fa, fb = forward_together(body(joint), [a, b])
+    both = body(stacked)(torch.cat([a, b]))
+    torch.testing.assert_close(torch.cat([fa, fb]), both, rtol=1e-9, atol=1e-9)
+    for (name, got), want in zip(joint.state_dict().items(), stacked.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9, msg=name)
+    # Different sizes: the small input is normalised with the statistics of both, so alone it comes out otherwise.
+    small = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    _, with_large = forward_together(body(copy.deepcopy(base).train()), [a, small])
+    alone = body(copy.deepcopy(base).train())(small)
+    assert with_large.shape == alone.shape and not torch.allclose(with_large, alone, atol=1e-3)
+    evaluated = copy.deepcopy(base).eval()
+    with torch.no_grad():
+        (got,) = forward_together(body(evaluated), [small])
+        torch.testing.assert_close(got, body(evaluated)(small))
+    with pytest.raises(ValueError, match="does not know"):
+        forward_together(nn.Sequential(nn.Dropout()), [small])
+
+
+def test_frozen_batchnorm_keeps_its_running_statistics_while_the_weights_train(
+    phantom_records: list[ImageRecord],
+) -> None:
+    """freeze_batchnorm_epoch 1 of 2 epochs: the running statistics are those after the first epoch (a one-epoch
+    run with the same seed), and the weights moved on in the second; the lesion crops ride along."""
+    config = TrainConfig(depth=18, patch_size=32, epochs=1, lr=0.01, lr_decay_epoch=None, device="cpu",
+                         patch_context="image", images_per_batch=2, normal_cells=True, lesion_crops=2,
+                         lesion_crop_size=64, augment_flips=True, patch_rule=PatchRule(min_tissue=0.0))
+    train = cut_patches(phantom_records[:6], rule=config.patch_rule, patch_size=32, progress=False,
+                        patch_context="image")
+    holdout = cut_patches(phantom_records[6:8], rule=config.patch_rule, patch_size=32, progress=False,
+                          patch_context="image")
+
+    def run(c: TrainConfig) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_classifier(depth=18, num_classes=3)
+        return fine_tune(model, train, holdout, c, device=torch.device("cpu"), progress=False).model.state_dict()
+
+    one = run(config)
+    frozen = run(config.replace(epochs=2, freeze_batchnorm_epoch=1))
+    statistics = [k for k in one if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert statistics
+    for name in statistics:
+        torch.testing.assert_close(frozen[name], one[name], rtol=0, atol=0, msg=name)
+    assert not torch.allclose(frozen["fc.weight"], one["fc.weight"])
+    assert not torch.allclose(frozen["bn1.weight"], one["bn1.weight"])  # BatchNorm's own weights train on
+    with pytest.raises(ValueError, match="freeze_batchnorm_epoch"):
+        TrainConfig(freeze_batchnorm_epoch=-1)

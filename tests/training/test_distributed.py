@@ -98,6 +98,14 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
         assert got_record["holdout_auc"] == pytest.approx(want_record["holdout_auc"], abs=1e-6)
 
 
+def test_lesion_crops_refuse_to_train_across_processes():
+    ctx = DistContext(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"), backend="gloo")
+    config = TrainConfig(depth=18, patch_size=32, patch_context="image", lesion_crops=2, device="cpu")
+    with pytest.raises(ValueError, match="lesion_crops trains in one process only"):
+        fine_tune(build_classifier(depth=18, num_classes=3), synthetic_patches(4, 1), synthetic_patches(2, 2),
+                  config, device=torch.device("cpu"), progress=False, dist=ctx)
+
+
 def test_shards_cover_the_global_batch_in_order():
     idx = np.arange(100, 113)
     shards = [DistContext(rank=r, world_size=3, local_rank=r, device=torch.device("cpu"), backend="gloo").shard(idx)
