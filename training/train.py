@@ -221,7 +221,7 @@ def fine_tune(
                 x = batch_input(batch.pixels, mean, std).to(device).contiguous(memory_format=layout)
                 extra = None if batch.extra is None else torch.from_numpy(batch.extra).to(device)
                 more = []
-                if batch.crops is not None and len(batch.crops.pixels):
+                if batch.crops is not None:
                     crops = batch.crops
                     more.append((batch_input(crops.pixels, mean, std).to(device).contiguous(memory_format=layout),
                                  torch.from_numpy(crops.labels).to(device), torch.from_numpy(crops.extra).to(device)))
