@@ -50,6 +50,9 @@ class Batch:
     # With lesion_crops: this rank's lesion crops of the same SGD step, classified with the images in one
     # BatchNorm batch. ``global_patches`` and ``global_weight`` above count both parts; the crops' own are unused.
     crops: Batch | None = None
+    # Where this step lies in its epoch: the ``step``-th (0-based) of ``steps`` (the learning-rate schedule, progress).
+    step: int = 0
+    steps: int = 1
 
 
 def patch_batches(train: PatchSet, config: TrainConfig, rng: np.random.Generator, ctx: DistContext) -> Iterator[Batch]:
@@ -57,10 +60,9 @@ def patch_batches(train: PatchSet, config: TrainConfig, rng: np.random.Generator
     order = epoch_order(train.labels, balance=config.balance_classes, rng=rng, samples=config.samples_per_epoch)
     # Fewer samples than processes (or than 2) cannot be split into BatchNorm batches on every rank.
     min_batch = max(2, ctx.world_size)
-    for start in range(0, len(order), config.batch_size):
+    starts = [s for s in range(0, len(order), config.batch_size) if min(config.batch_size, len(order) - s) >= min_batch]
+    for step, start in enumerate(starts):
         idx = order[start : start + config.batch_size]
-        if len(idx) < min_batch:
-            continue
         # Flips are drawn for the whole global batch on every rank, so the
         # RNG streams stay in step and each patch gets the flip it would get
         # in a single process.
@@ -83,6 +85,8 @@ def patch_batches(train: PatchSet, config: TrainConfig, rng: np.random.Generator
             extra=None if train.aux is None else train.aux[idx[mine]],
             global_patches=len(idx),
             global_weight=float(len(idx)),
+            step=step,
+            steps=len(starts),
         )
 
 
@@ -101,10 +105,10 @@ def image_batches(
         order = order[keep]
     min_batch = max(1, ctx.world_size)
     weights = np.ones(len(CLASSES)) if class_weight is None else class_weight
-    for start in range(0, len(order), config.images_per_batch):
-        images = order[start : start + config.images_per_batch]
-        if len(images) < min_batch:
-            continue
+    per = config.images_per_batch
+    starts = [s for s in range(0, len(order), per) if min(per, len(order) - s) >= min_batch]
+    for step, start in enumerate(starts):
+        images = order[start : start + per]
         # Drawn for the whole global batch on every rank, as for bare patches.
         flips = rng.random((len(images), 2)) < 0.5 if config.augment_flips else np.zeros((len(images), 2), bool)
         # Drawn only when asked for, so that runs without it keep their random stream.
@@ -129,6 +133,8 @@ def image_batches(
             global_patches=int(global_patches),
             global_weight=global_weight,
             crops=crops,
+            step=step,
+            steps=len(starts),
         )
 
 

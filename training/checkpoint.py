@@ -25,11 +25,12 @@ from training.config import TrainConfig
 CHECKPOINT_FILE = "last.pt"
 
 # Fields that change the course of training. A checkpoint resumes only a run
-# that agrees on all of them; ``epochs`` may grow, to train longer.
+# that agrees on all of them; ``epochs`` may grow, to train longer, except under
+# the cosine schedule, whose every step depends on it.
 TRAJECTORY_FIELDS = (
     "depth", "patch_size", "batch_size", "lr", "momentum", "weight_decay", "lr_decay_epoch", "lr_decay_factor",
-    "seed", "split_fractions", "imagenet_weights", "balance_classes", "samples_per_epoch", "augment_flips",
-    "augment_transpose", "augment_shift", "patch_context", "images_per_batch", "class_weight_exponent",
+    "lr_schedule", "seed", "split_fractions", "imagenet_weights", "balance_classes", "samples_per_epoch",
+    "augment_flips", "augment_transpose", "augment_shift", "patch_context", "images_per_batch", "class_weight_exponent",
     "train_precision", "normal_image_share", "lesion_pooling", "normal_cells", "reference_class", "lesion_crops",
     "lesion_crop_size", "freeze_batchnorm_epoch", "patch_rule", "aux_features",
 )
@@ -97,7 +98,8 @@ def load_checkpoint(directory: Path, *, config: TrainConfig) -> Checkpoint | Non
     checkpoint = Checkpoint(**data)
     # Fields added since the checkpoint was written count as their defaults.
     theirs, ours = {**TrainConfig().to_dict(), **checkpoint.config}, config.to_dict()
-    differ = [name for name in TRAJECTORY_FIELDS if theirs.get(name) != ours.get(name)]
+    fields = TRAJECTORY_FIELDS + (("epochs",) if ours["lr_schedule"] == "cosine" else ())
+    differ = [name for name in fields if theirs.get(name) != ours.get(name)]
     if differ:
         details = ", ".join(f"{name}: checkpoint {theirs.get(name)!r}, now {ours.get(name)!r}" for name in differ)
         raise ValueError(f"checkpoint {path} is from a different run ({details}); use another --checkpoint-dir")

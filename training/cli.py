@@ -12,7 +12,7 @@ from typing import Any
 
 from deepminer.bundle import PATCHES_PER_UNIT
 from deepminer.scoring import SCORE_RULES
-from training.config import DEMO_CONFIG, RECIPES, TrainConfig
+from training.config import DEMO_CONFIG, LR_SCHEDULES, RECIPES, TrainConfig
 from training.config_file import RunFile, read_run_file
 from training.phantoms.config import DEMO_PHANTOMS, PhantomConfig
 
@@ -31,6 +31,8 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> Non
     g.add_argument("--lr", type=float, default=defaults.lr, help="SGD learning rate (default: %(default)s)")
     g.add_argument("--lr-decay-epoch", type=int, default=defaults.lr_decay_epoch,
                    help="0-based epoch from which the lr is multiplied by 0.1 (default: %(default)s)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+                   help="'step' (the decay above) or 'cosine' (from --lr to 0, every step) (default: %(default)s)")
     g.add_argument("--samples-per-epoch", type=int, default=defaults.samples_per_epoch,
                    help="class-balanced patches drawn per epoch (default: %(default)s = all training patches)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="split and training seed (default: %(default)s)")
@@ -99,6 +101,7 @@ def _config_from(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig
         batch_size=args.batch_size,
         lr=args.lr,
         lr_decay_epoch=args.lr_decay_epoch,
+        lr_schedule=args.lr_schedule,
         samples_per_epoch=args.samples_per_epoch,
         seed=args.seed,
         imagenet_weights=args.imagenet_weights,

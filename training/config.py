@@ -9,6 +9,8 @@ from typing import Any
 from deepminer.scoring import SCORE_RULES
 from training.patches import PatchRule
 
+LR_SCHEDULES = ("step", "cosine")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -28,6 +30,9 @@ class TrainConfig:
     # The reference multiplies the learning rate by 0.1 from epoch 4 (0-based).
     lr_decay_epoch: int | None = 4
     lr_decay_factor: float = 0.1
+    # "step": the reference's schedule above. "cosine": lr × (1 + cos(π t / epochs)) / 2 at every SGD step, t the
+    # epochs done so far (fractional), from lr down to 0 at the end (lr_decay_epoch and lr_decay_factor unused).
+    lr_schedule: str = "step"
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     imagenet_weights: Path | None = None
@@ -42,6 +47,9 @@ class TrainConfig:
     # Which epoch's weights the bundle keeps: "last" (the reference code) or "best_holdout" (best hold-out mean
     # AUC; the hold-out set also ranks the units, so that choice sees it twice).
     select_epoch: str = "last"
+    # Hold-out AUC after every holdout_every-th epoch and after the last (the learning curve; with "best_holdout"
+    # only those epochs compete). Evaluation does not change training: the weights are the same for any value.
+    holdout_every: int = 1
     # Swap rows and columns at random; with the flips, every rotation by 90°.
     augment_transpose: bool = False
     # With patch_context "image": cut a random 0-31 rows and columns off each image's top and left at every step. A
@@ -154,6 +162,7 @@ class TrainConfig:
         checks = {
             "recipe": (self.recipe, ("paper", "demo")),
             "select_epoch": (self.select_epoch, ("last", "best_holdout")),
+            "lr_schedule": (self.lr_schedule, LR_SCHEDULES),
             "patch_context": (self.patch_context, ("bare", "image")),
             "train_precision": (self.train_precision, ("fp32", "bf16", "auto")),
             "lesion_pooling": (self.lesion_pooling, ("mean", "max")),
@@ -166,6 +175,8 @@ class TrainConfig:
             raise ValueError("augment_shift moves whole images under their patches: it needs patch_context 'image'")
         if self.freeze_batchnorm_epoch is not None and self.freeze_batchnorm_epoch < 0:
             raise ValueError(f"freeze_batchnorm_epoch must be a 0-based epoch or None, got {self.freeze_batchnorm_epoch}")
+        if isinstance(self.holdout_every, bool) or not isinstance(self.holdout_every, int) or self.holdout_every < 1:
+            raise ValueError(f"holdout_every must be a whole number of epochs >= 1, got {self.holdout_every!r}")
         if self.lesion_crops < 0:
             raise ValueError(f"lesion_crops must be 0 (off) or more, got {self.lesion_crops}")
         if self.lesion_crops and self.patch_context != "image":
@@ -267,6 +278,9 @@ DEMO_CONFIG = TrainConfig(
     images_per_batch=2,
     # bfloat16 where the CPU or GPU computes it natively (about twice as fast), else float32.
     train_precision="auto",
+    # The hold-out AUC after the last epoch only (the learning curve keeps every epoch's loss): the same weights,
+    # 20 s sooner on 2 CPU cores (252 s against 272 s for the whole build).
+    holdout_every=10,
     # Images are read as training read patches: the patch classifier at the most suspicious 4 x 4-cell block. Against
     # each class's peak cell ("breast_peak"), benign AUC on unseen phantoms 0.856 -> 0.917, lesion images right 59%
     # -> 59% (README, "How good are these explanations?").

@@ -19,10 +19,12 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     weight_decay = 0.0001
     lr_decay_epoch = 4             # 0-based epoch from which lr is multiplied by lr_decay_factor; "none": never
     lr_decay_factor = 0.1
+    lr_schedule = "step"           # "step" (the decay above) or "cosine" (lr down to 0 at every step)
     seed = 0                       # split, initialisation, epoch order and flips
     split_fractions = [0.8, 0.1, 0.1]   # train, hold-out, test (by case)
     imagenet_weights = "none"      # local torchvision ImageNet state-dict file; never downloaded
     device = "auto"                # auto, cpu or cuda
+    holdout_every = 1              # hold-out AUC after every N-th epoch and the last (the learning curve)
     balance_classes = true         # draw every class equally often
     samples_per_epoch = "none"     # patches drawn per epoch; "none": as many as there are training patches
     augment_flips = true           # random horizontal and vertical flips

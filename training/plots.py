@@ -16,8 +16,8 @@ def plot_learning_curves(
     """Plot ``history`` (``fine_tune``'s per-epoch records) to ``path``; returns ``path``.
 
     Train loss on the left axis, hold-out mean AUC on the right one (epochs
-    without a defined AUC are left out), the selected epoch and learning-rate
-    changes marked. Epochs are numbered from 1, as in the logs.
+    without a defined AUC are left out), the selected epoch and step decays of
+    the learning rate marked. Epochs are numbered from 1, as in the logs.
     """
     if not history:
         raise ValueError("no epochs to plot: the training history is empty")
@@ -40,7 +40,8 @@ def plot_learning_curves(
             auc_ax.plot(*zip(*auc), marker="s", color="tab:orange", label="hold-out mean AUC")
         auc_ax.set(ylabel="hold-out mean one-vs-rest AUC", ylim=(0.0, 1.0))
         for prev, rec in pairwise(history):
-            if rec.get("lr") != prev.get("lr"):
+            # Step decays are marked; a cosine schedule changes the rate at every step and is left to the config.
+            if rec.get("lr") != prev.get("lr") and rec.get("lr_schedule", "step") == "step":
                 loss_ax.axvline(int(rec["epoch"]) + 0.5, color="grey", linestyle=":", linewidth=1,
                                 label=f"lr {prev.get('lr'):g} → {rec.get('lr'):g}")
         if best_epoch is not None and best_epoch >= 0:

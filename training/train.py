@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -56,9 +57,15 @@ def training_precision(config: TrainConfig, device: torch.device) -> str:
     return "bf16" if native else "fp32"
 
 
-def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """Step schedule: ``lr`` until ``lr_decay_epoch`` (0-based), then ``lr × lr_decay_factor``."""
-    if config.lr_decay_epoch is not None and epoch >= config.lr_decay_epoch:
+def learning_rate(config: TrainConfig, progress: float) -> float:
+    """The learning rate after ``progress`` epochs (0-based and fractional: 2.5 is halfway through the third).
+
+    ``step``: ``lr`` until epoch ``lr_decay_epoch``, then ``lr × lr_decay_factor``.
+    ``cosine``: ``lr × (1 + cos(π progress / epochs)) / 2``.
+    """
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress / config.epochs, 1.0)))
+    if config.lr_decay_epoch is not None and math.floor(progress) >= config.lr_decay_epoch:
         return config.lr * config.lr_decay_factor
     return config.lr
 
@@ -202,8 +209,6 @@ def fine_tune(
     try:
         for epoch in range(start_epoch, config.epochs):
             lr = learning_rate(config, epoch)
-            for group in optimiser.param_groups:
-                group["lr"] = lr
             net.train()
             if config.freeze_batchnorm_epoch is not None and epoch >= config.freeze_batchnorm_epoch:
                 for module in model.modules():
@@ -218,6 +223,9 @@ def fine_tune(
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                        disable=not (progress and ctx.is_main), leave=False)
             for batch in bar:
+                bar.total = batch.steps
+                for group in optimiser.param_groups:
+                    group["lr"] = learning_rate(config, epoch + batch.step / batch.steps)
                 x = batch_input(batch.pixels, mean, std).to(device).contiguous(memory_format=layout)
                 extra = None if batch.extra is None else torch.from_numpy(batch.extra).to(device)
                 more = []
@@ -235,11 +243,13 @@ def fine_tune(
             # The mean over batches of the global batch loss, as in a single process.
             (loss_total,) = ctx.all_sum([loss_total])
             train_loss = loss_total / batches_done if batches_done else None
-            metrics = _holdout_metrics(model, holdout, config, ctx)
+            evaluated = (epoch + 1) % config.holdout_every == 0 or epoch == config.epochs - 1
+            metrics = _holdout_metrics(model, holdout, config, ctx) if evaluated else {"mean_auc": None}
             score = metrics["mean_auc"] if metrics["mean_auc"] is not None else -(train_loss or 0.0)
             record = {
                 "epoch": epoch,
                 "lr": lr,
+                "lr_schedule": config.lr_schedule,
                 "train_loss": train_loss,
                 "holdout_mean_auc": metrics["mean_auc"],
                 "holdout_auc": metrics.get("auc"),
@@ -260,7 +270,7 @@ def fine_tune(
                 record["patches_per_second"] or 0.0, eta,
             )
             # "last" keeps the final epoch, as the paper's reference did; "best_holdout" the best hold-out AUC.
-            if score > best_score or config.select_epoch == "last":
+            if config.select_epoch == "last" or (evaluated and score > best_score):
                 best_score, best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
             if checkpoint_dir is not None and ctx.is_main:

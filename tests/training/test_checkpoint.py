@@ -15,7 +15,7 @@ from training.config import TrainConfig
 from training.data import PatchSet
 from training.patches import Box
 from training.plots import plot_learning_curves
-from training.train import TrainResult, fine_tune
+from training.train import TrainResult, fine_tune, learning_rate
 
 # Two epochs of two batches; the lr drops for the second epoch, so the schedule
 # and the SGD momentum both have to come back from the checkpoint.
@@ -103,6 +103,68 @@ def test_checkpoint_from_another_run_is_refused(tmp_path):
     assert resumed is not None and resumed.epoch == 0 and resumed.config["epochs"] == 1
     with pytest.raises(ValueError, match="checkpoint directory"):
         run(CONFIG, resume=True)
+
+
+class Stop(Exception):
+    """Ends a run right after its first checkpoint, as a kill would."""
+
+
+def test_cosine_schedule_resumes_exactly_and_only_with_the_same_epochs(tmp_path, monkeypatch):
+    cosine = CONFIG.replace(lr_schedule="cosine")
+    straight = run(cosine)
+    assert [r["lr"] for r in straight.history] == [0.05, pytest.approx(0.025)]
+    assert not torch.equal(straight.model.state_dict()["fc.weight"], run(CONFIG).model.state_dict()["fc.weight"])
+
+    import training.train
+
+    save = training.train.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise Stop
+
+    monkeypatch.setattr(training.train, "save_checkpoint", save_then_stop)
+    with pytest.raises(Stop):
+        run(cosine, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(training.train, "save_checkpoint", save)
+    with pytest.raises(ValueError, match=r"different run \(epochs: checkpoint 2, now 3"):
+        run(cosine.replace(epochs=3), checkpoint_dir=tmp_path, resume=True)
+    # The second epoch's steps take their rates from where the schedule stood: the same weights.
+    resumed = run(cosine, init_seed=5, checkpoint_dir=tmp_path, resume=True)
+    assert_same_state(resumed.model.state_dict(), straight.model.state_dict())
+
+
+def test_learning_rate_schedules():
+    step = CONFIG.replace(lr=0.1, lr_decay_epoch=2, lr_decay_factor=0.1, epochs=4)
+    assert [learning_rate(step, t) for t in (0, 1.99, 2, 3.5)] == [0.1, 0.1, pytest.approx(0.01), pytest.approx(0.01)]
+    cosine = step.replace(lr_schedule="cosine")
+    assert [learning_rate(cosine, t) for t in (0, 1, 2, 3, 4)] == pytest.approx(
+        [0.1, 0.1 * (1 + np.cos(np.pi / 4)) / 2, 0.05, 0.1 * (1 - np.cos(np.pi / 4)) / 2, 0.0])
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        CONFIG.replace(lr_schedule="linear")
+
+
+def test_bare_patch_batches_know_their_place_in_the_epoch():
+    from training.batches import patch_batches
+    from training.distributed import DistContext
+
+    ctx = DistContext.single(CPU)
+    for samples, expected in ((16, [8, 8]), (17, [8, 8]), (18, [8, 8, 2])):  # a lone patch is no BatchNorm batch
+        batches = list(patch_batches(TRAIN, CONFIG.replace(samples_per_epoch=samples), np.random.default_rng(0), ctx))
+        assert [len(b.labels) for b in batches] == expected
+        assert [(b.step, b.steps) for b in batches] == [(i, len(expected)) for i in range(len(expected))]
+
+
+def test_holdout_every_leaves_training_alone(straight):
+    result, _, _ = straight
+    sparse = run(CONFIG.replace(holdout_every=5))
+    assert_same_state(sparse.model.state_dict(), result.model.state_dict())
+    assert [r["holdout_mean_auc"] is None for r in sparse.history] == [True, False]  # the last epoch is always
+    assert all(r["holdout_mean_auc"] is not None for r in result.history)
+    # best_holdout chooses among the evaluated epochs only.
+    assert run(CONFIG.replace(holdout_every=5, select_epoch="best_holdout")).best_epoch == 1
+    with pytest.raises(ValueError, match="holdout_every must be a whole number"):
+        CONFIG.replace(holdout_every=0)
 
 
 def test_learning_curves_plot(straight, tmp_path):

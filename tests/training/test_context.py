@@ -179,6 +179,9 @@ def test_image_batches_shift_and_transpose_only_when_asked(phantom_records: list
     turned = list(image_batches(train, config.replace(augment_shift=True, augment_transpose=True),
                                 np.random.default_rng(0), ctx, None))
     assert len(plain) == len(moved) == len(turned) == 2
+    assert [(b.step, b.steps) for b in plain] == [(0, 2), (1, 2)]  # where each step lies in its epoch
+    odd = list(image_batches(train, config.replace(images_per_batch=3), np.random.default_rng(0), ctx, None))
+    assert [(len(b.pixels), b.step, b.steps) for b in odd] == [(3, 0, 2), (1, 1, 2)]
     largest = max(image.shape for image in train.context.images)
     assert all(b.pixels.shape[1:] == largest for b in plain)  # plain: the images' own size
     # Shifted: no batch is larger than the images and some is smaller; with the transposes too, the patches
