@@ -26,7 +26,8 @@ CHECKPOINT_FILE = "last.pt"
 
 # Fields that change the course of training. A checkpoint resumes only a run
 # that agrees on all of them; ``epochs`` may grow, to train longer, except under
-# the cosine schedule, whose every step depends on it.
+# the cosine schedule, whose every step depends on it. ``holdout_every`` counts
+# too when the best hold-out epoch is kept: it decides which epochs compete.
 TRAJECTORY_FIELDS = (
     "depth", "patch_size", "batch_size", "lr", "momentum", "weight_decay", "lr_decay_epoch", "lr_decay_factor",
     "lr_schedule", "seed", "split_fractions", "imagenet_weights", "balance_classes", "samples_per_epoch",
@@ -98,7 +99,8 @@ def load_checkpoint(directory: Path, *, config: TrainConfig) -> Checkpoint | Non
     checkpoint = Checkpoint(**data)
     # Fields added since the checkpoint was written count as their defaults.
     theirs, ours = {**TrainConfig().to_dict(), **checkpoint.config}, config.to_dict()
-    fields = TRAJECTORY_FIELDS + (("epochs",) if ours["lr_schedule"] == "cosine" else ())
+    fields = TRAJECTORY_FIELDS + (("epochs",) if ours["lr_schedule"] == "cosine" else ()) + (
+        ("holdout_every",) if ours["select_epoch"] == "best_holdout" else ())
     differ = [name for name in fields if theirs.get(name) != ours.get(name)]
     if differ:
         details = ", ".join(f"{name}: checkpoint {theirs.get(name)!r}, now {ours.get(name)!r}" for name in differ)

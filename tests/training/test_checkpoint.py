@@ -155,7 +155,7 @@ def test_bare_patch_batches_know_their_place_in_the_epoch():
         assert [(b.step, b.steps) for b in batches] == [(i, len(expected)) for i in range(len(expected))]
 
 
-def test_holdout_every_leaves_training_alone(straight):
+def test_holdout_every_leaves_training_alone(straight, tmp_path):
     result, _, _ = straight
     sparse = run(CONFIG.replace(holdout_every=5))
     assert_same_state(sparse.model.state_dict(), result.model.state_dict())
@@ -163,6 +163,13 @@ def test_holdout_every_leaves_training_alone(straight):
     assert all(r["holdout_mean_auc"] is not None for r in result.history)
     # best_holdout chooses among the evaluated epochs only.
     assert run(CONFIG.replace(holdout_every=5, select_epoch="best_holdout")).best_epoch == 1
+    # It changes no weights, but under best_holdout it decides which epochs compete: a checkpoint holds to it.
+    best = CONFIG.replace(select_epoch="best_holdout", epochs=1)
+    run(best, checkpoint_dir=tmp_path)
+    assert load_checkpoint(tmp_path, config=best.replace(epochs=2)) is not None
+    with pytest.raises(ValueError, match=r"different run \(holdout_every: checkpoint 1, now 2"):
+        load_checkpoint(tmp_path, config=best.replace(epochs=2, holdout_every=2))
+    assert load_checkpoint(tmp_path, config=best.replace(select_epoch="last", holdout_every=2)) is not None
     with pytest.raises(ValueError, match="holdout_every must be a whole number"):
         CONFIG.replace(holdout_every=0)
 
