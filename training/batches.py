@@ -37,6 +37,12 @@ def epoch_order(
     return rng.choice(len(labels), size=n, replace=True, p=weights / weights.sum())
 
 
+def batch_starts(n: int, size: int, min_batch: int) -> list[int]:
+    """Where each batch of an epoch of ``n`` samples starts, ``size`` at a time; a last batch smaller than
+    ``min_batch`` is left out."""
+    return [start for start in range(0, n, size) if min(size, n - start) >= min_batch]
+
+
 @dataclass
 class Batch:
     """This rank's part of one global batch: pixels ``(n, H, W)``, labels, the model's second input, and the
@@ -60,7 +66,7 @@ def patch_batches(train: PatchSet, config: TrainConfig, rng: np.random.Generator
     order = epoch_order(train.labels, balance=config.balance_classes, rng=rng, samples=config.samples_per_epoch)
     # Fewer samples than processes (or than 2) cannot be split into BatchNorm batches on every rank.
     min_batch = max(2, ctx.world_size)
-    starts = [s for s in range(0, len(order), config.batch_size) if min(config.batch_size, len(order) - s) >= min_batch]
+    starts = batch_starts(len(order), config.batch_size, min_batch)
     for step, start in enumerate(starts):
         idx = order[start : start + config.batch_size]
         # Flips are drawn for the whole global batch on every rank, so the
@@ -105,10 +111,9 @@ def image_batches(
         order = order[keep]
     min_batch = max(1, ctx.world_size)
     weights = np.ones(len(CLASSES)) if class_weight is None else class_weight
-    per = config.images_per_batch
-    starts = [s for s in range(0, len(order), per) if min(per, len(order) - s) >= min_batch]
+    starts = batch_starts(len(order), config.images_per_batch, min_batch)
     for step, start in enumerate(starts):
-        images = order[start : start + per]
+        images = order[start : start + config.images_per_batch]
         # Drawn for the whole global batch on every rank, as for bare patches.
         flips = rng.random((len(images), 2)) < 0.5 if config.augment_flips else np.zeros((len(images), 2), bool)
         # Drawn only when asked for, so that runs without it keep their random stream.
