@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from deepminer.scoring import SCORE_RULES
+from training.context import CELL_WEIGHTS
 from training.patches import PatchRule
 
 LR_SCHEDULES = ("step", "cosine")
@@ -60,6 +61,11 @@ class TrainConfig:
     # "bare": the paper's patches; "image": each patch classified inside its whole image as the FCN sees it
     # (training/context.py), every patch of a batch's images at once.
     patch_context: str = "bare"
+    # With patch_context "image": how a patch's layer4 cells make its logits (training/context.py patch_cells).
+    # "centre": the cells whose centre lies in the patch. The demo's patches start on cell centres, so their cells
+    # sit half a cell above and left of the patch's centre, and the CAM learns to peak there. "overlap": each cell
+    # weighs the share of its 32 x 32 footprint that the patch covers, centred on the patch at every phase.
+    cell_weights: str = "centre"
     # With patch_context "image": images per SGD step (batch_size counts patches for bare patches only).
     images_per_batch: int = 4
     # With patch_context "image" and balance_classes: class c's loss weight is (N / (C n_c)) ** exponent; 1 fully
@@ -164,6 +170,7 @@ class TrainConfig:
             "select_epoch": (self.select_epoch, ("last", "best_holdout")),
             "lr_schedule": (self.lr_schedule, LR_SCHEDULES),
             "patch_context": (self.patch_context, ("bare", "image")),
+            "cell_weights": (self.cell_weights, CELL_WEIGHTS),
             "train_precision": (self.train_precision, ("fp32", "bf16", "auto")),
             "lesion_pooling": (self.lesion_pooling, ("mean", "max")),
             "score_rule": (self.score_rule, SCORE_RULES),
@@ -259,6 +266,10 @@ DEMO_CONFIG = TrainConfig(
     # Each patch is classified inside its whole image, as the FCN sees it at test time: small patches have no
     # interior cells, and a classifier trained on them does not carry over to whole mammograms.
     patch_context="image",
+    # Each cell weighs the share of its footprint in the patch, so a patch's supervision is centred on it: with the
+    # cells whose centre lies in it, the CAM peaked 16 px up and left of lesions (pointing game on unseen phantoms
+    # 81% / 84% -> 94% / 91%, same machine, both cores).
+    cell_weights="overlap",
     # Background and skin-line windows become "normal" patches, so no lesion class is learnt off the breast.
     patch_rule=PatchRule(min_tissue=0.0),
     # Normal patches cell by cell, so no single cell of normal tissue may look like a lesion.

@@ -30,6 +30,7 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     augment_flips = true           # random horizontal and vertical flips
     augment_transpose = false      # random row/column swaps (with the flips: all 90° rotations)
     augment_shift = false          # patch_context "image": 0-31 px cut off each image's top and left (grid phase)
+    cell_weights = "centre"        # patch_context "image": a patch's cells, "centre" (centres inside) or "overlap"
     lesion_crops = 0               # patch_context "image": windows around lesion patches per step, besides the images
     lesion_crop_size = 256         # their side in network-input pixels
     freeze_batchnorm_epoch = "none"   # 0-based epoch from which BatchNorm keeps its running statistics; "none": never

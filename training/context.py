@@ -9,7 +9,9 @@ on bare patches learns features that a whole mammogram's cells never have
 With ``patch_context = "image"`` the patches keep the paper's rule and labels,
 but each is classified inside its whole image, scaled as the FCN sees it
 (short side 4 × patch size): the patch's logits are the mean of the FCN's
-logit map over the layer4 cells whose centre lies inside the patch. The
+logit map over the layer4 cells whose centre lies inside the patch, or, with
+``cell_weights = "overlap"``, its weighted mean, each cell weighted by the
+share of its footprint that the patch covers (:func:`patch_cells`). The
 classifier's ``fc`` is linear, so that mean is ``fc`` of the mean feature over
 those cells: :class:`PatchesInImage` is the classifier with its average
 pooling restricted to each patch's cells, and the trained weights are the
@@ -32,6 +34,7 @@ from training.batchnorm import forward_together
 from training.patches import CLASSES
 
 PATCH_CONTEXTS = ("bare", "image")
+CELL_WEIGHTS = ("centre", "overlap")
 
 
 class PatchesInImage(nn.Module):
@@ -90,21 +93,39 @@ class PatchesInImage(nn.Module):
         return torch.where(use_max[..., None], peak.to(logits.dtype), logits)
 
 
-def patch_cells(boxes: np.ndarray, input_shape: tuple[int, int]) -> np.ndarray:
-    """``(P, h, w)`` float32: 1 on each layer4 cell whose centre (pixel 32 i, 32 j) lies inside patch p.
+def patch_cells(boxes: np.ndarray, input_shape: tuple[int, int], weights: str = "centre") -> np.ndarray:
+    """``(P, h, w)`` float32: each layer4 cell's weight in patch p.
 
     ``boxes`` is ``(P, 3)`` ``(top, left, side)`` in network-input pixels (of a
-    mirrored, transposed or shifted input: :func:`moved_boxes`). A patch
-    narrower than a cell gets the cell nearest its centre.
+    mirrored, transposed or shifted input: :func:`moved_boxes`). Cell (i, j) is
+    centred on pixel (32 i, 32 j) (:mod:`deepminer.grid`).
+
+    ``weights``:
+    - ``"centre"``: 1 on each cell whose centre lies inside the patch. A patch
+      narrower than a cell gets the cell nearest its centre.
+    - ``"overlap"``: the share of the cell's 32 × 32 footprint, centred on its
+      centre, that the patch covers. At every phase of the grid these weights
+      are centred on the patch; a patch whose edges fall halfway between cell
+      centres gets exactly the ``k × k`` cells of the "centre" rule.
     """
+    if weights not in CELL_WEIGHTS:
+        raise ValueError(f"cell weights must be one of {CELL_WEIGHTS}, got {weights!r}")
     height, width = input_shape
     h, w = feature_grid_shape(height, width)
     top, left, side = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64), boxes[:, 2].astype(np.float64)
     ys = np.arange(h) * NETWORK_STRIDE
     xs = np.arange(w) * NETWORK_STRIDE
-    rows = (ys[None, :] >= top[:, None]) & (ys[None, :] < (top + side)[:, None])
-    cols = (xs[None, :] >= left[:, None]) & (xs[None, :] < (left + side)[:, None])
-    cells = (rows[:, :, None] & cols[:, None, :]).astype(np.float32)
+    if weights == "overlap":
+        half = NETWORK_STRIDE / 2
+        def share(centres: np.ndarray, start: np.ndarray) -> np.ndarray:
+            low = np.maximum(centres[None, :] - half, start[:, None])
+            high = np.minimum(centres[None, :] + half, (start + side)[:, None])
+            return np.clip(high - low, 0.0, None) / NETWORK_STRIDE
+        cells = (share(ys, top)[:, :, None] * share(xs, left)[:, None, :]).astype(np.float32)
+    else:
+        rows = (ys[None, :] >= top[:, None]) & (ys[None, :] < (top + side)[:, None])
+        cols = (xs[None, :] >= left[:, None]) & (xs[None, :] < (left + side)[:, None])
+        cells = (rows[:, :, None] & cols[:, None, :]).astype(np.float32)
     for p in np.nonzero(~cells.any(axis=(1, 2)))[0]:
         i = min(h - 1, int(round((top[p] + side[p] / 2) / NETWORK_STRIDE)))
         j = min(w - 1, int(round((left[p] + side[p] / 2) / NETWORK_STRIDE)))
@@ -145,6 +166,8 @@ class ImageContext:
     images: tuple[np.ndarray, ...]
     image_index: np.ndarray  # (N,) int64
     boxes: np.ndarray  # (N, 3) int64
+    # How a patch's layer4 cells are weighted (patch_cells; TrainConfig.cell_weights).
+    cell_weights: str = "centre"
 
     def batch(
         self,
@@ -214,7 +237,7 @@ class ImageContext:
             img = img[dy : dy + shapes[b][0], dx : dx + shapes[b][1]]
             pixels[b, : img.shape[0], : img.shape[1]] = img
             if len(rows):
-                own = patch_cells(placed[b], shapes[b])
+                own = patch_cells(placed[b], shapes[b], self.cell_weights)
                 own_labels = labels[rows]
                 if normal_cells:
                     own, own_labels = cellwise_normal(own, own_labels)

@@ -88,6 +88,7 @@ def cut_patches(
     progress: bool = True,
     aux_features: Sequence[str] = (),
     patch_context: str = "bare",
+    cell_weights: str = "centre",
 ) -> PatchSet:
     """Apply the patch rule to every image and resize the kept windows to ``patch_size``.
 
@@ -135,5 +136,6 @@ def cut_patches(
             images=tuple(scaled_images),
             image_index=np.asarray(image_index, dtype=np.int64),
             boxes=np.asarray(scaled_boxes, dtype=np.int64).reshape(-1, 3),
+            cell_weights=cell_weights,
         )
     return PatchSet(stacked, np.asarray(labels, dtype=np.int64), tuple(image_ids), tuple(boxes), aux_array, context)

@@ -191,6 +191,7 @@ def build_bundle(
         part: cut_patches(
             parts[part], rule=config.patch_rule, patch_size=config.patch_size, desc=f"{part} patches",
             progress=progress, aux_features=config.aux_features, patch_context=config.patch_context,
+            cell_weights=config.cell_weights,
         )
         for part in PARTS
     }

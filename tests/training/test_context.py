@@ -41,6 +41,46 @@ def test_patch_cells_against_brute_force() -> None:
     assert patch_cells(np.array([[40, 40, 10]]), shape)[0].nonzero() == (np.array([1]), np.array([1]))
 
 
+def test_overlap_cell_weights_against_pixel_counts() -> None:
+    """cell_weights "overlap": each cell weighs the share of its footprint (the 32 x 32 pixels from 32 i - 16 on)
+    that the patch covers, counted pixel by pixel here."""
+    rng = np.random.default_rng(3)
+    shape = (200, 290)
+    h, w = feature_grid_shape(*shape)
+    boxes = np.stack([rng.integers(0, 150, 25), rng.integers(0, 230, 25), rng.integers(20, 90, 25)], axis=1)
+    cells = patch_cells(boxes, shape, "overlap")
+    half = NETWORK_STRIDE // 2
+    for (top, left, side), got in zip(boxes, cells):
+        inside = np.zeros((NETWORK_STRIDE * h + half, NETWORK_STRIDE * w + half), bool)  # pixels from -16 on
+        inside[top + half : top + side + half, left + half : left + side + half] = True
+        expected = inside[: NETWORK_STRIDE * h, : NETWORK_STRIDE * w].reshape(h, NETWORK_STRIDE, w, NETWORK_STRIDE)
+        np.testing.assert_allclose(got, expected.mean(axis=(1, 3)), atol=1e-6)
+    with pytest.raises(ValueError, match="cell weights must be one of"):
+        patch_cells(boxes, shape, "nearest")
+
+
+@pytest.mark.parametrize("phase", [0, 7, 16, 27])
+def test_overlap_weights_are_centred_on_the_patch_at_every_phase(phase: int) -> None:
+    """The "centre" rule's cells of a 128 px patch starting on a cell centre sit 16 px above and left of its
+    centre (the CAM learns that lean); "overlap" weights are centred at every phase, and a patch whose edges lie
+    halfway between cell centres gets exactly the "centre" rule's 4 x 4 cells."""
+    shape = (731, 512)
+    boxes = np.array([[64 + phase, 128 + phase, 128], [320 + phase, 32 + phase, 128]])
+    ys, xs = np.mgrid[: feature_grid_shape(*shape)[0], : feature_grid_shape(*shape)[1]] * NETWORK_STRIDE
+    for rule in ("centre", "overlap"):
+        cells = patch_cells(boxes, shape, rule)
+        for (top, left, side), c in zip(boxes, cells):
+            centre = np.array([(c * ys).sum(), (c * xs).sum()]) / c.sum()
+            lean = centre - (np.array([top, left]) + side / 2)
+            if rule == "overlap":
+                np.testing.assert_allclose(lean, [0.0, 0.0], atol=1e-4)
+            elif phase == 0:
+                np.testing.assert_allclose(lean, [-16.0, -16.0])
+    edges_between_centres = np.array([[48, 80, 128]])
+    np.testing.assert_array_equal(patch_cells(edges_between_centres, shape, "overlap"),
+                                  patch_cells(edges_between_centres, shape, "centre"))
+
+
 def test_flipped_cells_are_the_mirrored_cells() -> None:
     # With H, W = 32 (n - 1) + 1, mirroring maps cell centres onto cell centres.
     shape = (32 * 6 + 1, 32 * 8 + 1)
@@ -126,6 +166,28 @@ def test_patch_logits_are_the_mean_of_the_fcn_map_over_their_cells() -> None:
             np.testing.assert_allclose(got[n, p].numpy(), logits[n][:, mask].mean(dim=1).numpy(), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="cells must be"):
         PatchesInImage(classifier)(x, cells[:, :, :2])
+
+
+def test_overlap_weighted_patch_logits_are_the_weighted_mean_of_the_fcn_map() -> None:
+    """With cell_weights "overlap", an image context hands out the overlap weights, and a patch's logits are the
+    FCN's logit map averaged with them: still the classifier's own weights, nothing but the pooling changes."""
+    torch.manual_seed(0)
+    classifier = build_classifier(depth=18, num_classes=3).eval()
+    rng = np.random.default_rng(4)
+    image = rng.random((160, 224)).astype(np.float16)
+    boxes = np.array([[0, 0, 64], [40, 70, 96], [100, 150, 64]])
+    context = ImageContext(images=(image,), image_index=np.zeros(3, np.int64), boxes=boxes, cell_weights="overlap")
+    pixels, cells, _, _ = context.batch([0], np.array([1, 2, 0]))
+    np.testing.assert_array_equal(cells[0], patch_cells(boxes, image.shape, "overlap"))
+    assert not np.array_equal(cells[0], patch_cells(boxes, image.shape))
+    x = torch.from_numpy(pixels)[:, None].repeat(1, 3, 1, 1)
+    with torch.no_grad():
+        got = PatchesInImage(classifier)(x, torch.from_numpy(cells))
+        logits, _ = to_fcn(classifier)(x)
+    for p in range(3):
+        w = torch.from_numpy(cells[0, p])
+        expected = (logits[0] * w).sum(dim=(1, 2)) / w.sum()
+        np.testing.assert_allclose(got[0, p].numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_cellwise_normal_keeps_lesion_patches_and_splits_the_rest() -> None:
@@ -299,6 +361,11 @@ def test_a_step_with_crops_is_the_step_on_one_batch_of_images_and_crops() -> Non
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)
     _, alone = step(images, image_labels, image_cells)
     assert not torch.allclose(alone.fc.weight, joint.fc.weight)
+
+
+def test_cell_weights_are_checked() -> None:
+    with pytest.raises(ValueError, match="cell_weights must be one of"):
+        TrainConfig(cell_weights="nearest")
 
 
 @pytest.mark.parametrize("depth", [18, 50])
