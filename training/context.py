@@ -116,12 +116,8 @@ def patch_cells(boxes: np.ndarray, input_shape: tuple[int, int], weights: str = 
     ys = np.arange(h) * NETWORK_STRIDE
     xs = np.arange(w) * NETWORK_STRIDE
     if weights == "overlap":
-        half = NETWORK_STRIDE / 2
-        def share(centres: np.ndarray, start: np.ndarray) -> np.ndarray:
-            low = np.maximum(centres[None, :] - half, start[:, None])
-            high = np.minimum(centres[None, :] + half, (start + side)[:, None])
-            return np.clip(high - low, 0.0, None) / NETWORK_STRIDE
-        cells = (share(ys, top)[:, :, None] * share(xs, left)[:, None, :]).astype(np.float32)
+        cells = (_footprint_share(ys, top, side)[:, :, None] * _footprint_share(xs, left, side)[:, None, :])
+        cells = cells.astype(np.float32)
     else:
         rows = (ys[None, :] >= top[:, None]) & (ys[None, :] < (top + side)[:, None])
         cols = (xs[None, :] >= left[:, None]) & (xs[None, :] < (left + side)[:, None])
@@ -131,6 +127,15 @@ def patch_cells(boxes: np.ndarray, input_shape: tuple[int, int], weights: str = 
         j = min(w - 1, int(round((left[p] + side[p] / 2) / NETWORK_STRIDE)))
         cells[p, i, j] = 1.0
     return cells
+
+
+def _footprint_share(centres: np.ndarray, start: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """``(P, n)``: the share of each cell's footprint along one axis, ``[centre - 16, centre + 16)``, that
+    ``[start_p, start_p + side_p)`` covers."""
+    half = NETWORK_STRIDE / 2
+    low = np.maximum(centres[None, :] - half, start[:, None])
+    high = np.minimum(centres[None, :] + half, (start + side)[:, None])
+    return np.clip(high - low, 0.0, None) / NETWORK_STRIDE
 
 
 def moved_boxes(

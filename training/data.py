@@ -95,7 +95,8 @@ def cut_patches(
     ``aux_features``: names of the auxiliary features each patch carries from
     its image's record; a record without one raises ValueError.
     ``patch_context="image"`` also keeps every image scaled as the FCN sees it
-    (short side 4 × ``patch_size``) and each patch's box in it.
+    (short side 4 × ``patch_size``) and each patch's box in it, with ``cell_weights`` saying how a patch's
+    layer4 cells are weighted (:func:`training.context.patch_cells`).
     """
     if patch_context not in PATCH_CONTEXTS:
         raise ValueError(f"patch_context must be one of {PATCH_CONTEXTS}, got {patch_context!r}")
