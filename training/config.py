@@ -66,6 +66,9 @@ class TrainConfig:
     # sit half a cell above and left of the patch's centre, and the CAM learns to peak there. "overlap": each cell
     # weighs the share of its 32 x 32 footprint that the patch covers, centred on the patch at every phase.
     cell_weights: str = "centre"
+    # Adds lesion_pair_weight x a second cross-entropy for every lesion patch: its class among the lesion classes
+    # alone (benign against malignant; normal's logit takes no part), class-weighted (training/train.py).
+    lesion_pair_weight: float = 0.0
     # With patch_context "image": images per SGD step (batch_size counts patches for bare patches only).
     images_per_batch: int = 4
     # With patch_context "image" and balance_classes: class c's loss weight is (N / (C n_c)) ** exponent; 1 fully
@@ -184,6 +187,8 @@ class TrainConfig:
             raise ValueError(f"freeze_batchnorm_epoch must be a 0-based epoch or None, got {self.freeze_batchnorm_epoch}")
         if isinstance(self.holdout_every, bool) or not isinstance(self.holdout_every, int) or self.holdout_every < 1:
             raise ValueError(f"holdout_every must be a whole number of epochs >= 1, got {self.holdout_every!r}")
+        if self.lesion_pair_weight < 0:
+            raise ValueError(f"lesion_pair_weight must be 0 (off) or more, got {self.lesion_pair_weight}")
         if self.lesion_crops < 0:
             raise ValueError(f"lesion_crops must be 0 (off) or more, got {self.lesion_crops}")
         if self.lesion_crops and self.patch_context != "image":
@@ -276,15 +281,25 @@ DEMO_CONFIG = TrainConfig(
     normal_cells=True,
     # normal's logit is held at 0: every other class's logit, and so its CAM, is its log-odds against normal.
     reference_class="normal",
-    # Lesion patches are 3% of all: weighted by (N / (C n_c)) ** 0.5, and half the lesion-free images skipped.
+    # Lesion patches are 3% of all: weighted by (N / (C n_c)) ** 0.5, and three quarters of the lesion-free images
+    # skipped.
     balance_classes=True,
     class_weight_exponent=0.5,
-    normal_image_share=0.5,
+    normal_image_share=0.25,
     augment_flips=True,
-    # From scratch (no ImageNet weights offline): a larger step than the paper's fine-tuning rate.
+    # More lesions and a sharper benign-against-malignant signal: eight 256 px lesion crops a step in the images'
+    # BatchNorm batch, BatchNorm frozen for the last two epochs, and the lesion-pair loss. With the cosine schedule,
+    # on unseen phantoms (seeds 4242 / 777, same machine, both cores): lesion images right 62% / 59% -> 75% / 72%,
+    # concept named 62% / 62% -> 100% / 100%, pointing game 94% / 91% both ways; 391 s -> 485 s on an AMD EPYC.
+    lesion_crops=8,
+    freeze_batchnorm_epoch=8,
+    lesion_pair_weight=1.0,
+    # From scratch (no ImageNet weights offline): a larger step than the paper's fine-tuning rate, down to 0 by
+    # the end along a cosine.
     epochs=10,
     lr=0.03,
-    lr_decay_epoch=8,
+    lr_schedule="cosine",
+    lr_decay_epoch=None,
     # Two images a step: twice the SGD steps of four for the same compute (benign AUC 0.85 -> 0.88 on unseen phantoms).
     images_per_batch=2,
     # bfloat16 where the CPU or GPU computes it natively (about twice as fast), else float32.

@@ -34,6 +34,7 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     lesion_crops = 0               # patch_context "image": windows around lesion patches per step, besides the images
     lesion_crop_size = 256         # their side in network-input pixels
     freeze_batchnorm_epoch = "none"   # 0-based epoch from which BatchNorm keeps its running statistics; "none": never
+    lesion_pair_weight = 0.0       # weight of a benign-against-malignant loss on lesion patches (normal left out)
     top_per_image = 8              # units counted per hold-out image and class
     top_per_class = 20             # units ranked per class for the experts
     threshold_quantile = 0.99      # unit activation threshold (Lu & Perer)

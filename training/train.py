@@ -83,6 +83,7 @@ def train_step(
     bf16: bool = False,
     lesion_max: bool = False,
     more: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = (),
+    lesion_pair_weight: float = 0.0,
 ) -> float:
     """One SGD step on this rank's part ``(x, y)`` of a global batch of ``global_batch`` patches.
 
@@ -96,6 +97,7 @@ def train_step(
     ``more``: further ``(x, y, extra)`` parts of the batch, of other sizes (lesion crops): one forward pass
     classifies them with ``(x, y, extra)``, in one BatchNorm batch (:func:`training.batchnorm.forward_together`);
     ``global_batch`` counts their patches too.
+    ``lesion_pair_weight``: adds that many times :func:`lesion_pair_loss` (``TrainConfig.lesion_pair_weight``).
 
     The local loss is ``world_size · Σ_local CE / global_batch``: DDP averages
     gradients over ranks, so the step follows the gradient of the mean
@@ -122,9 +124,31 @@ def train_step(
     loss_sum = nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), y.reshape(-1), weight=class_weight, reduction="sum"
     )
+    if lesion_pair_weight:
+        loss_sum = loss_sum + lesion_pair_weight * lesion_pair_loss(logits, y, class_weight)
     (loss_sum * (world_size / global_batch)).backward()
     optimiser.step()
     return float(loss_sum.detach()) / global_batch
+
+
+LESION_CLASSES = tuple(i for i, name in enumerate(CLASSES) if name != "normal")
+
+
+def lesion_pair_loss(logits: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
+    """Summed cross-entropy of every lesion patch's class among the lesion classes alone (benign against
+    malignant): ``-log softmax(logits[lesion classes])[label]``, weighted by ``class_weight`` of its label.
+
+    Normal's logit takes no part, so the term asks which lesion a patch holds without pushing lesions against
+    normal tissue. ``logits`` ``(..., C)``; labels ``y`` of the same leading shape (-100: padding).
+    """
+    flat, labels = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    lesion = (labels != -100) & (labels != CLASSES.index("normal"))
+    if not bool(lesion.any()):
+        return logits.sum() * 0.0
+    columns = torch.tensor(LESION_CLASSES, device=logits.device)
+    target = torch.searchsorted(columns, labels[lesion])
+    weight = None if class_weight is None else class_weight[columns]
+    return nn.functional.cross_entropy(flat[lesion][:, columns], target, weight=weight, reduction="sum")
 
 
 def fine_tune(
@@ -235,7 +259,8 @@ def fine_tune(
                                  torch.from_numpy(crops.labels).to(device), torch.from_numpy(crops.extra).to(device)))
                 loss_total += train_step(net, optimiser, x, torch.from_numpy(batch.labels).to(device),
                                          global_batch=batch.global_weight, world_size=ctx.world_size, extra=extra,
-                                         class_weight=loss_weight, bf16=bf16, lesion_max=lesion_max, more=more)
+                                         class_weight=loss_weight, bf16=bf16, lesion_max=lesion_max, more=more,
+                                         lesion_pair_weight=config.lesion_pair_weight)
                 batches_done += 1
                 patches_done += batch.global_patches
                 bar.set_postfix(loss=f"{loss_total * ctx.world_size / batches_done:.3f}")

@@ -363,6 +363,40 @@ def test_a_step_with_crops_is_the_step_on_one_batch_of_images_and_crops() -> Non
     assert not torch.allclose(alone.fc.weight, joint.fc.weight)
 
 
+def test_the_lesion_pair_loss_weighs_benign_against_malignant_alone() -> None:
+    """lesion_pair_weight: each lesion patch adds -log softmax((benign, malignant) logits)[its class], weighted by
+    its class; normal patches and padding add nothing, and normal's logit takes no part."""
+    from training.train import lesion_pair_loss, train_step
+
+    logits = torch.tensor([[[0.0, 1.0, 2.0], [5.0, 3.0, 1.0], [9.0, 0.5, 0.5], [1.0, 2.0, 3.0]]], dtype=torch.float64)
+    labels = torch.tensor([[1, 2, 0, -100]])
+    weight = torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64)
+    expected = 2.0 * np.log1p(np.exp(1.0)) + 3.0 * np.log1p(np.exp(2.0))
+    assert float(lesion_pair_loss(logits, labels, weight)) == pytest.approx(expected)
+    shifted_normal = logits + torch.tensor([7.0, 0.0, 0.0], dtype=torch.float64)
+    assert float(lesion_pair_loss(shifted_normal, labels, weight)) == pytest.approx(expected)
+    assert float(lesion_pair_loss(logits, torch.tensor([[0, 0, -100, -100]]), weight)) == 0.0
+
+    torch.manual_seed(4)
+    base = build_classifier(depth=18, num_classes=3).eval()  # eval: both steps see the same network
+    x = torch.randn(1, 3, 96, 128)
+    cells = torch.from_numpy(patch_cells(np.array([[0, 0, 64], [32, 64, 64]]), (96, 128))[None])
+    y = torch.tensor([[1, 0]])
+    weight = weight.float()
+    with torch.no_grad():
+        patch_logits = PatchesInImage(base)(x, cells)
+    plain_loss = float(nn.functional.cross_entropy(patch_logits[0], y[0], weight=weight, reduction="sum"))
+    pair = float(lesion_pair_loss(patch_logits, y, weight))
+    assert pair > 0
+    for pair_weight in (0.0, 1.5):
+        model = copy.deepcopy(base)
+        loss = train_step(PatchesInImage(model), torch.optim.SGD(model.parameters(), lr=0.1), x, y, global_batch=2.5,
+                          extra=cells, class_weight=weight, lesion_pair_weight=pair_weight)
+        assert loss == pytest.approx((plain_loss + pair_weight * pair) / 2.5, rel=1e-5)
+    with pytest.raises(ValueError, match="lesion_pair_weight"):
+        TrainConfig(lesion_pair_weight=-1.0)
+
+
 def test_cell_weights_are_checked() -> None:
     with pytest.raises(ValueError, match="cell_weights must be one of"):
         TrainConfig(cell_weights="nearest")
