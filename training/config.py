@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from deepminer.scoring import SCORE_RULES
-from training.context import CELL_WEIGHTS
+from training.context import CELL_WEIGHTS, PATCH_CONTEXTS
 from training.patches import PatchRule
 
 LR_SCHEDULES = ("step", "cosine")
@@ -172,7 +172,7 @@ class TrainConfig:
             "recipe": (self.recipe, ("paper", "demo")),
             "select_epoch": (self.select_epoch, ("last", "best_holdout")),
             "lr_schedule": (self.lr_schedule, LR_SCHEDULES),
-            "patch_context": (self.patch_context, ("bare", "image")),
+            "patch_context": (self.patch_context, PATCH_CONTEXTS),
             "cell_weights": (self.cell_weights, CELL_WEIGHTS),
             "train_precision": (self.train_precision, ("fp32", "bf16", "auto")),
             "lesion_pooling": (self.lesion_pooling, ("mean", "max")),

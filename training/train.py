@@ -142,10 +142,10 @@ def lesion_pair_loss(logits: torch.Tensor, y: torch.Tensor, class_weight: torch.
     normal tissue. ``logits`` ``(..., C)``; labels ``y`` of the same leading shape (-100: padding).
     """
     flat, labels = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
-    lesion = (labels != -100) & (labels != CLASSES.index("normal"))
+    columns = torch.tensor(LESION_CLASSES, device=logits.device)
+    lesion = torch.isin(labels, columns)
     if not bool(lesion.any()):
         return logits.sum() * 0.0
-    columns = torch.tensor(LESION_CLASSES, device=logits.device)
     target = torch.searchsorted(columns, labels[lesion])
     weight = None if class_weight is None else class_weight[columns]
     return nn.functional.cross_entropy(flat[lesion][:, columns], target, weight=weight, reduction="sum")
