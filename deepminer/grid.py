@@ -31,7 +31,7 @@ def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 
 def patch_cells(patch_size: int) -> int:
-    """The classifier's patch side in layer4 cells: ``patch_size // 32``, at least 1 (4 for the demo's 128 px)."""
+    """The classifier's patch side in layer4 cells: ``patch_size // 32``, at least 1 (3 for the demo's 112 px)."""
     if patch_size < 1:
         raise ValueError(f"patch_size must be at least 1 px, got {patch_size}")
     return max(1, patch_size // NETWORK_STRIDE)

@@ -8,7 +8,7 @@ of maxima is kept, never an image's features.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -50,12 +50,32 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coords, ratio
 
 
+class UnitMaxima:
+    """The rows of :func:`max_activation_matrix`, gathered from a stream of maps that another pass consumes
+    (:meth:`watch`), so the embedding needs no FCN pass of its own."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+
+    def watch(self, maps: Iterable[ImageMaps]) -> Iterator[ImageMaps]:
+        """Pass ``maps`` through unchanged, keeping each image's per-unit maxima."""
+        for item in maps:
+            self.rows.append(unit_max_activations(item.features).astype(np.float32))
+            yield item
+
+    def matrix(self) -> np.ndarray:
+        """``(images, K)``, in the order the images went by."""
+        if not self.rows:
+            raise ValueError("no images to embed units with")
+        return np.stack(self.rows)
+
+
 def max_activation_matrix(maps: Iterable[ImageMaps]) -> np.ndarray:
     """``M[i, k] = max_xy A_k(x, y)`` on image i, shape ``(images, K)``; each image's features are dropped after use."""
-    rows = [unit_max_activations(item.features).astype(np.float32) for item in maps]
-    if not rows:
-        raise ValueError("no images to embed units with")
-    return np.stack(rows)
+    maxima = UnitMaxima()
+    for _ in maxima.watch(maps):
+        pass
+    return maxima.matrix()
 
 
 def unit_embedding(max_activations: np.ndarray, ranked: Iterable[int], *, source: str = "hold-out") -> dict[str, Any]:

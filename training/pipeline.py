@@ -40,7 +40,7 @@ from training.config import TrainConfig
 from training.config_file import CONFIG_FILE, write_run_file
 from training.data import cut_patches
 from training.distributed import current_context
-from training.embedding import max_activation_matrix, unit_embedding
+from training.embedding import UnitMaxima, unit_embedding
 from training.evaluate import one_vs_rest_metrics, plot_roc
 from training.export import AUX_INPUT_NAME, export_onnx
 from training.manifest import ImageRecord, read_manifest
@@ -213,6 +213,10 @@ def build_bundle(
     fcn = to_fcn(model).eval().to(device)
     short_side = config.input_short_side
     map_args = dict(short_side=short_side, mean=mean, std=std, device=device, progress=progress)
+    # The ranking's pass over the hold-out mammograms also gives the unit embedding its maxima and finds their
+    # most suspicious cells.
+    suspicious = SuspiciousCells(CLASSES, n=config.suspicious_patches, patch_size=config.patch_size)
+    maxima = UnitMaxima()
     ranking = rank_units(
         fcn,
         parts["holdout"],
@@ -220,6 +224,7 @@ def build_bundle(
         top_per_image=config.top_per_image,
         top_per_class=config.top_per_class,
         threshold_quantile=config.threshold_quantile,
+        watch=lambda maps: maxima.watch(suspicious.watch(maps)),
         **map_args,
     )
     for c, name in enumerate(CLASSES):
@@ -230,12 +235,7 @@ def build_bundle(
         fcn.body, patches["holdout"], range(weight.shape[1]), n=top_patches, q=config.threshold_quantile,
         mean=mean, std=std, device=device, batch_size=config.eval_batch_size, progress=progress,
     )
-    # The embedding's pass over the hold-out mammograms also finds their most suspicious cells.
-    suspicious = SuspiciousCells(CLASSES, n=config.suspicious_patches, patch_size=config.patch_size)
-    embedding = unit_embedding(
-        max_activation_matrix(suspicious.watch(fcn_maps(fcn, parts["holdout"], desc="unit embedding", **map_args))),
-        ranking.ranked_union(),
-    )
+    embedding = unit_embedding(maxima.matrix(), ranking.ranked_union())
     log.info("unit embedding: explained variance ratio %s", embedding["explained_variance_ratio"])
 
     staging = out_dir.with_name(out_dir.name + ".partial")

@@ -9,7 +9,7 @@ with the number of images.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,8 +150,13 @@ def rank_units(
     top_per_class: int = 20,
     threshold_quantile: float = 0.99,
     progress: bool = True,
+    watch: Callable[[Iterable[ImageMaps]], Iterable[ImageMaps]] | None = None,
 ) -> UnitRanking:
-    """One streamed pass over ``records``: influence counts per class and unit thresholds."""
+    """One streamed pass over ``records``: influence counts per class and unit thresholds.
+
+    ``watch``: wraps the stream of maps before the ranking reads it, so other passes over the same images can
+    observe it instead of running the FCN again (e.g. :meth:`training.suspicious.SuspiciousCells.watch`).
+    """
     if not records:
         raise ValueError("no hold-out images to rank units on")
     weight = fcn.head.weight.detach()[:, :, 0, 0].float().cpu().numpy()
@@ -164,7 +169,7 @@ def rank_units(
     maps = fcn_maps(
         fcn, records, short_side=short_side, mean=mean, std=std, device=device, desc="ranking units", progress=progress
     )
-    for item in maps:
+    for item in maps if watch is None else watch(maps):
         scores = influence(item.features, weight)
         for c in range(num_classes):
             top = top_units(scores[c], top_per_image)

@@ -61,3 +61,24 @@ def test_ranking_json_is_zero_based_and_complete(fcn, phantom_records):
         assert all(isinstance(u["unit_id"], int) and 0 <= u["unit_id"] < 512 for u in entry["units"])
     with pytest.raises(ValueError, match="no hold-out images"):
         rank_units(fcn, [], classes=CLASSES, **ARGS)
+
+
+def test_a_watched_ranking_shares_its_pass(fcn, phantom_records):
+    """``watch`` sees every image's maps once, in order, and the ranking read through it is unchanged: the unit
+    embedding's maxima gathered that way equal those of a pass of their own."""
+    from training.embedding import UnitMaxima, max_activation_matrix
+
+    records = phantom_records[:4]
+    seen: list[str] = []
+
+    def note(maps):
+        for item in maps:
+            seen.append(item.record.image_id)
+            yield item
+
+    maxima = UnitMaxima()
+    watched = rank_units(fcn, records, classes=CLASSES, watch=lambda maps: maxima.watch(note(maps)), **ARGS)
+    plain = rank_units(fcn, records, classes=CLASSES, **ARGS)
+    assert seen == [r.image_id for r in records]
+    assert watched.to_json() == plain.to_json()
+    np.testing.assert_array_equal(maxima.matrix(), max_activation_matrix(fcn_maps(fcn, records, **ARGS)))
