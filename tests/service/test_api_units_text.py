@@ -44,6 +44,14 @@ ANY_TEXT = st.one_of(TYPED, ANYTHING)
 ITEM = st.fixed_dictionaries(
     {"unit_id": st.integers(0, 511), "annotator": ANY_TEXT, "label": ANY_TEXT, "description": ANY_TEXT}
 )
+# A batch is stored only when all of its items are valid, which a batch of ITEMs seldom is (each of its up to nine
+# texts is arbitrary half the time). Half the batches are typed text only, so both answers stay common whatever
+# examples Hypothesis's release draws.
+BATCH = st.one_of(
+    st.lists(st.fixed_dictionaries({"unit_id": st.integers(0, 511), **{f: TYPED for f in TEXT_FIELDS}}),
+             min_size=1, max_size=3),
+    st.lists(ITEM, min_size=1, max_size=3),
+)
 PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 
 
@@ -100,7 +108,7 @@ def test_arbitrary_text_to_post_units_batch(make_client: Callable[..., Any], dat
     with make_client(database_url=database_url) as client:
 
         @PROPERTY_SETTINGS
-        @given(items=st.lists(ITEM, min_size=1, max_size=3))
+        @given(items=BATCH)
         def post(items: list[dict[str, Any]]) -> None:
             before = {i["unit_id"]: len(client.get(f"/units/{i['unit_id']}/history").json()["versions"]) for i in items}
             body = {"annotations": [{**LABEL, **item} for item in items]}
