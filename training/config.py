@@ -293,8 +293,9 @@ DEMO_CONFIG = TrainConfig(
     # BatchNorm batch, BatchNorm frozen for the last two epochs, and the lesion-pair loss. With the cosine schedule,
     # on unseen phantoms (seeds 4242 / 777, same machine, both cores, 128 px patches and 256 px crops): lesion images
     # right 62% / 59% -> 75% / 72%, concept named 62% / 62% -> 100% / 100%, pointing game 94% / 91% both ways.
-    # 192 px crops (each holds its 112 px patch at a random place) fit the build in 6 minutes; with 224 px ones it took 371 s and the
-    # largest benign probability outside the breast reached 0.066 on one unseen set (README).
+    # 192 px crops (each holds its 112 px patch at a random place): the build takes 331-342 s on that EPYC; with
+    # 224 px crops it took 371 s, and the largest benign probability outside the breast reached 0.066 on one unseen
+    # set (README).
     lesion_crops=8,
     lesion_crop_size=192,
     freeze_batchnorm_epoch=8,
