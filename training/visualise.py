@@ -190,8 +190,8 @@ def top_activating_patches(
 def save_png(path: Path, pixels: np.ndarray) -> None:
     """Write 8-bit ``pixels`` as a PNG at zlib's default level, creating its folder.
 
-    Not ``optimize=True``: a build writes a few thousand of these, and the exhaustive search took about 9 s of the
-    demo's build for files 1% smaller.
+    Not ``optimize=True``: a build writes a few thousand of these, and its search for the smallest encoding took
+    about 9 s of the demo's build, where zlib's default takes 3 s, for files 1% smaller.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format="PNG", compress_level=6)
