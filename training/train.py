@@ -22,7 +22,7 @@ from deepminer.imaging import IMAGENET_MEAN, IMAGENET_STD
 from training.batches import image_batches, patch_batches
 from training.checkpoint import Checkpoint, load_checkpoint, rng_states, save_checkpoint
 from training.config import TrainConfig
-from training.context import PatchesInImage
+from training.context import NORMAL, PatchesInImage
 from training.data import PatchSet
 from training.distributed import DistContext
 from training.evaluate import batch_input, one_vs_rest_metrics, predict
@@ -131,7 +131,7 @@ def train_step(
     return float(loss_sum.detach()) / global_batch
 
 
-LESION_CLASSES = tuple(i for i, name in enumerate(CLASSES) if name != "normal")
+LESION_CLASSES = tuple(i for i in range(len(CLASSES)) if i != NORMAL)
 
 
 def lesion_pair_loss(logits: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
