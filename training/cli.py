@@ -14,7 +14,7 @@ from deepminer.bundle import PATCHES_PER_UNIT
 from deepminer.scoring import SCORE_RULES
 from training.config import DEMO_CONFIG, LR_SCHEDULES, RECIPES, TrainConfig
 from training.config_file import RunFile, read_run_file
-from training.phantoms.config import DEMO_PHANTOMS, PhantomConfig
+from training.phantoms.config import DEMO_PHANTOMS, MAX_VIEWS_PER_CASE, PhantomConfig
 
 log = logging.getLogger("training")
 
@@ -123,7 +123,10 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
 
     p = sub.add_parser("phantoms", help="generate phantom mammograms with lesion masks and a manifest CSV")
     p.add_argument("out", type=Path, help="output folder (images/, masks/, manifest.csv)")
-    p.add_argument("--cases", type=int, default=25, help="number of cases, 4 views each (default: %(default)s)")
+    p.add_argument("--cases", type=int, default=25, help="number of cases (default: %(default)s)")
+    p.add_argument("--views", type=int, default=PhantomConfig.views_per_case,
+                   help=f"views per case, 1 to {MAX_VIEWS_PER_CASE}: CC and MLO of the breast with the findings first, "
+                   "then of the other breast (default: %(default)s)")
     p.add_argument("--height", type=int, default=1000, help="image height in pixels (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--normal-fraction", type=float, default=PhantomConfig.normal_fraction,
@@ -161,7 +164,7 @@ def build_parser(run: RunFile | None = None, recipe: TrainConfig | None = None) 
     p.add_argument("--out", type=Path, default=Path("bundles/demo"), help="bundle directory (default: %(default)s)")
     p.add_argument("--data", type=Path, default=Path("data/phantoms"), help="phantom folder (default: %(default)s)")
     p.add_argument("--cases", type=int, default=DEMO_PHANTOMS.n_cases,
-                   help="phantom cases, 4 views each (default: %(default)s)")
+                   help=f"phantom cases, {DEMO_PHANTOMS.views_per_case} views each (default: %(default)s)")
     p.add_argument("--height", type=int, default=DEMO_PHANTOMS.height,
                    help="phantom height in pixels (default: %(default)s)")
     _add_top_patches(p, PATCHES_PER_UNIT)
@@ -289,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             from training.phantoms import generate_phantoms
 
             manifest = generate_phantoms(
-                args.out, config=PhantomConfig(n_cases=args.cases, height=args.height, seed=args.seed,
-                                               normal_fraction=args.normal_fraction, max_findings=args.max_findings),
+                args.out, config=PhantomConfig(n_cases=args.cases, views_per_case=args.views, height=args.height,
+                                               seed=args.seed, normal_fraction=args.normal_fraction,
+                                               max_findings=args.max_findings),
                 workers=args.workers, progress=progress,
             )
             print(f"wrote {manifest}")

@@ -338,7 +338,9 @@ def test_generate_rejects_bad_worker_count(tmp_path: Path) -> None:
         generate_phantoms(tmp_path, config=CONFIG, workers=0, progress=False)
 
 
-def test_data_set_records_its_config_and_the_demo_refuses_other_phantoms(dataset: Path, tmp_path: Path) -> None:
+def test_data_set_records_its_config_and_the_demo_refuses_other_phantoms(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """phantoms.json holds the config a data set was made with; `demo` reuses a folder only when it holds the
     demo's own phantoms, and otherwise says so instead of training on them."""
     from training.cli import main
@@ -349,12 +351,21 @@ def test_data_set_records_its_config_and_the_demo_refuses_other_phantoms(dataset
     (tmp_path / "phantoms.json").write_text('{"n_cases": 0}')
     with pytest.raises(ValueError, match="phantoms.json is not a phantom config"):
         written_config(tmp_path)
-    assert (DEMO_PHANTOMS.n_cases, DEMO_PHANTOMS.height) == (60, 640)
+    assert (DEMO_PHANTOMS.n_cases, DEMO_PHANTOMS.views_per_case, DEMO_PHANTOMS.height) == (120, 2, 640)
     out = tmp_path / "bundle"
     assert main(["-q", "demo", "--data", str(dataset.parent), "--out", str(out)]) == 2
     assert not out.exists()
     # The phantoms command sets how many cases are normal and how many findings the others have.
     made = tmp_path / "made"
     assert main(["-q", "phantoms", str(made), "--cases", "2", "--height", "96", "--normal-fraction", "0",
-                 "--max-findings", "3"]) == 0
-    assert written_config(made) == PhantomConfig(n_cases=2, height=96, normal_fraction=0.0, max_findings=3)
+                 "--max-findings", "3", "--views", "2"]) == 0
+    assert written_config(made) == PhantomConfig(n_cases=2, views_per_case=2, height=96, normal_fraction=0.0,
+                                                 max_findings=3)
+    # Two views: the CC and MLO of the breast with the findings, so every image of an abnormal case shows them.
+    records = read_manifest(made / "manifest.csv")
+    assert sorted((r.case_id, r.view) for r in records) == [(c, v) for c in ("P0000", "P0001") for v in ("CC", "MLO")]
+    assert all(r.lesions for r in records)
+    assert all(len({r.laterality for r in records if r.case_id == c}) == 1 for c in ("P0000", "P0001"))
+    assert main(["-q", "phantoms", str(tmp_path / "five"), "--views", "5"]) == 2
+    assert "views_per_case must be in 1..4, got 5" in capsys.readouterr().err
+    assert not (tmp_path / "five").exists()
