@@ -302,7 +302,7 @@ DEMO_CONFIG = TrainConfig(
     # about 70 steps an epoch), BatchNorm never frozen. On a 2-core Xeon with AMX, unseen seeds 4242 / 777 / 2026,
     # against ten epochs over four-view phantoms with BatchNorm frozen from epoch 8 (same machine, both cores,
     # 364 s): lesion images right 59 / 69 / 56% -> 78 / 75 / 78%, benign AUC 0.928 / 0.951 / 0.777 -> 0.926 / 0.963
-    # / 0.845, concept named 94 / 91 / 94% -> 84 / 81 / 88%, build 326-369 s. Six epochs with BatchNorm frozen
+    # / 0.845, concept named 94 / 91 / 94% -> 84 / 81 / 88%, build 263-369 s. Six epochs with BatchNorm frozen
     # from epoch 4 gave 72 / 69 / 69% (README).
     freeze_batchnorm_epoch=None,
     # From scratch (no ImageNet weights offline): a larger step than the paper's fine-tuning rate, down to 0 by
