@@ -34,8 +34,8 @@ FLOORS = {"concept_named": 0.6, "pointing_game": 0.8, "lesion_images_predicted_c
 unseen seeds 4242, 777 and 2026, training seeds 0 and 1: concept named 0.81-1.00, pointing game 0.91-0.94,
 lesion images right 0.59-0.78, benign AUC 0.85-0.99): a fall below them is a fault, not a draw. Before the demo
 centred each patch's cells on it (cell_weights "overlap") and trained on lesion crops with the lesion-pair loss, a
-2-core AMD EPYC gave pointing 81% and 84%, lesion images right 66% and 62%; chance for pointing is 2%. The bars themselves are tracked
-in issue 13."""
+2-core AMD EPYC gave pointing 81% and 84%, lesion images right 66% and 62%; chance for pointing is 2%. The bars
+themselves are tracked in issue 13."""
 
 
 def _free_port() -> int:
