@@ -25,6 +25,13 @@ Rules, by name (the bundle records which one it was built for):
   trains patches in their image, and this reads the image the same way
   (a benign lesion whose single cells lean malignant is still read benign when
   its patch is).
+- ``worst_patch``: the patch classifier at the image's worst patch. Blocks as
+  for ``patch_peak``, each classified as its most likely class; of the blocks
+  classified as the most severe class that any block is (malignant before
+  benign, as an image's label ranks its findings), the one most likely of that
+  class; with no lesion block, the least normal block. An image with a sure
+  benign finding and a malignant one is read at the malignant one, where
+  ``patch_peak`` reads it at whichever block is less normal. Not the paper's.
 
 The predicted class is the argmax of the scores. Scores rank images; under
 ``breast_peak`` they are not a distribution and need not sum to 1.
@@ -40,7 +47,7 @@ from deepminer.formulas import softmax
 from deepminer.grid import NETWORK_STRIDE
 from deepminer.tissue import tissue_mask
 
-SCORE_RULES = ("breast_peak", "classifier", "patch_peak")
+SCORE_RULES = ("breast_peak", "classifier", "patch_peak", "worst_patch")
 DEFAULT_SCORE_RULE = "breast_peak"
 SCORE_RULE_DEFINITIONS = {
     "breast_peak": "lesion classes: peak of the probability map over breast cells; normal: the smallest normal "
@@ -49,6 +56,10 @@ SCORE_RULE_DEFINITIONS = {
     "(deepminer/scoring.py)",
     "patch_peak": "every class: softmax of the mean logits of the least normal patch-sized block of cells (half or "
     "more on the breast), the patch classifier at the most suspicious patch; predicted class = argmax "
+    "(deepminer/scoring.py)",
+    "worst_patch": "every class: softmax of the mean logits of the worst patch-sized block of cells (half or more on "
+    "the breast): among the blocks whose most likely class is the most severe class of any block (malignant before "
+    "benign), the one most likely of it; with no lesion block, the least normal block; predicted class = argmax "
     "(deepminer/scoring.py)",
 }
 """What ``meta.json`` ``image_score.definition`` says of each rule."""
@@ -108,6 +119,8 @@ def image_scores(
         raise ValueError(f"cells must be the grid {probability_maps.shape[1:]}, got {cells.shape}")
     if rule == "patch_peak":
         return most_suspicious_patch(logits, cells, classes=classes, patch_cells=patch_cells)
+    if rule == "worst_patch":
+        return worst_patch(logits, cells, classes=classes, patch_cells=patch_cells)
     flat = probability_maps.reshape(probability_maps.shape[0], -1)
     chosen = flat[:, cells.reshape(-1)] if cells.any() else flat
     scores = chosen.max(axis=1)
@@ -126,15 +139,12 @@ def block_means(values: np.ndarray, k: int) -> np.ndarray:
     return windows.mean(axis=(-2, -1))
 
 
-def most_suspicious_patch(
-    logits: np.ndarray, cells: np.ndarray, *, classes: Sequence[str], patch_cells: int
-) -> np.ndarray:
-    """``patch_peak``: the class probabilities of the least normal patch-sized block mostly on the breast, ``(C,)``.
+def _patch_blocks(logits: np.ndarray, cells: np.ndarray, patch_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every patch-sized block's class probabilities ``(C, h', w')`` and whether it competes ``(h', w')``.
 
     A block is ``k × k`` cells, ``k = min(patch_cells, h, w)``; its probabilities
     are ``softmax`` of its mean logits (the patch classifier in context). Blocks
     with at least half of their cells on the breast compete; with none, all do.
-    Without a background class, the block with the largest lesion probability wins.
     """
     if patch_cells < 1:
         raise ValueError(f"patch_cells must be at least 1, got {patch_cells}")
@@ -143,10 +153,48 @@ def most_suspicious_patch(
     on_breast = block_means(cells.astype(np.float64), k) >= 0.5
     if not on_breast.any():
         on_breast = np.ones_like(on_breast)
+    return probabilities, on_breast
+
+
+def _block(probabilities: np.ndarray, ranking: np.ndarray) -> np.ndarray:
+    """The probabilities ``(C,)`` of the block where ``ranking`` (-inf: out of the running) is largest."""
+    i, j = np.unravel_index(int(np.argmax(ranking)), ranking.shape)
+    return probabilities[:, i, j].astype(np.float32)
+
+
+def most_suspicious_patch(
+    logits: np.ndarray, cells: np.ndarray, *, classes: Sequence[str], patch_cells: int
+) -> np.ndarray:
+    """``patch_peak``: the class probabilities of the least normal patch-sized block mostly on the breast, ``(C,)``.
+
+    Blocks as :func:`_patch_blocks` makes them. Without a background class, the
+    block with the largest lesion probability wins.
+    """
+    probabilities, on_breast = _patch_blocks(logits, cells, patch_cells)
     if BACKGROUND_CLASS in classes:
         suspicion = 1.0 - probabilities[list(classes).index(BACKGROUND_CLASS)]
     else:
         suspicion = probabilities.max(axis=0)
-    suspicion = np.where(on_breast, suspicion, -np.inf)
-    i, j = np.unravel_index(int(np.argmax(suspicion)), suspicion.shape)
-    return probabilities[:, i, j].astype(np.float32)
+    return _block(probabilities, np.where(on_breast, suspicion, -np.inf))
+
+
+def worst_patch(logits: np.ndarray, cells: np.ndarray, *, classes: Sequence[str], patch_cells: int) -> np.ndarray:
+    """``worst_patch``: the class probabilities of the image's worst patch-sized block mostly on the breast, ``(C,)``.
+
+    ``classes`` run from the background class to the most severe, as an image's
+    label ranks its findings (one malignant finding makes a malignant image).
+    Each block is classified as its most likely class; the blocks of the most
+    severe class that any block is classified as compete, and the one most
+    likely of that class wins. So an image with a benign and a malignant
+    finding is read at the malignant one, however sure the benign one is;
+    :func:`most_suspicious_patch` reads it at whichever is less normal. With
+    no lesion block, the least normal block wins, as there.
+    """
+    probabilities, on_breast = _patch_blocks(logits, cells, patch_cells)
+    background = list(classes).index(BACKGROUND_CLASS) if BACKGROUND_CLASS in classes else None
+    winners = probabilities.argmax(axis=0)
+    for c in reversed(range(len(classes))):
+        blocks = on_breast & (winners == c)
+        if c != background and blocks.any():
+            return _block(probabilities, np.where(blocks, probabilities[c], -np.inf))
+    return most_suspicious_patch(logits, cells, classes=classes, patch_cells=patch_cells)

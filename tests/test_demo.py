@@ -29,13 +29,13 @@ ENFORCED_BARS = ("auc_malignant", "auc_benign", "normal_images_predicted_normal"
                  "lesion_ranked_units_named_by_lesion_concept")
 """The bars of training.quality.DEMO_BARS that the demo meets with room to spare (README, "How good are these
 explanations?")."""
-FLOORS = {"concept_named": 0.6, "pointing_game": 0.8, "lesion_images_predicted_correctly": 0.55}
-"""Regression floors for the other figures, below the spread the recipe gives (a 2-core Xeon, both threads,
-unseen seeds 4242, 777 and 2026, training seeds 0 and 1: concept named 0.81-1.00, pointing game 0.91-0.94,
-lesion images right 0.59-0.78, benign AUC 0.85-0.99): a fall below them is a fault, not a draw. Before the demo
-centred each patch's cells on it (cell_weights "overlap") and trained on lesion crops with the lesion-pair loss, a
-2-core AMD EPYC gave pointing 81% and 84%, lesion images right 66% and 62%; chance for pointing is 2%. The bars
-themselves are tracked in issue 13."""
+FLOORS = {"concept_named": 0.3, "pointing_game": 0.8, "lesion_images_predicted_correctly": 0.7}
+"""Regression floors for the other figures, below the spread the recipe gives (a 2-core AMD EPYC, both threads,
+unseen seeds 4242, 777 and 2026, training seeds 0 and 1: concept named 0.38-0.94, pointing game 0.91-1.00,
+lesion images right 0.81-0.97, benign AUC 0.65-1.00, the lowest on seed 2026): a fall below them is a fault, not a
+draw. With SGD over seven epochs, the same machine gave lesion images right 0.72 on all three sets and concept named
+1.00; before the demo centred each patch's cells on it (cell_weights "overlap") and trained on lesion crops with the
+lesion-pair loss, pointing 81% and 84%; chance for pointing is 2%. The bars themselves are tracked in issue 13."""
 
 
 def _free_port() -> int:
@@ -65,7 +65,7 @@ def test_demo_explanations_pass_the_quality_bars_on_unseen_phantoms(demo_bundle:
     bundle = load_bundle(demo_bundle)
     meta = bundle.meta
     assert meta["training"]["recipe"] == "demo"
-    assert meta["image_score"]["rule"] == "patch_peak"  # the demo recipe's score_rule
+    assert meta["image_score"]["rule"] == "worst_patch"  # the demo recipe's score_rule
     built = meta["metrics"]["explanation_quality"]
     assert built is not None and built["report"] == "quality/quality.json"
     assert bundle.has("quality/quality.json") and bundle.has("quality/quality.md")

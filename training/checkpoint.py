@@ -30,7 +30,7 @@ CHECKPOINT_FILE = "last.pt"
 # too when the best hold-out epoch is kept: it decides which epochs compete.
 TRAJECTORY_FIELDS = (
     "depth", "patch_size", "batch_size", "lr", "momentum", "weight_decay", "lr_decay_epoch", "lr_decay_factor",
-    "lr_schedule", "seed", "split_fractions", "imagenet_weights", "balance_classes", "samples_per_epoch",
+    "lr_schedule", "optimiser", "seed", "split_fractions", "imagenet_weights", "balance_classes", "samples_per_epoch",
     "augment_flips", "augment_transpose", "augment_shift", "patch_context", "cell_weights", "images_per_batch",
     "class_weight_exponent", "train_precision", "normal_image_share", "lesion_pooling", "normal_cells",
     "reference_class", "lesion_crops", "lesion_crop_size", "freeze_batchnorm_epoch", "lesion_pair_weight",

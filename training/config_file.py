@@ -20,6 +20,7 @@ Top-level keys (:class:`~training.config.TrainConfig`)::
     lr_decay_epoch = 4             # 0-based epoch from which lr is multiplied by lr_decay_factor; "none": never
     lr_decay_factor = 0.1
     lr_schedule = "step"           # "step" (the decay above) or "cosine" (lr down to 0 at every step)
+    optimiser = "sgd"              # "sgd" (with momentum, the paper's) or "adamw" (momentum unused)
     seed = 0                       # split, initialisation, epoch order and flips
     split_fractions = [0.8, 0.1, 0.1]   # train, hold-out, test (by case)
     imagenet_weights = "none"      # local torchvision ImageNet state-dict file; never downloaded

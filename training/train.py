@@ -70,6 +70,13 @@ def learning_rate(config: TrainConfig, progress: float) -> float:
     return config.lr
 
 
+def make_optimiser(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """``config.optimiser`` over every weight of ``model``: the paper's SGD with momentum, or AdamW."""
+    if config.optimiser == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
 def train_step(
     net: nn.Module,
     optimiser: torch.optim.Optimizer,
@@ -163,7 +170,7 @@ def fine_tune(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train all weights with SGD; keep the last epoch, or the one with the best hold-out mean AUC
+    """Train all weights with SGD (or AdamW, ``config.optimiser``); keep the last epoch, or the one with the best hold-out mean AUC
     (``config.select_epoch``).
 
     ``dist``: the torchrun job this process belongs to (default: single
@@ -196,9 +203,7 @@ def fine_tune(
     # DDP: SyncBatchNorm's channels_last kernels round differently from one process's BatchNorm.
     layout = torch.contiguous_format if ctx.is_distributed else torch.channels_last
     model.to(device=device, memory_format=layout)
-    optimiser = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    optimiser = make_optimiser(model, config)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     best_score, best_epoch, best_state = -np.inf, -1, None
     history: list[dict[str, Any]] = []

@@ -86,7 +86,9 @@ class DicomWebExplainResponse(BaseModel):
     scores: dict[str, float] = Field(
         description="Image-level score of each class under `score_rule`, as in /explain (the values in the SR)."
     )
-    score_rule: str = Field(description="The model bundle's rule for `scores` (`breast_peak`, `patch_peak` or `classifier`).")
+    score_rule: str = Field(
+        description="The model bundle's rule for `scores` (`breast_peak`, `patch_peak`, `worst_patch` or `classifier`)."
+    )
     classifier_probabilities: dict[str, float] = Field(
         description="Softmax of the spatial mean of the FCN's logit map: the exact patch-classifier equivalent."
     )

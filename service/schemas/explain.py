@@ -77,7 +77,8 @@ class ExplainResponse(BaseModel):
         )
     )
     score_rule: str = Field(
-        description="The model bundle's rule for `scores` (`breast_peak`, `patch_peak` or `classifier`, deepminer/scoring.py).",
+        description=("The model bundle's rule for `scores` (`breast_peak`, `patch_peak`, `worst_patch` or `classifier`, "
+                     "deepminer/scoring.py)."),
         examples=["breast_peak"],
     )
     classifier_probabilities: dict[str, float] = Field(

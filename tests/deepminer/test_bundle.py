@@ -93,8 +93,8 @@ def test_score_rule_defaults_to_the_breast_peak_and_follows_meta(bundle_dir):
 @pytest.mark.parametrize(
     ("image_score", "message"),
     [
-        ({"rule": "mean"}, "image_score.rule must be one of breast_peak, classifier, patch_peak, got 'mean'"),
-        ({"rule": None}, "image_score.rule must be one of breast_peak, classifier, patch_peak, got None"),
+        ({"rule": "mean"}, "image_score.rule must be one of breast_peak, classifier, patch_peak, worst_patch, got 'mean'"),
+        ({"rule": None}, "image_score.rule must be one of breast_peak, classifier, patch_peak, worst_patch, got None"),
         ("breast_peak", "image_score must be an object, got 'breast_peak'"),
     ],
 )

@@ -138,7 +138,7 @@ def test_input_gray_undoes_the_normalisation_of_the_network_input() -> None:
 
 def test_bad_arguments_are_refused_with_what_was_received() -> None:
     logits, maps, cells = _hand_made()
-    assert SCORE_RULES == ("breast_peak", "classifier", "patch_peak")
+    assert SCORE_RULES == ("breast_peak", "classifier", "patch_peak", "worst_patch")
     with pytest.raises(ValueError, match="got 'mean'"):
         image_scores(maps, logits, cells, classes=CLASSES, rule="mean")
     with pytest.raises(ValueError, match=r"cells must be the grid \(5, 7\), got \(7, 5\)"):
@@ -147,11 +147,13 @@ def test_bad_arguments_are_refused_with_what_was_received() -> None:
         classifier_probabilities(logits.reshape(3, -1))
     with pytest.raises(ValueError, match="patch_cells must be at least 1, got 0"):
         image_scores(maps, logits, cells, classes=CLASSES, rule="patch_peak", patch_cells=0)
+    with pytest.raises(ValueError, match="patch_cells must be at least 1, got 0"):
+        image_scores(maps, logits, cells, classes=CLASSES, rule="worst_patch", patch_cells=0)
 
 
-def _patch_peak_loop(logits: np.ndarray, cells: np.ndarray, classes: tuple[str, ...], k: int) -> list[float]:
-    """Every k x k block inside the grid by loops: softmax of its mean logits; of the blocks with half or more of
-    their cells on the breast (all blocks when none has), the one least normal (most lesion-like without normal)."""
+def _blocks_loop(logits: np.ndarray, cells: np.ndarray, k: int) -> list[list[float]]:
+    """Every k x k block inside the grid by loops, the softmax of its mean logits; those with half or more of their
+    cells on the breast (all blocks when none has)."""
     c_n, h, w = logits.shape
     k = min(k, h, w)
     blocks = []
@@ -160,24 +162,32 @@ def _patch_peak_loop(logits: np.ndarray, cells: np.ndarray, classes: tuple[str, 
             mean = [sum(float(logits[c, i + a, j + b]) for a in range(k) for b in range(k)) / (k * k) for c in range(c_n)]
             breast = sum(bool(cells[i + a, j + b]) for a in range(k) for b in range(k)) / (k * k)
             blocks.append((_softmax_loop(mean), breast >= 0.5))
-    candidates = [p for p, on in blocks if on] or [p for p, _ in blocks]
+    return [p for p, on in blocks if on] or [p for p, _ in blocks]
+
+
+def _patch_peak_loop(logits: np.ndarray, cells: np.ndarray, classes: tuple[str, ...], k: int) -> list[float]:
+    """Of _blocks_loop's blocks, the one least normal (most lesion-like without normal)."""
+    candidates = _blocks_loop(logits, cells, k)
     if "normal" in classes:
         return min(candidates, key=lambda p: p[classes.index("normal")])
     return max(candidates, key=max)
 
 
+@pytest.mark.parametrize("rule", ["patch_peak", "worst_patch"])
 @pytest.mark.parametrize("k", [1, 2, 3, 9])
-def test_patch_peak_is_the_classifier_at_the_least_normal_block_on_the_breast(k: int) -> None:
+def test_patch_rules_are_the_classifier_at_their_block_on_the_breast(k: int, rule: str) -> None:
+    """patch_peak: the least normal block; worst_patch: the block most likely of the most severe class found."""
+    loop = {"patch_peak": _patch_peak_loop, "worst_patch": _worst_patch_loop}[rule]
     for seed in range(5):
         logits, maps, cells = _hand_made(seed=seed)
-        scores = image_scores(maps, logits, cells, classes=CLASSES, rule="patch_peak", patch_cells=k)
-        np.testing.assert_allclose(scores, _patch_peak_loop(logits, cells, CLASSES, k), rtol=1e-5)
+        scores = image_scores(maps, logits, cells, classes=CLASSES, rule=rule, patch_cells=k)
+        np.testing.assert_allclose(scores, loop(logits, cells, CLASSES, k), rtol=1e-5)
         no_breast = np.zeros_like(cells)
-        scores = image_scores(maps, logits, no_breast, classes=CLASSES, rule="patch_peak", patch_cells=k)
-        np.testing.assert_allclose(scores, _patch_peak_loop(logits, no_breast, CLASSES, k), rtol=1e-5)
+        scores = image_scores(maps, logits, no_breast, classes=CLASSES, rule=rule, patch_cells=k)
+        np.testing.assert_allclose(scores, loop(logits, no_breast, CLASSES, k), rtol=1e-5)
         two = ("benign", "malignant")
-        scores = image_scores(maps[1:], logits[1:], cells, classes=two, rule="patch_peak", patch_cells=k)
-        np.testing.assert_allclose(scores, _patch_peak_loop(logits[1:], cells, two, k), rtol=1e-5)
+        scores = image_scores(maps[1:], logits[1:], cells, classes=two, rule=rule, patch_cells=k)
+        np.testing.assert_allclose(scores, loop(logits[1:], cells, two, k), rtol=1e-5)
 
 
 def test_patch_peak_on_a_patch_sized_image_is_the_patch_classifier() -> None:
@@ -199,3 +209,38 @@ def test_patch_peak_reads_a_lesion_by_its_patch_not_by_its_loudest_cell() -> Non
     patch = image_scores(maps, logits, cells, classes=CLASSES, rule="patch_peak", patch_cells=2)
     assert CLASSES[int(np.argmax(peak))] == "malignant"
     assert CLASSES[int(np.argmax(patch))] == "benign"
+
+
+def _worst_patch_loop(logits: np.ndarray, cells: np.ndarray, classes: tuple[str, ...], k: int) -> list[float]:
+    """Of _blocks_loop's blocks, those classified as the most severe class that any of them is classified as
+    (classes run from normal to malignant), and of those the most likely of it; with no lesion block,
+    _patch_peak_loop's block."""
+    c_n = logits.shape[0]
+    candidates = _blocks_loop(logits, cells, k)
+    for c in range(c_n - 1, -1, -1):
+        if classes[c] == "normal":
+            continue
+        of_class = [p for p in candidates if max(range(c_n), key=lambda x: p[x]) == c]
+        if of_class:
+            return max(of_class, key=lambda p: p[c])
+    return _patch_peak_loop(logits, cells, classes, k)
+
+
+def test_worst_patch_reads_an_image_at_its_malignant_finding_however_sure_the_benign_one_is() -> None:
+    """A sure benign finding and a less sure malignant one: patch_peak reads the image at the less normal benign
+    block, worst_patch at the malignant one; with only normal blocks both take the least normal block."""
+    logits = np.zeros((3, 8, 8), dtype=np.float32)
+    logits[0] = 4.0  # normal tissue everywhere
+    logits[1, 1:3, 1:3] = 12.0  # a benign finding, very sure
+    logits[2, 5:7, 5:7] = 6.0  # a malignant finding, less so
+    cells = np.ones((8, 8), dtype=bool)
+    maps = np.exp(logits) / np.exp(logits).sum(axis=0)
+    suspicious = image_scores(maps, logits, cells, classes=CLASSES, rule="patch_peak", patch_cells=2)
+    worst = image_scores(maps, logits, cells, classes=CLASSES, rule="worst_patch", patch_cells=2)
+    assert CLASSES[int(np.argmax(suspicious))] == "benign"
+    assert CLASSES[int(np.argmax(worst))] == "malignant"
+    np.testing.assert_allclose(worst, _softmax_loop([4.0, 0.0, 6.0]), rtol=1e-6)
+    logits[1:] = 0.0
+    normal_only = image_scores(maps, logits, cells, classes=CLASSES, rule="worst_patch", patch_cells=2)
+    np.testing.assert_allclose(normal_only, image_scores(maps, logits, cells, classes=CLASSES, rule="patch_peak",
+                                                         patch_cells=2))

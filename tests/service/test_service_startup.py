@@ -52,7 +52,7 @@ def test_a_bundle_with_an_unknown_score_rule_stops_start_up(
         meta["image_score"] = {"rule": "mean_of_maps"}
         (root / META_FILE).write_text(json.dumps(meta))
 
-    expected = "image_score.rule must be one of breast_peak, classifier, patch_peak, got 'mean_of_maps'"
+    expected = "image_score.rule must be one of breast_peak, classifier, patch_peak, worst_patch, got 'mean_of_maps'"
     with pytest.raises(BundleError, match=expected):
         start(Settings(bundle=bundle_copy(unknown_rule), database_url=f"sqlite:///{tmp_path / 'l.db'}"))
 

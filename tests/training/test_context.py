@@ -203,10 +203,16 @@ def test_cellwise_normal_keeps_lesion_patches_and_splits_the_rest() -> None:
     assert all(c.sum() == 1 for c in out[1:])
 
 
-def test_image_context_training_holds_the_reference_row_at_zero(phantom_records: list[ImageRecord]) -> None:
-    config = TrainConfig(depth=18, patch_size=32, epochs=1, lr=0.01, lr_decay_epoch=None, device="cpu",
-                         patch_context="image", images_per_batch=4, normal_cells=True, reference_class="normal",
-                         patch_rule=PatchRule(min_tissue=0.0))
+@pytest.mark.parametrize("optimiser", ["sgd", "adamw"])
+def test_image_context_training_holds_the_reference_row_at_zero(
+    phantom_records: list[ImageRecord], optimiser: str
+) -> None:
+    """With SGD (momentum, weight decay) and with AdamW (its moments, decoupled weight decay) alike, the reference
+    row gets no gradient and stays exactly zero while the other weights train."""
+    config = TrainConfig(depth=18, patch_size=32, epochs=1, lr=0.01 if optimiser == "sgd" else 0.001,
+                         lr_decay_epoch=None, device="cpu", patch_context="image", images_per_batch=4,
+                         normal_cells=True, reference_class="normal", patch_rule=PatchRule(min_tissue=0.0),
+                         optimiser=optimiser, weight_decay=1e-4 if optimiser == "sgd" else 0.05)
     train = cut_patches(phantom_records[:12], rule=config.patch_rule, patch_size=32, progress=False,
                         patch_context="image")
     holdout = cut_patches(phantom_records[12:16], rule=config.patch_rule, patch_size=32, progress=False,
@@ -397,9 +403,18 @@ def test_the_lesion_pair_loss_weighs_benign_against_malignant_alone() -> None:
         TrainConfig(lesion_pair_weight=-1.0)
 
 
-def test_cell_weights_are_checked() -> None:
+def test_cell_weights_and_the_optimiser_are_checked() -> None:
     with pytest.raises(ValueError, match="cell_weights must be one of"):
         TrainConfig(cell_weights="nearest")
+    with pytest.raises(ValueError, match=r"optimiser must be one of \('sgd', 'adamw'\), got 'adam'"):
+        TrainConfig(optimiser="adam")
+    from training.train import make_optimiser
+
+    model = nn.Linear(2, 2)
+    sgd = make_optimiser(model, TrainConfig(lr=0.1))
+    adamw = make_optimiser(model, TrainConfig(optimiser="adamw", lr=0.001, weight_decay=0.05))
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.9
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["weight_decay"] == 0.05
 
 
 @pytest.mark.parametrize("depth", [18, 50])

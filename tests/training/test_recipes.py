@@ -22,6 +22,7 @@ def test_paper_recipe_is_the_paper() -> None:
     assert paper.recipe == "paper"
     assert (paper.lr, paper.momentum, paper.weight_decay, paper.batch_size, paper.epochs) == (1e-4, 0.9, 1e-4, 32, 5)
     assert (paper.lr_decay_epoch, paper.lr_decay_factor) == (4, 0.1)
+    assert paper.optimiser == "sgd" and paper.score_rule == "breast_peak"
     assert not paper.balance_classes and not paper.augment_flips and not paper.augment_transpose
     assert paper.select_epoch == "last"
     assert paper.patch_context == "bare" and paper.reference_class is None and paper.train_precision == "fp32"

@@ -28,6 +28,9 @@ const SCORE_RULES = {
   patch_peak:
     "every class scores the patch classifier's probability at the most suspicious patch of the breast " +
     "(the patch-sized block of the logit map least likely normal)",
+  worst_patch:
+    "every class scores the patch classifier's probability at the worst patch of the breast " +
+    "(of the patch-sized blocks classified as the most severe class found, malignant before benign, the one most likely of it)",
 };
 
 const percent = (v) => `${(100 * v).toFixed(1)}%`;
