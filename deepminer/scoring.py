@@ -170,7 +170,12 @@ def most_suspicious_patch(
     Blocks as :func:`_patch_blocks` makes them. Without a background class, the
     block with the largest lesion probability wins.
     """
-    probabilities, on_breast = _patch_blocks(logits, cells, patch_cells)
+    return _least_normal(*_patch_blocks(logits, cells, patch_cells), classes)
+
+
+def _least_normal(probabilities: np.ndarray, on_breast: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """The probabilities of the competing block least likely normal (without a background class, the one with the
+    largest lesion probability)."""
     if BACKGROUND_CLASS in classes:
         suspicion = 1.0 - probabilities[list(classes).index(BACKGROUND_CLASS)]
     else:
@@ -197,4 +202,4 @@ def worst_patch(logits: np.ndarray, cells: np.ndarray, *, classes: Sequence[str]
         blocks = on_breast & (winners == c)
         if c != background and blocks.any():
             return _block(probabilities, np.where(blocks, probabilities[c], -np.inf))
-    return most_suspicious_patch(logits, cells, classes=classes, patch_cells=patch_cells)
+    return _least_normal(probabilities, on_breast, classes)
